@@ -1,0 +1,419 @@
+//! Frames from pcap and pcapng files.
+//!
+//! [`FileSource`] streams a capture through `pcap-parser`'s circular buffer and hands each packet
+//! to a callback as a borrowed [`Frame`] with a nanosecond timestamp. pcap files may be in µs or
+//! ns resolution (by magic number); pcapng interfaces declare theirs with `if_tsresol` and may
+//! shift it with `if_tsoffset`, and both are honoured per interface.
+//!
+//! Damaged input never panics and never loops: a file that is not a capture is refused at
+//! open, a record that breaks off or cannot be parsed ends the read with an error that says where,
+//! and the caller keeps what it gathered up to that point.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+
+use super::{Frame, LinkType};
+
+/// The reader's first buffer size; enough for any ordinary record.
+const INITIAL_BUFFER: usize = 256 * 1024;
+/// The largest record metro will buffer. pcap's largest snap length is 256 KiB; pcapng blocks
+/// can claim up to 4 GiB, which only a hostile file does.
+const MAX_BUFFER: usize = 16 * 1024 * 1024;
+
+/// Why a capture file could not be read (to the end).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The file is empty.
+    #[error("{path} is empty: a pcap or pcapng capture was expected")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file starts with neither a pcap nor a pcapng header.
+    #[error("{path} is not a pcap or pcapng capture (unrecognised header); write captures with `tcpdump -w FILE`")]
+    NotCapture {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file ends in the middle of a record.
+    #[error("{path} ends in the middle of a record at byte {offset}: the capture is cut short (was it still being written?)")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes read before the broken record.
+        offset: u64,
+    },
+    /// A record could not be parsed, or claims an impossible size.
+    #[error("{path} is damaged at byte {offset}: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Bytes read before the damaged record.
+        offset: u64,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// What the reader saw besides packets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FileStats {
+    /// Packet records read.
+    pub records: u64,
+    /// Packets on an interface whose link type metro does not decode.
+    pub unknown_link: u64,
+    /// pcapng packets with no usable timestamp (simple packet blocks, unknown interface ids).
+    pub untimed: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Interface {
+    link: Option<LinkType>,
+    /// Timestamp units per second.
+    units: u64,
+    /// Seconds added to every timestamp (`if_tsoffset`).
+    offset_s: i64,
+}
+
+/// A pcap or pcapng file, read as a stream of frames.
+pub struct FileSource {
+    path: PathBuf,
+    reader: Box<dyn PcapReaderIterator + Send>,
+    legacy: Option<Interface>,
+    interfaces: Vec<Interface>,
+    consumed: u64,
+    stats: FileStats,
+}
+
+impl FileSource {
+    /// Opens a capture and checks that it is pcap or pcapng.
+    pub fn open(path: &Path) -> Result<FileSource, FileError> {
+        let file = File::open(path).map_err(|source| FileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        FileSource::from_reader(path, file)
+    }
+
+    /// Reads a capture from any byte stream; `path` is only used in messages.
+    pub fn from_reader(
+        path: &Path,
+        input: impl Read + Send + 'static,
+    ) -> Result<FileSource, FileError> {
+        let reader = create_reader(INITIAL_BUFFER, input).map_err(|e| match e {
+            PcapError::Eof => FileError::Empty {
+                path: path.to_owned(),
+            },
+            PcapError::ReadError => FileError::Io {
+                path: path.to_owned(),
+                source: io::Error::other("read failed"),
+            },
+            PcapError::Incomplete(_) => FileError::Truncated {
+                path: path.to_owned(),
+                offset: 0,
+            },
+            _ => FileError::NotCapture {
+                path: path.to_owned(),
+            },
+        })?;
+        Ok(FileSource {
+            path: path.to_owned(),
+            reader,
+            legacy: None,
+            interfaces: Vec::new(),
+            consumed: 0,
+            stats: FileStats::default(),
+        })
+    }
+
+    /// What was read so far.
+    pub fn stats(&self) -> FileStats {
+        self.stats
+    }
+
+    /// Calls `f` with every packet, in file order, until the end of the file or an error.
+    /// Frames on interfaces with an undecodable link type are counted, not passed on.
+    pub fn for_each(&mut self, mut f: impl FnMut(LinkType, &Frame<'_>)) -> Result<(), FileError> {
+        let mut capacity = INITIAL_BUFFER;
+        let mut stalled = false;
+        loop {
+            let step = match self.reader.next() {
+                Ok((len, block)) => {
+                    stalled = false;
+                    match block {
+                        PcapBlockOwned::LegacyHeader(h) => {
+                            self.legacy = Some(Interface {
+                                link: LinkType::from_linktype(h.network.0 as u32),
+                                units: if h.is_nanosecond_precision() {
+                                    1_000_000_000
+                                } else {
+                                    1_000_000
+                                },
+                                offset_s: 0,
+                            });
+                        }
+                        PcapBlockOwned::Legacy(b) => {
+                            self.stats.records += 1;
+                            match self.legacy {
+                                Some(Interface {
+                                    link: Some(link),
+                                    units,
+                                    ..
+                                }) => {
+                                    let sub = u64::from(b.ts_usec) * (1_000_000_000 / units);
+                                    let frame = Frame {
+                                        ts_ns: u64::from(b.ts_sec) * 1_000_000_000 + sub,
+                                        data: clip(b.data, b.caplen),
+                                        wire_len: b.origlen,
+                                    };
+                                    f(link, &frame);
+                                }
+                                _ => self.stats.unknown_link += 1,
+                            }
+                        }
+                        PcapBlockOwned::NG(Block::SectionHeader(_)) => self.interfaces.clear(),
+                        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                            self.interfaces.push(Interface {
+                                link: LinkType::from_linktype(idb.linktype.0 as u32),
+                                // An impossible resolution leaves the interface untimed.
+                                units: idb.ts_resolution().unwrap_or(0),
+                                offset_s: idb.ts_offset(),
+                            });
+                        }
+                        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                            self.stats.records += 1;
+                            match self.interfaces.get(epb.if_id as usize).copied() {
+                                Some(Interface { link: None, .. }) => self.stats.unknown_link += 1,
+                                Some(Interface {
+                                    link: Some(link),
+                                    units,
+                                    offset_s,
+                                }) if units > 0 => {
+                                    let raw =
+                                        (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                    let frame = Frame {
+                                        ts_ns: to_ns(raw, units, offset_s),
+                                        data: clip(epb.data, epb.caplen),
+                                        wire_len: epb.origlen,
+                                    };
+                                    f(link, &frame);
+                                }
+                                _ => self.stats.untimed += 1,
+                            }
+                        }
+                        PcapBlockOwned::NG(Block::SimplePacket(_)) => {
+                            self.stats.records += 1;
+                            self.stats.untimed += 1;
+                        }
+                        PcapBlockOwned::NG(_) => {}
+                    }
+                    Step::Consume(len)
+                }
+                Err(PcapError::Eof) => Step::Done,
+                Err(PcapError::Incomplete(_)) => Step::Refill,
+                Err(PcapError::UnexpectedEof) => Step::Truncated,
+                Err(PcapError::BufferTooSmall) => Step::Grow,
+                Err(e) => Step::Fail(describe(&e)),
+            };
+            match step {
+                Step::Consume(len) => {
+                    self.reader.consume(len);
+                    self.consumed += len as u64;
+                }
+                Step::Done => return Ok(()),
+                Step::Refill => {
+                    if self.reader.reader_exhausted() {
+                        // A record that breaks off at the end of the file; a file that ends
+                        // exactly between records returns Eof instead.
+                        if stalled || self.reader.data().is_empty() {
+                            return if self.reader.data().is_empty() {
+                                Ok(())
+                            } else {
+                                Err(self.truncated())
+                            };
+                        }
+                        stalled = true;
+                    }
+                    let before = self.reader.data().len();
+                    if self.reader.refill().is_err() {
+                        return Err(self.corrupt("read error while refilling the buffer".into()));
+                    }
+                    if self.reader.data().len() == before {
+                        // Nothing new came in: either the record is larger than the buffer,
+                        // or the file has ended inside it.
+                        if self.reader.reader_exhausted() && stalled {
+                            return Err(self.truncated());
+                        }
+                        if before >= capacity / 2 {
+                            if capacity >= MAX_BUFFER {
+                                return Err(self.corrupt(format!(
+                                    "a record larger than {} MiB",
+                                    MAX_BUFFER >> 20
+                                )));
+                            }
+                            capacity *= 2;
+                            self.reader.grow(capacity);
+                        }
+                        stalled = true;
+                    }
+                }
+                Step::Grow => {
+                    if capacity >= MAX_BUFFER {
+                        return Err(
+                            self.corrupt(format!("a record larger than {} MiB", MAX_BUFFER >> 20))
+                        );
+                    }
+                    capacity *= 2;
+                    self.reader.grow(capacity);
+                    // grow() only resizes; pull in the rest of the record.
+                    let _ = self.reader.refill();
+                }
+                Step::Truncated => return Err(self.truncated()),
+                Step::Fail(detail) => return Err(self.corrupt(detail)),
+            }
+        }
+    }
+
+    fn truncated(&self) -> FileError {
+        FileError::Truncated {
+            path: self.path.clone(),
+            offset: self.consumed,
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> FileError {
+        FileError::Corrupt {
+            path: self.path.clone(),
+            offset: self.consumed,
+            detail,
+        }
+    }
+}
+
+enum Step {
+    Consume(usize),
+    Done,
+    Refill,
+    Grow,
+    Truncated,
+    Fail(String),
+}
+
+fn describe(e: &PcapError<&[u8]>) -> String {
+    match e {
+        PcapError::HeaderNotRecognized => "an unrecognised block header".into(),
+        PcapError::NomError(_, kind) => format!("an unparsable record ({kind:?})"),
+        PcapError::OwnedNomError(_, kind) => format!("an unparsable record ({kind:?})"),
+        PcapError::ReadError => "a read error".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The captured bytes: pcapng pads packet data to 32 bits, and `caplen` says where it ends.
+#[inline]
+fn clip(data: &[u8], caplen: u32) -> &[u8] {
+    &data[..data.len().min(caplen as usize)]
+}
+
+/// Converts a pcapng timestamp in `units` per second, shifted by `offset_s`, to ns.
+#[inline]
+fn to_ns(raw: u64, units: u64, offset_s: i64) -> u64 {
+    let secs = raw / units;
+    let frac = raw % units;
+    let sub = (u128::from(frac) * 1_000_000_000 / u128::from(units)) as u64;
+    secs.saturating_add_signed(offset_s)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(sub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcapng_resolutions_convert_exactly() {
+        assert_eq!(to_ns(1_500_000_123, 1_000_000_000, 0), 1_500_000_123);
+        assert_eq!(to_ns(1_500_001, 1_000_000, 0), 1_500_001_000);
+        assert_eq!(to_ns(3, 2, 10), 11_500_000_000);
+    }
+
+    fn read_all(bytes: Vec<u8>) -> (Result<(), FileError>, u64) {
+        let mut n = 0;
+        let r = FileSource::from_reader(Path::new("mem"), io::Cursor::new(bytes))
+            .and_then(|mut s| s.for_each(|_, _| n += 1));
+        (r, n)
+    }
+
+    fn pcap_header() -> Vec<u8> {
+        let mut v = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&65535u32.to_le_bytes());
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v
+    }
+
+    fn record(v: &mut Vec<u8>, len: u32) {
+        v.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend(std::iter::repeat(0).take(len as usize));
+    }
+
+    #[test]
+    fn text_file_is_not_a_capture() {
+        let (r, _) = read_all(b"hello, this is not a capture file at all\n".to_vec());
+        assert!(matches!(r, Err(FileError::NotCapture { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn empty_file_is_refused() {
+        let (r, _) = read_all(Vec::new());
+        assert!(matches!(r, Err(FileError::Empty { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn record_cut_short_is_reported_after_the_good_ones() {
+        let mut v = pcap_header();
+        record(&mut v, 60);
+        record(&mut v, 60);
+        v.truncate(v.len() - 10);
+        let (r, n) = read_all(v);
+        assert_eq!(n, 1);
+        assert!(matches!(r, Err(FileError::Truncated { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn whole_file_reads_every_record() {
+        let mut v = pcap_header();
+        for _ in 0..1000 {
+            record(&mut v, 500);
+        }
+        let (r, n) = read_all(v);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(n, 1000);
+    }
+
+    #[test]
+    fn record_claiming_a_huge_length_ends_with_an_error_not_a_hang() {
+        let mut v = pcap_header();
+        v.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        v.extend_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        v.extend_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        v.extend(std::iter::repeat(0).take(100));
+        let (r, _) = read_all(v);
+        assert!(r.is_err());
+    }
+}

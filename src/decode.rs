@@ -1,0 +1,652 @@
+//! Bytes → a borrowed view of one TCP segment.
+//!
+//! [`decode`] walks a frame's link and IP headers (with `etherparse`'s header slices, which read
+//! fields in place) down to the TCP header, and returns a [`Segment`]: a zero-copy view over the
+//! TCP header bytes plus the few facts from the IP header that the RTT estimator needs. Anything
+//! that is not a usable TCP segment comes back as a [`Skip`] reason, which the worker counts.
+//!
+//! Two rules make this usable on real captures:
+//! - A frame cut by the snap length is still used when its TCP header, options included, is
+//!   complete. The payload length comes from the IP header, never from the captured bytes.
+//! - Non-first fragments carry no TCP header and are skipped (counted as fragments).
+//!
+//! This module deliberately knows nothing about flows or RTT: it never looks past one frame.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::{
+    ip_number, EtherType, Ethernet2HeaderSlice, IpNumber, Ipv4HeaderSlice, Ipv6ExtensionsSlice,
+    Ipv6HeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice,
+};
+
+use crate::capture::LinkType;
+
+/// Why a frame was not turned into a TCP segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not IPv4/IPv6, or IP carrying something other than TCP.
+    NotTcp,
+    /// Cut short before the end of the TCP header (snap length or a broken capture).
+    Truncated,
+    /// A header field is impossible (bad version, lengths that contradict each other).
+    Malformed,
+    /// A non-first IP fragment: it has no TCP header.
+    Fragment,
+    /// The capture's link type is one metro does not decode.
+    UnknownLink,
+}
+
+impl Skip {
+    /// Every reason, in the order counters are printed.
+    pub const ALL: [Skip; 5] = [
+        Skip::NotTcp,
+        Skip::Truncated,
+        Skip::Malformed,
+        Skip::Fragment,
+        Skip::UnknownLink,
+    ];
+
+    /// A stable snake_case name, used in JSON output and metric names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::NotTcp => "not_tcp",
+            Skip::Truncated => "truncated",
+            Skip::Malformed => "malformed",
+            Skip::Fragment => "fragment",
+            Skip::UnknownLink => "unknown_link",
+        }
+    }
+
+    /// Index into a counter array ordered as [`Skip::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An IP address stored as 16 bytes; IPv4 is kept IPv4-mapped (`::ffff:a.b.c.d`) so that both
+/// families share one flow key type and compare with plain byte equality.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Addr(pub [u8; 16]);
+
+impl Addr {
+    /// Wraps an IPv4 address (as its four bytes in network order).
+    #[inline]
+    pub fn v4(octets: [u8; 4]) -> Addr {
+        let mut b = [0u8; 16];
+        b[10] = 0xff;
+        b[11] = 0xff;
+        b[12..].copy_from_slice(&octets);
+        Addr(b)
+    }
+
+    /// Wraps an IPv6 address (as its sixteen bytes in network order).
+    #[inline]
+    pub fn v6(octets: [u8; 16]) -> Addr {
+        Addr(octets)
+    }
+
+    /// True when this is an IPv4-mapped address.
+    #[inline]
+    pub fn is_v4(&self) -> bool {
+        self.0[..10] == [0u8; 10] && self.0[10] == 0xff && self.0[11] == 0xff
+    }
+
+    /// The standard library form: IPv4 for mapped addresses, IPv6 otherwise.
+    pub fn ip(&self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::new(
+                self.0[12], self.0[13], self.0[14], self.0[15],
+            ))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.0))
+        }
+    }
+}
+
+impl From<IpAddr> for Addr {
+    fn from(ip: IpAddr) -> Addr {
+        match ip {
+            IpAddr::V4(v4) => Addr::v4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Addr::v4(v4.octets()),
+                None => Addr::v6(v6.octets()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.ip().fmt(f)
+    }
+}
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.ip().fmt(f)
+    }
+}
+
+/// Byte offsets of the TCP header fields (RFC 9293 §3.1), named once.
+mod field {
+    use std::ops::Range;
+    pub const SEQ: Range<usize> = 4..8;
+    pub const ACK: Range<usize> = 8..12;
+    pub const FLAGS: usize = 13;
+    pub const OPTIONS: usize = 20;
+}
+
+/// TCP flag bits in the flags byte (offset 13).
+pub mod flags {
+    /// No more data from sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronise sequence numbers.
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// The acknowledgment field is significant.
+    pub const ACK: u8 = 0x10;
+}
+
+/// TCP option kinds metro reads (RFC 9293 §3.2, RFC 7323 §3).
+mod option {
+    pub const END: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const TIMESTAMP: u8 = 8;
+    pub const TIMESTAMP_LEN: usize = 10;
+}
+
+/// A zero-copy view of one TCP segment inside a captured frame.
+///
+/// The TCP header, options included, is known to be complete; every accessor indexes it without
+/// further checks.
+#[derive(Clone)]
+pub struct Segment<'a> {
+    src: Addr,
+    dst: Addr,
+    tcp: TcpHeaderSlice<'a>,
+    payload_len: u32,
+}
+
+impl<'a> Segment<'a> {
+    /// Source IP address.
+    #[inline]
+    pub fn src(&self) -> Addr {
+        self.src
+    }
+
+    /// Destination IP address.
+    #[inline]
+    pub fn dst(&self) -> Addr {
+        self.dst
+    }
+
+    /// Source TCP port.
+    #[inline]
+    pub fn src_port(&self) -> u16 {
+        self.tcp.source_port()
+    }
+
+    /// Destination TCP port.
+    #[inline]
+    pub fn dst_port(&self) -> u16 {
+        self.tcp.destination_port()
+    }
+
+    /// Sequence number of the first byte (or of the SYN).
+    #[inline]
+    pub fn seq(&self) -> u32 {
+        be32(&self.tcp.slice()[field::SEQ])
+    }
+
+    /// Acknowledgment number: the next sequence number the sender of this segment expects.
+    #[inline]
+    pub fn ack(&self) -> u32 {
+        be32(&self.tcp.slice()[field::ACK])
+    }
+
+    /// The flags byte (see [`flags`]).
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        self.tcp.slice()[field::FLAGS]
+    }
+
+    /// True when the ACK flag is set.
+    #[inline]
+    pub fn has_ack(&self) -> bool {
+        self.flags() & flags::ACK != 0
+    }
+
+    /// True when the SYN flag is set.
+    #[inline]
+    pub fn is_syn(&self) -> bool {
+        self.flags() & flags::SYN != 0
+    }
+
+    /// True when the FIN or RST flag is set: the connection is closing.
+    #[inline]
+    pub fn is_closing(&self) -> bool {
+        self.flags() & (flags::FIN | flags::RST) != 0
+    }
+
+    /// True when the RST flag is set.
+    #[inline]
+    pub fn is_rst(&self) -> bool {
+        self.flags() & flags::RST != 0
+    }
+
+    /// Payload bytes, from the IP header's length fields (not from what was captured).
+    #[inline]
+    pub fn payload_len(&self) -> u32 {
+        self.payload_len
+    }
+
+    /// Sequence space the segment occupies: payload plus one for SYN and one for FIN.
+    #[inline]
+    pub fn seq_len(&self) -> u32 {
+        let f = self.flags();
+        let mut len = self.payload_len;
+        if f & flags::SYN != 0 {
+            len = len.wrapping_add(1);
+        }
+        if f & flags::FIN != 0 && f & flags::RST == 0 {
+            len = len.wrapping_add(1);
+        }
+        len
+    }
+
+    /// The TCP timestamp option (RFC 7323 §3), as `(TSval, TSecr)`, if present and well-formed.
+    #[inline]
+    pub fn timestamps(&self) -> Option<(u32, u32)> {
+        let opts = &self.tcp.slice()[field::OPTIONS..];
+        // Fast path: the layout every stack sends, NOP NOP TS.
+        if opts.len() >= 12
+            && opts[0] == option::NOP
+            && opts[1] == option::NOP
+            && opts[2] == option::TIMESTAMP
+            && opts[3] as usize == option::TIMESTAMP_LEN
+        {
+            return Some((be32(&opts[4..8]), be32(&opts[8..12])));
+        }
+        let mut i = 0;
+        while i < opts.len() {
+            match opts[i] {
+                option::END => return None,
+                option::NOP => i += 1,
+                kind => {
+                    let len = *opts.get(i + 1)? as usize;
+                    if len < 2 || i + len > opts.len() {
+                        return None;
+                    }
+                    if kind == option::TIMESTAMP && len == option::TIMESTAMP_LEN {
+                        return Some((be32(&opts[i + 2..i + 6]), be32(&opts[i + 6..i + 10])));
+                    }
+                    i += len;
+                }
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Debug for Segment<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("src", &self.src)
+            .field("sport", &self.src_port())
+            .field("dst", &self.dst)
+            .field("dport", &self.dst_port())
+            .field("seq", &self.seq())
+            .field("ack", &self.ack())
+            .field("flags", &format_args!("{:#04x}", self.flags()))
+            .field("len", &self.payload_len)
+            .finish()
+    }
+}
+
+#[inline]
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+#[inline]
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+/// EtherType values metro follows (IEEE 802.1Q, 802.1ad and the pre-standard QinQ tag).
+mod ethertype {
+    pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86dd;
+    pub const VLAN: u16 = 0x8100;
+    pub const QINQ: u16 = 0x88a8;
+    pub const QINQ_OLD: u16 = 0x9100;
+}
+
+/// How many stacked VLAN tags are followed before giving up (QinQ is two; be generous).
+const MAX_VLAN_TAGS: usize = 4;
+
+/// Decodes one frame of the given link type down to its TCP segment.
+///
+/// `wire_len` is the frame's original length; it is used only when the IP header's own length
+/// is zero (TSO/GRO super-frames captured on Linux may carry a zero IPv4 total length).
+pub fn decode(link: LinkType, data: &[u8], wire_len: u32) -> Result<Segment<'_>, Skip> {
+    let (l3, ethertype) = match link {
+        LinkType::Ethernet => ethernet(data)?,
+        LinkType::Raw => (0, version_ethertype(data)?),
+        LinkType::Ipv4 => (0, ethertype::IPV4),
+        LinkType::Ipv6 => (0, ethertype::IPV6),
+        LinkType::Null | LinkType::Loop => {
+            let fam = data.get(..4).ok_or(Skip::Truncated)?;
+            let fam = [fam[0], fam[1], fam[2], fam[3]];
+            let value = if link == LinkType::Loop {
+                u32::from_be_bytes(fam)
+            } else {
+                // The capturing host's byte order is unknown: a family fits in the low byte,
+                // so whichever order gives a small number is the right one.
+                let le = u32::from_le_bytes(fam);
+                if le < 256 {
+                    le
+                } else {
+                    u32::from_be_bytes(fam)
+                }
+            };
+            // AF_INET is 2 everywhere; AF_INET6 is 24 (NetBSD/OpenBSD), 28 (FreeBSD),
+            // 30 (macOS) or 10 (Linux).
+            let et = match value {
+                2 => ethertype::IPV4,
+                24 | 28 | 30 | 10 => ethertype::IPV6,
+                _ => return Err(Skip::NotTcp),
+            };
+            (4, et)
+        }
+        LinkType::LinuxSll => {
+            // struct sll_header: pkttype, hatype, halen, addr[8], protocol — 16 bytes.
+            let hdr = data.get(..16).ok_or(Skip::Truncated)?;
+            (16, be16(&hdr[14..16]))
+        }
+        LinkType::LinuxSll2 => {
+            // struct sll2_header: protocol, reserved, ifindex, hatype, pkttype, halen, addr[8].
+            let hdr = data.get(..20).ok_or(Skip::Truncated)?;
+            (20, be16(&hdr[0..2]))
+        }
+    };
+    let rest = &data[l3..];
+    let extra = (wire_len as usize).saturating_sub(data.len());
+    match ethertype {
+        ethertype::IPV4 => ipv4(rest, rest.len() + extra),
+        ethertype::IPV6 => ipv6(rest, rest.len() + extra),
+        _ => Err(Skip::NotTcp),
+    }
+}
+
+/// Walks Ethernet II and any VLAN tags; returns the L3 offset and EtherType.
+#[inline]
+fn ethernet(data: &[u8]) -> Result<(usize, u16), Skip> {
+    let eth = Ethernet2HeaderSlice::from_slice(data).map_err(|_| Skip::Truncated)?;
+    let mut off = eth.slice().len();
+    let mut et = eth.ether_type();
+    for _ in 0..MAX_VLAN_TAGS {
+        match et.0 {
+            ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD => {
+                let tag =
+                    SingleVlanHeaderSlice::from_slice(&data[off..]).map_err(|_| Skip::Truncated)?;
+                off += tag.slice().len();
+                et = tag.ether_type();
+            }
+            _ => return Ok((off, et.0)),
+        }
+    }
+    if matches!(et, EtherType::VLAN_TAGGED_FRAME) {
+        return Err(Skip::Malformed);
+    }
+    Ok((off, et.0))
+}
+
+/// For raw IP link types: the IP version nibble names the protocol.
+#[inline]
+fn version_ethertype(data: &[u8]) -> Result<u16, Skip> {
+    match data.first().ok_or(Skip::Truncated)? >> 4 {
+        4 => Ok(ethertype::IPV4),
+        6 => Ok(ethertype::IPV6),
+        _ => Err(Skip::Malformed),
+    }
+}
+
+#[inline]
+fn ipv4(data: &[u8], wire_len: usize) -> Result<Segment<'_>, Skip> {
+    use etherparse::err::ipv4::HeaderSliceError;
+    let ip = Ipv4HeaderSlice::from_slice(data).map_err(|e| match e {
+        HeaderSliceError::Len(_) => Skip::Truncated,
+        HeaderSliceError::Content(_) => Skip::Malformed,
+    })?;
+    if ip.protocol() != ip_number::TCP {
+        return Err(Skip::NotTcp);
+    }
+    if ip.fragments_offset().value() != 0 {
+        return Err(Skip::Fragment);
+    }
+    let ihl = ip.slice().len();
+    let total = match ip.total_len() as usize {
+        // Linux may capture TSO/GRO super-frames with a zero total length; trust the wire.
+        0 => wire_len,
+        n => n,
+    };
+    let tcp = tcp(&data[ihl..])?;
+    let payload = total
+        .checked_sub(ihl + tcp.slice().len())
+        .ok_or(Skip::Malformed)?;
+    Ok(Segment {
+        src: Addr::v4(ip.source()),
+        dst: Addr::v4(ip.destination()),
+        tcp,
+        payload_len: payload as u32,
+    })
+}
+
+#[inline]
+fn ipv6(data: &[u8], wire_len: usize) -> Result<Segment<'_>, Skip> {
+    use etherparse::err::ipv6::HeaderSliceError;
+    let ip = Ipv6HeaderSlice::from_slice(data).map_err(|e| match e {
+        HeaderSliceError::Len(_) => Skip::Truncated,
+        HeaderSliceError::Content(_) => Skip::Malformed,
+    })?;
+    let after = &data[ip.slice().len()..];
+    let (proto, tcp_bytes) = if is_ipv6_ext(ip.next_header()) {
+        use etherparse::err::ipv6_exts::HeaderSliceError as ExtError;
+        let (exts, proto, rest) = Ipv6ExtensionsSlice::from_slice(ip.next_header(), after)
+            .map_err(|e| match e {
+                ExtError::Len(_) => Skip::Truncated,
+                ExtError::Content(_) => Skip::Malformed,
+            })?;
+        if exts.is_fragmenting_payload() {
+            // A fragment header with a non-zero offset or more-fragments set: only the first
+            // fragment carries TCP, and its length would not be the segment's. Skip them all.
+            return Err(Skip::Fragment);
+        }
+        (proto, rest)
+    } else {
+        (ip.next_header(), after)
+    };
+    if proto != ip_number::TCP {
+        return Err(Skip::NotTcp);
+    }
+    let ext_len = after.len() - tcp_bytes.len();
+    let payload_total = match ip.payload_length() as usize {
+        // A zero payload length is a jumbogram or a GRO super-frame: trust the wire.
+        0 => wire_len.saturating_sub(ip.slice().len()),
+        n => n,
+    };
+    let tcp = tcp(tcp_bytes)?;
+    let payload = payload_total
+        .checked_sub(ext_len + tcp.slice().len())
+        .ok_or(Skip::Malformed)?;
+    Ok(Segment {
+        src: Addr::v6(ip.source()),
+        dst: Addr::v6(ip.destination()),
+        tcp,
+        payload_len: payload as u32,
+    })
+}
+
+/// The IPv6 extension headers that may stand between the IPv6 header and TCP (RFC 8200 §4).
+#[inline]
+fn is_ipv6_ext(n: IpNumber) -> bool {
+    matches!(
+        n,
+        ip_number::IPV6_HOP_BY_HOP
+            | ip_number::IPV6_ROUTE
+            | ip_number::IPV6_FRAG
+            | ip_number::IPV6_DEST_OPTIONS
+            | ip_number::AUTH
+            | ip_number::IPV6_NO_NEXT_HEADER
+    ) || n.0 == 135 // Mobility
+        || n.0 == 139 // HIP
+        || n.0 == 140 // Shim6
+}
+
+#[inline]
+fn tcp(data: &[u8]) -> Result<TcpHeaderSlice<'_>, Skip> {
+    use etherparse::err::tcp::HeaderSliceError;
+    TcpHeaderSlice::from_slice(data).map_err(|e| match e {
+        HeaderSliceError::Len(_) => Skip::Truncated,
+        HeaderSliceError::Content(_) => Skip::Malformed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds an Ethernet + IPv4 + TCP frame with the given TCP options and payload size.
+    fn eth_ipv4_tcp(opts: &[u8], payload: usize, flags_byte: u8) -> Vec<u8> {
+        let tcp_len = 20 + opts.len();
+        let total = 20 + tcp_len + payload;
+        let mut f = vec![0u8; 14];
+        f[12] = 0x08;
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ]);
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&[0x30, 0x39, 0, 80]);
+        f.extend_from_slice(&1000u32.to_be_bytes());
+        f.extend_from_slice(&2000u32.to_be_bytes());
+        f.push(((tcp_len / 4) as u8) << 4);
+        f.push(flags_byte);
+        f.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(opts);
+        f.extend(std::iter::repeat(0xaa).take(payload));
+        f
+    }
+
+    const TS_OPTS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9];
+
+    #[test]
+    fn reads_fields_and_timestamps() {
+        let f = eth_ipv4_tcp(&TS_OPTS, 100, flags::ACK);
+        let s = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+        assert_eq!(s.src().to_string(), "10.0.0.1");
+        assert_eq!(s.dst().to_string(), "10.0.0.2");
+        assert_eq!((s.src_port(), s.dst_port()), (12345, 80));
+        assert_eq!((s.seq(), s.ack()), (1000, 2000));
+        assert_eq!(s.payload_len(), 100);
+        assert_eq!(s.seq_len(), 100);
+        assert_eq!(s.timestamps(), Some((7, 9)));
+    }
+
+    #[test]
+    fn snap_cut_after_options_keeps_ip_payload_length() {
+        let f = eth_ipv4_tcp(&TS_OPTS, 1448, flags::ACK);
+        let cut = &f[..14 + 20 + 32];
+        let s = decode(LinkType::Ethernet, cut, f.len() as u32).unwrap();
+        assert_eq!(s.payload_len(), 1448);
+    }
+
+    #[test]
+    fn snap_cut_inside_options_is_truncated() {
+        let f = eth_ipv4_tcp(&TS_OPTS, 10, flags::ACK);
+        let cut = &f[..14 + 20 + 25];
+        assert_eq!(
+            decode(LinkType::Ethernet, cut, f.len() as u32).unwrap_err(),
+            Skip::Truncated
+        );
+    }
+
+    #[test]
+    fn syn_and_fin_take_sequence_space() {
+        let f = eth_ipv4_tcp(&[], 0, flags::SYN);
+        assert_eq!(decode(LinkType::Ethernet, &f, 0).unwrap().seq_len(), 1);
+        let f = eth_ipv4_tcp(&[], 5, flags::FIN | flags::ACK);
+        assert_eq!(decode(LinkType::Ethernet, &f, 0).unwrap().seq_len(), 6);
+    }
+
+    #[test]
+    fn timestamps_found_after_other_options() {
+        // MSS, SACK-permitted, TS, NOP, window scale: a SYN's usual layout.
+        let opts = [
+            2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 1, 0, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        let f = eth_ipv4_tcp(&opts, 0, flags::SYN);
+        let s = decode(LinkType::Ethernet, &f, 0).unwrap();
+        assert_eq!(s.timestamps(), Some((256, 0)));
+    }
+
+    #[test]
+    fn broken_option_length_gives_no_timestamps_and_no_panic() {
+        let opts = [2, 0, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0];
+        let f = eth_ipv4_tcp(&opts, 0, flags::ACK);
+        assert_eq!(
+            decode(LinkType::Ethernet, &f, 0).unwrap().timestamps(),
+            None
+        );
+    }
+
+    #[test]
+    fn ipv4_total_length_shorter_than_headers_is_malformed() {
+        let mut f = eth_ipv4_tcp(&[], 0, flags::ACK);
+        f[16] = 0;
+        f[17] = 30;
+        assert_eq!(
+            decode(LinkType::Ethernet, &f, 0).unwrap_err(),
+            Skip::Malformed
+        );
+    }
+
+    #[test]
+    fn non_first_fragment_is_skipped() {
+        let mut f = eth_ipv4_tcp(&[], 0, flags::ACK);
+        f[14 + 7] = 0x10;
+        assert_eq!(
+            decode(LinkType::Ethernet, &f, 0).unwrap_err(),
+            Skip::Fragment
+        );
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_decodes_or_skips_without_panic() {
+        let f = eth_ipv4_tcp(&TS_OPTS, 3, flags::ACK);
+        for link in [
+            LinkType::Ethernet,
+            LinkType::Raw,
+            LinkType::LinuxSll,
+            LinkType::LinuxSll2,
+            LinkType::Null,
+        ] {
+            for n in 0..f.len() {
+                let _ = decode(link, &f[..n], f.len() as u32);
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The normalised 5-tuple.
+//!
+//! Both directions of a connection must find the same flow entry, so the key orders its two
+//! endpoints: the lower (address, port) pair is always `a`. [`FlowKey::new`] also says which side
+//! the packet came from, so the caller can pick the right half of the flow's state. The hash is
+//! symmetric by construction (it hashes the normalised key), which is also what lets offline mode
+//! dispatch frames to workers the way `PACKET_FANOUT_HASH` does live.
+
+use crate::decode::Addr;
+
+/// A TCP connection's endpoints, ordered so that both directions give the same key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
+#[repr(C)]
+pub struct FlowKey {
+    /// The lower endpoint's address.
+    pub a: Addr,
+    /// The higher endpoint's address.
+    pub b: Addr,
+    /// The lower endpoint's port.
+    pub a_port: u16,
+    /// The higher endpoint's port.
+    pub b_port: u16,
+}
+
+/// Which endpoint of a [`FlowKey`] sent a packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    /// The packet came from endpoint `a`.
+    A = 0,
+    /// The packet came from endpoint `b`.
+    B = 1,
+}
+
+impl Side {
+    /// The other endpoint.
+    #[inline]
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+impl FlowKey {
+    /// Normalises a packet's (source, destination) into a key, and says which side sent it.
+    #[inline]
+    pub fn new(src: Addr, sport: u16, dst: Addr, dport: u16) -> (FlowKey, Side) {
+        if (src, sport) <= (dst, dport) {
+            (
+                FlowKey {
+                    a: src,
+                    b: dst,
+                    a_port: sport,
+                    b_port: dport,
+                },
+                Side::A,
+            )
+        } else {
+            (
+                FlowKey {
+                    a: dst,
+                    b: src,
+                    a_port: dport,
+                    b_port: sport,
+                },
+                Side::B,
+            )
+        }
+    }
+
+    /// The (address, port) of one side.
+    #[inline]
+    pub fn endpoint(&self, side: Side) -> (Addr, u16) {
+        match side {
+            Side::A => (self.a, self.a_port),
+            Side::B => (self.b, self.b_port),
+        }
+    }
+
+    /// A fast 64-bit hash of the key; equal for both directions because the key is normalised.
+    #[inline]
+    pub fn hash64(&self) -> u64 {
+        let w = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let mut h = 0x9e37_79b9_7f4a_7c15u64;
+        for word in [
+            w(&self.a.0[..8]),
+            w(&self.a.0[8..]),
+            w(&self.b.0[..8]),
+            w(&self.b.0[8..]),
+            (u64::from(self.a_port) << 16) | u64::from(self.b_port),
+        ] {
+            h = (h ^ word).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h ^= h >> 29;
+        }
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_directions_give_one_key_and_opposite_sides() {
+        let x = Addr::v4([10, 0, 0, 1]);
+        let y = Addr::v4([10, 0, 0, 2]);
+        let (k1, s1) = FlowKey::new(x, 40000, y, 80);
+        let (k2, s2) = FlowKey::new(y, 80, x, 40000);
+        assert_eq!(k1, k2);
+        assert_eq!(k1.hash64(), k2.hash64());
+        assert_eq!(s1, s2.other());
+        assert_eq!(k1.endpoint(s1), (x, 40000));
+    }
+
+    #[test]
+    fn same_address_different_ports_orders_by_port() {
+        let x = Addr::v4([127, 0, 0, 1]);
+        let (k, s) = FlowKey::new(x, 9000, x, 80);
+        assert_eq!((k.a_port, k.b_port), (80, 9000));
+        assert_eq!(s, Side::B);
+    }
+}

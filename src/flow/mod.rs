@@ -1,0 +1,8 @@
+//! Flows: the normalised 5-tuple ([`key`]) and the per-worker table that holds each flow's
+//! state ([`table`]).
+
+pub mod key;
+pub mod table;
+
+pub use key::{FlowKey, Side};
+pub use table::{Entry, FlowTable, TableStats, Ttl};

@@ -1,0 +1,408 @@
+//! The per-worker flow table.
+//!
+//! One worker owns one table, so there is no lock anywhere in it. It is an open-addressing hash
+//! table with linear probing and backward-shift deletion (no tombstones), over entries of a fixed
+//! 128 bytes: the key, a 24-bit hash tag, a state byte, the last-seen time and the caller's
+//! per-flow value.
+//!
+//! Bounds, because a sniffer on a busy gateway sees hostile traffic too:
+//! - at most `max_flows` entries; when full, a new flow evicts the least recently seen of a few
+//!   sampled entries (an approximate LRU), and the eviction is counted;
+//! - the table grows by doubling up to the size `max_flows` needs at 50 % load, so memory follows
+//!   the flows actually seen; growth allocates, but only when the flow count doubles, never per
+//!   packet;
+//! - flows expire after `idle_ttl` of silence, or `exp_ttl` after a FIN or RST, measured on packet
+//!   timestamps so a file replays exactly as live traffic would.
+//!
+//! The table knows nothing about what the value means: callers pass a closure that releases
+//! whatever a value holds when its flow is dropped.
+
+use super::key::FlowKey;
+
+/// The state byte's bits.
+mod state {
+    /// The slot holds a flow.
+    pub const OCCUPIED: u8 = 0x01;
+    /// A FIN or RST was seen: the flow expires after `exp_ttl` instead of `idle_ttl`.
+    pub const CLOSING: u8 = 0x02;
+}
+
+/// How long flows live without traffic, in nanoseconds of packet time.
+#[derive(Debug, Clone, Copy)]
+pub struct Ttl {
+    /// Silence after which an open flow is forgotten.
+    pub idle_ns: u64,
+    /// Silence after which a flow that saw FIN or RST is forgotten.
+    pub closed_ns: u64,
+}
+
+/// One flow: the normalised key, bookkeeping, and the caller's value. Kept to 128 bytes (two
+/// cache lines) when `V` is at most 80 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Entry<V> {
+    key: FlowKey,
+    tag: [u8; 3],
+    state: u8,
+    last_seen: u64,
+    /// The caller's per-flow state.
+    pub value: V,
+}
+
+impl<V> Entry<V> {
+    /// The flow's normalised key.
+    #[inline]
+    pub fn key(&self) -> &FlowKey {
+        &self.key
+    }
+
+    /// Capture time of the flow's last packet, in ns.
+    #[inline]
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen
+    }
+
+    /// Marks the flow as closing (FIN or RST seen), so it expires after `exp_ttl`.
+    #[inline]
+    pub fn set_closing(&mut self) {
+        self.state |= state::CLOSING;
+    }
+
+    #[inline]
+    fn occupied(&self) -> bool {
+        self.state & state::OCCUPIED != 0
+    }
+
+    #[inline]
+    fn expired(&self, now: u64, ttl: &Ttl) -> bool {
+        let limit = if self.state & state::CLOSING != 0 {
+            ttl.closed_ns
+        } else {
+            ttl.idle_ns
+        };
+        now.saturating_sub(self.last_seen) > limit
+    }
+}
+
+/// Counters the table keeps about itself.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableStats {
+    /// Flows created.
+    pub created: u64,
+    /// Flows dropped because the table was full.
+    pub evicted: u64,
+    /// Flows dropped because their TTL ran out.
+    pub expired: u64,
+}
+
+/// How many occupied entries an eviction compares (an approximate LRU, as Redis does it).
+const EVICTION_SAMPLES: usize = 8;
+/// The table's first size, in slots.
+const INITIAL_SLOTS: usize = 1024;
+
+/// A bounded flow table owned by one worker.
+pub struct FlowTable<V> {
+    slots: Vec<Entry<V>>,
+    mask: usize,
+    len: usize,
+    max_flows: usize,
+    max_slots: usize,
+    ttl: Ttl,
+    stats: TableStats,
+    evict_cursor: usize,
+}
+
+#[inline]
+fn tag_of(hash: u64) -> [u8; 3] {
+    let t = (hash >> 40) as u32;
+    [t as u8, (t >> 8) as u8, (t >> 16) as u8]
+}
+
+impl<V: Default + Copy> FlowTable<V> {
+    /// A table holding at most `max_flows` flows (at least 1), with the given TTLs.
+    pub fn new(max_flows: usize, ttl: Ttl) -> FlowTable<V> {
+        let max_flows = max_flows.max(1);
+        let max_slots = (max_flows * 2).next_power_of_two();
+        let n = INITIAL_SLOTS.min(max_slots);
+        FlowTable {
+            slots: vec![Entry::default(); n],
+            mask: n - 1,
+            len: 0,
+            max_flows,
+            max_slots,
+            ttl,
+            stats: TableStats::default(),
+            evict_cursor: 0,
+        }
+    }
+
+    /// Number of live flows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no flow is live.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Counters: flows created, evicted, expired.
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    /// Every live flow, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
+        self.slots.iter().filter(|e| e.occupied())
+    }
+
+    /// Finds the flow for `key` (with `hash = key.hash64()`), creating it if needed, and marks
+    /// it seen at `now`. A flow found expired is dropped and started afresh. Returns the entry
+    /// and whether it is new. `release` is called on the value of every flow dropped on the way.
+    #[inline]
+    pub fn upsert(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        now: u64,
+        release: &mut impl FnMut(&mut V),
+    ) -> (&mut Entry<V>, bool) {
+        let tag = tag_of(hash);
+        let mut i = hash as usize & self.mask;
+        loop {
+            let e = &self.slots[i];
+            if !e.occupied() {
+                break;
+            }
+            if e.tag == tag && e.key == *key {
+                let ttl = self.ttl;
+                let e = &mut self.slots[i];
+                let fresh = e.expired(now, &ttl);
+                if fresh {
+                    release(&mut e.value);
+                    e.value = V::default();
+                    e.state = state::OCCUPIED;
+                    self.stats.expired += 1;
+                    self.stats.created += 1;
+                }
+                e.last_seen = e.last_seen.max(now);
+                return (e, fresh);
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Not found: make room, then insert.
+        if self.len >= self.max_flows {
+            self.evict_one(hash, release);
+        } else if (self.len + 1) * 2 > self.slots.len() && self.slots.len() < self.max_slots {
+            self.grow();
+        }
+        let mut i = hash as usize & self.mask;
+        while self.slots[i].occupied() {
+            i = (i + 1) & self.mask;
+        }
+        self.len += 1;
+        self.stats.created += 1;
+        let e = &mut self.slots[i];
+        *e = Entry {
+            key: *key,
+            tag,
+            state: state::OCCUPIED,
+            last_seen: now,
+            value: V::default(),
+        };
+        (e, true)
+    }
+
+    /// Drops every flow whose TTL has run out at `now`.
+    pub fn expire(&mut self, now: u64, release: &mut impl FnMut(&mut V)) {
+        let ttl = self.ttl;
+        let mut i = 0;
+        while i < self.slots.len() {
+            let e = &mut self.slots[i];
+            if e.occupied() && e.expired(now, &ttl) {
+                release(&mut e.value);
+                self.remove_at(i);
+                self.stats.expired += 1;
+                // remove_at may have shifted another entry into slot i: look at it again.
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Drops every flow, releasing its value (used at shutdown).
+    pub fn clear(&mut self, release: &mut impl FnMut(&mut V)) {
+        for e in self.slots.iter_mut().filter(|e| e.occupied()) {
+            release(&mut e.value);
+            *e = Entry::default();
+        }
+        self.len = 0;
+    }
+
+    fn evict_one(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) {
+        // Sample occupied slots from a moving cursor (mixed with the new flow's hash so an
+        // attacker cannot predict it), and evict the least recently seen of them.
+        let n = self.slots.len();
+        let mut pos = (self.evict_cursor ^ (hash as usize >> 7)) & self.mask;
+        let mut victim = usize::MAX;
+        let mut oldest = u64::MAX;
+        let mut seen = 0;
+        let mut scanned = 0;
+        while seen < EVICTION_SAMPLES && scanned < n {
+            let e = &self.slots[pos];
+            if e.occupied() {
+                seen += 1;
+                if e.last_seen < oldest {
+                    oldest = e.last_seen;
+                    victim = pos;
+                }
+            }
+            pos = (pos + 1) & self.mask;
+            scanned += 1;
+        }
+        self.evict_cursor = pos.wrapping_add(n / 3 + 1);
+        if victim != usize::MAX {
+            release(&mut self.slots[victim].value);
+            self.remove_at(victim);
+            self.stats.evicted += 1;
+        }
+    }
+
+    /// Removes slot `i` with backward-shift deletion, keeping every probe chain unbroken.
+    fn remove_at(&mut self, mut i: usize) {
+        let mask = self.mask;
+        loop {
+            let mut j = i;
+            loop {
+                j = (j + 1) & mask;
+                if !self.slots[j].occupied() {
+                    self.slots[i] = Entry::default();
+                    self.len -= 1;
+                    return;
+                }
+                let home = self.slots[j].key.hash64() as usize & mask;
+                // Entry j may move back to i only if its home is not in the cyclic range (i, j].
+                let stays = if i <= j {
+                    i < home && home <= j
+                } else {
+                    i < home || home <= j
+                };
+                if !stays {
+                    self.slots[i] = self.slots[j];
+                    i = j;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let new_len = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![Entry::default(); new_len]);
+        self.mask = new_len - 1;
+        for e in old.into_iter().filter(|e| e.occupied()) {
+            let mut i = e.key.hash64() as usize & self.mask;
+            while self.slots[i].occupied() {
+                i = (i + 1) & self.mask;
+            }
+            self.slots[i] = e;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Addr;
+
+    const TTL: Ttl = Ttl {
+        idle_ns: 10_000,
+        closed_ns: 1_000,
+    };
+
+    fn key(n: u32) -> FlowKey {
+        let b = n.to_be_bytes();
+        FlowKey::new(Addr::v4(b), 1000, Addr::v4([10, 0, 0, 1]), 80).0
+    }
+
+    fn up(t: &mut FlowTable<u64>, k: &FlowKey, now: u64) -> bool {
+        t.upsert(k, k.hash64(), now, &mut |_| {}).1
+    }
+
+    #[test]
+    fn entry_is_128_bytes_with_an_80_byte_value() {
+        assert_eq!(std::mem::size_of::<Entry<[u64; 10]>>(), 128);
+    }
+
+    #[test]
+    fn finds_what_it_inserted_across_growth() {
+        let mut t = FlowTable::<u64>::new(100_000, TTL);
+        for n in 0..5000 {
+            assert!(up(&mut t, &key(n), 1));
+            t.upsert(&key(n), key(n).hash64(), 1, &mut |_| {}).0.value = u64::from(n);
+        }
+        for n in 0..5000 {
+            let (e, new) = t.upsert(&key(n), key(n).hash64(), 2, &mut |_| {});
+            assert!(!new);
+            assert_eq!(e.value, u64::from(n));
+        }
+        assert_eq!(t.len(), 5000);
+    }
+
+    #[test]
+    fn full_table_evicts_the_least_recently_seen_and_counts_it() {
+        let mut t = FlowTable::<u64>::new(8, TTL);
+        for n in 0..8 {
+            up(&mut t, &key(n), 100 + u64::from(n));
+        }
+        let mut released = 0;
+        t.upsert(&key(99), key(99).hash64(), 200, &mut |_| released += 1);
+        assert_eq!(t.len(), 8);
+        assert_eq!(t.stats().evicted, 1);
+        assert_eq!(released, 1);
+        assert!(
+            up(&mut t, &key(0), 201),
+            "flow 0 was the oldest and must be gone"
+        );
+    }
+
+    #[test]
+    fn idle_and_closed_flows_expire_on_packet_time() {
+        let mut t = FlowTable::<u64>::new(64, TTL);
+        up(&mut t, &key(1), 0);
+        up(&mut t, &key(2), 0);
+        t.upsert(&key(2), key(2).hash64(), 0, &mut |_| {})
+            .0
+            .set_closing();
+        t.expire(1_001, &mut |_| {});
+        assert_eq!(t.len(), 1, "the closed flow expires after exp_ttl");
+        t.expire(10_000, &mut |_| {});
+        assert_eq!(t.len(), 1, "idle_ttl is not yet over");
+        t.expire(10_001, &mut |_| {});
+        assert!(t.is_empty());
+        assert_eq!(t.stats().expired, 2);
+    }
+
+    #[test]
+    fn expired_flow_found_on_lookup_starts_afresh() {
+        let mut t = FlowTable::<u64>::new(64, TTL);
+        t.upsert(&key(1), key(1).hash64(), 0, &mut |_| {}).0.value = 7;
+        let (e, new) = t.upsert(&key(1), key(1).hash64(), 20_000, &mut |_| {});
+        assert!(new);
+        assert_eq!(e.value, 0);
+    }
+
+    #[test]
+    fn deletion_keeps_probe_chains_intact() {
+        let mut t = FlowTable::<u64>::new(512, TTL);
+        for n in 0..400 {
+            up(&mut t, &key(n), u64::from(n % 2) * 50_000);
+        }
+        // Every even flow is idle since 0; odd ones were seen at 50_000.
+        t.expire(55_000, &mut |_| {});
+        assert_eq!(t.len(), 200);
+        for n in (1..400).step_by(2) {
+            assert!(!up(&mut t, &key(n), 55_000), "flow {n} lost by deletion");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! metro: a passive TCP round-trip-time sniffer.
+//!
+//! A packet travels through the modules in this order:
+//!
+//! - [`capture`]: where frames come from — a pcap/pcapng file, or a TPACKET_V3 ring. A frame is a
+//!   borrowed byte slice with a capture timestamp; nothing is copied.
+//! - [`decode`]: bytes → a borrowed view of one TCP segment (addresses, ports, seq, ack, flags,
+//!   timestamps), or a counted reason to skip the frame.
+//! - [`flow`]: the per-worker flow table, keyed by the normalised 5-tuple so both directions of a
+//!   connection share one entry.
+//! - [`rtt`]: the estimator — segments in flight, ACK matching, Karn's rule, TCP timestamps.
+//! - [`worker`]: one thread's pipeline: frames in, samples recorded into per-pair histograms.
+//! - [`report`]: merging the workers' histograms into per-pair statistics, and printing them.
+//!
+//! [`offline`] drives the pipeline over a capture file.
+
+pub mod capture;
+pub mod cli;
+pub mod decode;
+pub mod flow;
+pub mod offline;
+pub mod report;
+pub mod rtt;
+pub mod worker;

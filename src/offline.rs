@@ -1,0 +1,191 @@
+//! Running the pipeline over a capture file.
+//!
+//! With one worker (the default) the file is read on the calling thread and every frame goes
+//! straight from the reader's buffer into [`Worker::handle`]: no copy, no thread. With `N`
+//! workers the reader dispatches frames by the same symmetric flow hash that live capture's
+//! `PACKET_FANOUT_HASH` stands in for, so both directions of a flow meet in one worker; frames
+//! travel in recycled batches over bounded channels, so the reader never runs ahead unbounded.
+//!
+//! A read error (a file cut short, a damaged record) stops the read but not the report: the
+//! statistics gathered up to that point are returned with the error.
+
+use std::path::Path;
+use std::thread;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::capture::file::{FileError, FileSource};
+use crate::capture::{Frame, LinkType};
+use crate::decode::{self, Skip};
+use crate::flow::FlowKey;
+use crate::report::Merged;
+use crate::worker::{SampleRecord, Worker, WorkerConfig};
+
+/// What an offline run produced.
+pub struct Outcome {
+    /// The workers' statistics, merged.
+    pub merged: Merged,
+    /// Every reported sample, in capture order of the ACK (only with `keep_samples`).
+    pub samples: Vec<SampleRecord>,
+    /// Set when the file could not be read to its end; the statistics cover what was read.
+    pub error: Option<FileError>,
+}
+
+/// Reads `path` with `workers` workers configured by `cfg`.
+///
+/// Fails only when the file cannot be opened as a capture at all.
+pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, FileError> {
+    let mut src = FileSource::open(path)?;
+    if workers <= 1 {
+        let mut w = Worker::new(0, cfg);
+        let mut samples = Vec::new();
+        let r = src.for_each(|link, frame| {
+            w.handle(link, frame);
+            if cfg.keep_samples {
+                samples.extend(w.drain_samples());
+            }
+        });
+        let mut stats = w.take_interval(Default::default());
+        add_file_counts(&mut stats.counters, &src);
+        let mut merged = Merged::default();
+        merged.add(&stats);
+        return Ok(Outcome {
+            merged,
+            samples,
+            error: r.err(),
+        });
+    }
+    run_parallel(src, workers, cfg)
+}
+
+fn add_file_counts(c: &mut crate::report::Counters, src: &FileSource) {
+    let f = src.stats();
+    c.packets += f.unknown_link + f.untimed;
+    c.skipped[Skip::UnknownLink.index()] += f.unknown_link;
+    c.skipped[Skip::Malformed.index()] += f.untimed;
+}
+
+/// Frames per batch handed to a worker thread.
+const BATCH_FRAMES: usize = 512;
+/// Batches in flight per worker before the reader waits.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Frames copied out of the reader's buffer for one worker.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    frames: Vec<(LinkType, u64, u32, u32, u32)>,
+}
+
+impl Batch {
+    fn push(&mut self, link: LinkType, f: &Frame<'_>) {
+        let off = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(f.data);
+        self.frames
+            .push((link, f.ts_ns, off, f.data.len() as u32, f.wire_len));
+    }
+
+    fn for_each(&self, mut g: impl FnMut(LinkType, &Frame<'_>)) {
+        for &(link, ts_ns, off, len, wire_len) in &self.frames {
+            let data = &self.bytes[off as usize..(off + len) as usize];
+            g(
+                link,
+                &Frame {
+                    ts_ns,
+                    data,
+                    wire_len,
+                },
+            );
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.frames.clear();
+    }
+}
+
+struct Lane {
+    full: Sender<Batch>,
+    empty: Receiver<Batch>,
+    batch: Batch,
+}
+
+impl Lane {
+    fn flush(&mut self) {
+        let next = self.empty.try_recv().unwrap_or_default();
+        let done = std::mem::replace(&mut self.batch, next);
+        // A worker only hangs up by panicking, and then join() reports it.
+        let _ = self.full.send(done);
+    }
+}
+
+fn run_parallel(mut src: FileSource, n: usize, cfg: &WorkerConfig) -> Result<Outcome, FileError> {
+    let mut lanes = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for id in 0..n {
+        let (full_tx, full_rx) = bounded::<Batch>(BATCHES_IN_FLIGHT);
+        let (empty_tx, empty_rx) = bounded::<Batch>(BATCHES_IN_FLIGHT + 2);
+        let cfg = cfg.clone();
+        handles.push(
+            thread::Builder::new()
+                .name(format!("metro-worker-{id}"))
+                .spawn(move || {
+                    let mut w = Worker::new(id, &cfg);
+                    let mut samples = Vec::new();
+                    for mut batch in full_rx {
+                        batch.for_each(|link, f| w.handle(link, f));
+                        samples.extend(w.drain_samples());
+                        batch.clear();
+                        let _ = empty_tx.try_send(batch);
+                    }
+                    (w.take_interval(Default::default()), samples)
+                })
+                .expect("spawning a worker thread"),
+        );
+        lanes.push(Lane {
+            full: full_tx,
+            empty: empty_rx,
+            batch: Batch::default(),
+        });
+    }
+    let r = src.for_each(|link, frame| {
+        let lane = match decode::decode(link, frame.data, frame.wire_len) {
+            Ok(seg) => {
+                let (key, _) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
+                (key.hash64() % n as u64) as usize
+            }
+            // The worker decodes it again and counts why it was skipped.
+            Err(_) => 0,
+        };
+        let l = &mut lanes[lane];
+        l.batch.push(link, frame);
+        if l.batch.frames.len() >= BATCH_FRAMES {
+            l.flush();
+        }
+    });
+    for l in &mut lanes {
+        if !l.batch.frames.is_empty() {
+            l.flush();
+        }
+    }
+    drop(lanes);
+    let mut merged = Merged::default();
+    let mut samples = Vec::new();
+    let mut first = true;
+    for h in handles {
+        let (mut stats, s) = h.join().expect("a worker thread panicked");
+        if first {
+            add_file_counts(&mut stats.counters, &src);
+            first = false;
+        }
+        merged.add(&stats);
+        samples.extend(s);
+    }
+    samples.sort_by_key(|s| s.ts_ns);
+    Ok(Outcome {
+        merged,
+        samples,
+        error: r.err(),
+    })
+}

@@ -1,0 +1,14 @@
+//! Reporting: merging the workers' per-pair histograms ([`merge`]) and writing them for people
+//! ([`table`]) and for programs ([`json`]).
+
+pub mod json;
+pub mod merge;
+pub mod table;
+
+pub use merge::{Counters, IntervalStats, Merged, PairHist, PairKey, PairSummary};
+
+/// Nanoseconds to milliseconds, the unit of every reported RTT.
+#[inline]
+pub fn ms(ns: f64) -> f64 {
+    ns / 1_000_000.0
+}

@@ -1,0 +1,61 @@
+//! The human table: one row per (sender, acknowledger) pair, then the counters.
+
+use std::io::{self, Write};
+
+use super::{ms, Counters, PairSummary};
+use crate::decode::Skip;
+
+/// Writes the pair table and the counters.
+pub fn write(out: &mut impl Write, pairs: &[PairSummary], c: &Counters) -> io::Result<()> {
+    let w = pairs
+        .iter()
+        .map(|p| p.src.to_string().len().max(p.dst.to_string().len()))
+        .max()
+        .unwrap_or(0)
+        .max(15);
+    writeln!(
+        out,
+        "{:<w$}  {:<w$}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "src", "dst", "samples", "min", "p50", "avg", "p95", "p99", "max", "jitter"
+    )?;
+    for p in pairs {
+        writeln!(
+            out,
+            "{:<w$}  {:<w$}  {:>8}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}",
+            p.src.to_string(),
+            p.dst.to_string(),
+            p.samples,
+            ms(p.min_ns as f64),
+            ms(p.p50_ns as f64),
+            ms(p.avg_ns),
+            ms(p.p95_ns as f64),
+            ms(p.p99_ns as f64),
+            ms(p.max_ns as f64),
+            ms(p.jitter_ns),
+        )?;
+    }
+    if pairs.is_empty() {
+        writeln!(out, "(no RTT samples)")?;
+    }
+    writeln!(
+        out,
+        "(all times in ms; src sent the data, dst acknowledged it: the RTT is dst's)"
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "packets {}  tcp {}  samples {}  not reported {}",
+        c.packets, c.tcp, c.samples, c.filtered
+    )?;
+    let skipped: Vec<String> = Skip::ALL
+        .iter()
+        .map(|s| format!("{} {}", s.name(), c.skipped(*s)))
+        .collect();
+    writeln!(out, "skipped: {}", skipped.join(", "))?;
+    writeln!(
+        out,
+        "flows {}  evicted {}  expired {}  no sample: karn {}, untracked {}",
+        c.table.created, c.table.evicted, c.table.expired, c.rtt.karn, c.rtt.untracked
+    )?;
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! One worker: frames in, samples recorded.
+//!
+//! A worker owns a flow table, a pool of segment rings and the current interval's per-pair
+//! histograms. Nothing in it is shared, so the hot path takes no lock; it allocates only when
+//! the table grows or a new host pair appears, never per packet. The same code runs on frames
+//! borrowed from a capture file and on frames borrowed from a TPACKET_V3 ring: [`Worker::handle`]
+//! takes one frame, whatever owns it.
+//!
+//! Which halves are reported is decided here, at sample time: a half whose acknowledging end is
+//! a local address is left out (its "RTT" is the local stack's ACK delay), and with a whitelist
+//! only halves acknowledged by a whitelisted host are kept.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::capture::{Frame, LinkType};
+use crate::decode::{self, Addr, Skip};
+use crate::flow::{FlowKey, FlowTable, TableStats, Ttl};
+use crate::report::merge::{IntervalStats, PairKey};
+use crate::rtt::{FlowRtt, Method, Packet, RttStats, SegPool};
+
+/// An address range, `ADDR/PREFIX` (IPv4 or IPv6); a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    addr: Addr,
+    /// Prefix length counted over the 128-bit (IPv4-mapped) form.
+    bits: u8,
+}
+
+impl Net {
+    /// A single address.
+    pub fn host(ip: IpAddr) -> Net {
+        Net {
+            addr: Addr::from(ip),
+            bits: 128,
+        }
+    }
+
+    /// True when `a` is inside the range.
+    #[inline]
+    pub fn contains(&self, a: &Addr) -> bool {
+        let full = (self.bits / 8) as usize;
+        if self.addr.0[..full] != a.0[..full] {
+            return false;
+        }
+        let rem = self.bits % 8;
+        rem == 0 || {
+            let mask = 0xffu8 << (8 - rem);
+            self.addr.0[full] & mask == a.0[full] & mask
+        }
+    }
+}
+
+impl FromStr for Net {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Net, String> {
+        let (ip, len) = match s.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (s, None),
+        };
+        let ip: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IP address or CIDR range"))?;
+        let (max, offset) = if ip.is_ipv4() { (32, 96) } else { (128, 0) };
+        let len = match len {
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(|| format!("'{s}' has a bad prefix length (0 to {max})"))?,
+            None => max,
+        };
+        let mut addr = Addr::from(ip);
+        let bits = len + offset;
+        // Clear host bits so that contains() compares prefixes only.
+        for (i, b) in addr.0.iter_mut().enumerate() {
+            let keep = (bits as usize).saturating_sub(i * 8).min(8) as u32;
+            *b &= (0xffu16 << (8 - keep)) as u8;
+        }
+        Ok(Net { addr, bits })
+    }
+}
+
+/// How a worker is set up; the same for every worker of a capture.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Most flows a worker tracks at once.
+    pub max_flows: usize,
+    /// Most segment rings a worker lends to halves with several segments in flight.
+    pub max_rings: usize,
+    /// Flow expiry.
+    pub ttl: Ttl,
+    /// Addresses of this host: halves acknowledged by them are not reported.
+    pub local: Vec<Addr>,
+    /// When set, only halves acknowledged by one of these are reported.
+    pub whitelist: Option<Vec<Net>>,
+    /// Keep every reported sample for `--samples` output.
+    pub keep_samples: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            // 256 Ki flows × 128 B entries at ≤ 50 % load: at most 64 MiB per worker, grown on
+            // demand; a busy gateway sees tens of thousands of concurrent connections.
+            max_flows: 256 * 1024,
+            // 4096 rings × 4.3 KB: at most 17 MiB, for that many bulk halves at once.
+            max_rings: 4096,
+            ttl: Ttl {
+                // go-metro's defaults: idle_ttl 300 s, exp_ttl 60 s.
+                idle_ns: 300 * 1_000_000_000,
+                closed_ns: 60 * 1_000_000_000,
+            },
+            local: Vec::new(),
+            whitelist: None,
+            keep_samples: false,
+        }
+    }
+}
+
+/// One reported RTT sample, for `--samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleRecord {
+    /// Capture time of the ACK, ns.
+    pub ts_ns: u64,
+    /// The data sender.
+    pub src: Addr,
+    /// The data sender's port.
+    pub sport: u16,
+    /// The acknowledging end.
+    pub dst: Addr,
+    /// The acknowledging end's port.
+    pub dport: u16,
+    /// The sample, ns.
+    pub rtt_ns: u64,
+    /// The rule that produced it.
+    pub method: Method,
+}
+
+/// Packet-time interval between expiry sweeps of the flow table.
+const SWEEP_EVERY_NS: u64 = 1_000_000_000;
+
+/// One worker's pipeline state.
+pub struct Worker {
+    id: usize,
+    table: FlowTable<FlowRtt>,
+    pool: SegPool,
+    local: Vec<Addr>,
+    whitelist: Option<Vec<Net>>,
+    keep_samples: bool,
+    stats: IntervalStats,
+    samples: Vec<SampleRecord>,
+    next_sweep_ns: u64,
+    table_seen: TableStats,
+    rtt_seen: RttStats,
+}
+
+impl Worker {
+    /// A worker numbered `id`.
+    pub fn new(id: usize, cfg: &WorkerConfig) -> Worker {
+        Worker {
+            id,
+            table: FlowTable::new(cfg.max_flows, cfg.ttl),
+            pool: SegPool::new(cfg.max_rings),
+            local: cfg.local.clone(),
+            whitelist: cfg.whitelist.clone(),
+            keep_samples: cfg.keep_samples,
+            stats: IntervalStats::default(),
+            samples: Vec::new(),
+            next_sweep_ns: 0,
+            table_seen: TableStats::default(),
+            rtt_seen: RttStats::default(),
+        }
+    }
+
+    /// The worker's number.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Counts a frame that never reached decoding (for example, an unknown link type).
+    pub fn skip(&mut self, why: Skip) {
+        self.stats.counters.packets += 1;
+        self.stats.counters.skipped[why.index()] += 1;
+    }
+
+    /// Processes one frame.
+    #[inline]
+    pub fn handle(&mut self, link: LinkType, frame: &Frame<'_>) {
+        let c = &mut self.stats.counters;
+        c.packets += 1;
+        let seg = match decode::decode(link, frame.data, frame.wire_len) {
+            Ok(s) => s,
+            Err(why) => {
+                c.skipped[why.index()] += 1;
+                return;
+            }
+        };
+        c.tcp += 1;
+        let now = frame.ts_ns;
+        if now >= self.next_sweep_ns {
+            self.sweep(now);
+        }
+        let (key, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
+        let pool = &mut self.pool;
+        let (entry, _) = self
+            .table
+            .upsert(&key, key.hash64(), now, &mut |v: &mut FlowRtt| {
+                v.release(pool)
+            });
+        if seg.is_closing() {
+            entry.set_closing();
+        }
+        let packet = Packet {
+            seq: seg.seq(),
+            seq_len: seg.seq_len(),
+            ack: seg.has_ack().then(|| seg.ack()),
+            syn: seg.is_syn(),
+            rst: seg.is_rst(),
+            ts: seg.timestamps(),
+        };
+        let Some(sample) = entry.value.on_packet(pool, side as usize, &packet, now) else {
+            return;
+        };
+        // The ACK's sender is the acknowledging end; the data came from the other side.
+        let acker = seg.src();
+        let c = &mut self.stats.counters;
+        c.samples += 1;
+        let reported = !self.local.contains(&acker)
+            && self
+                .whitelist
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|n| n.contains(&acker)));
+        if !reported {
+            c.filtered += 1;
+            return;
+        }
+        let pair = PairKey {
+            src: seg.dst(),
+            dst: acker,
+        };
+        self.stats.record(pair, sample.rtt_ns, sample.jitter_ns);
+        if self.keep_samples {
+            self.samples.push(SampleRecord {
+                ts_ns: now,
+                src: seg.dst(),
+                sport: seg.dst_port(),
+                dst: acker,
+                dport: seg.src_port(),
+                rtt_ns: sample.rtt_ns,
+                method: sample.method,
+            });
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let pool = &mut self.pool;
+        self.table
+            .expire(now, &mut |v: &mut FlowRtt| v.release(pool));
+        self.next_sweep_ns = now.saturating_add(SWEEP_EVERY_NS);
+    }
+
+    /// Hands over the interval's statistics and starts a new interval in `fresh` (a cleared
+    /// [`IntervalStats`], ideally one handed back by the reporter so its memory is reused).
+    pub fn take_interval(&mut self, mut fresh: IntervalStats) -> IntervalStats {
+        fresh.clear();
+        let mut done = std::mem::replace(&mut self.stats, fresh);
+        let t = self.table.stats();
+        let r = self.pool.stats();
+        let c = &mut done.counters;
+        c.table = TableStats {
+            created: t.created - self.table_seen.created,
+            evicted: t.evicted - self.table_seen.evicted,
+            expired: t.expired - self.table_seen.expired,
+        };
+        c.rtt = RttStats {
+            karn: r.karn - self.rtt_seen.karn,
+            untracked: r.untracked - self.rtt_seen.untracked,
+            pool_exhausted: r.pool_exhausted - self.rtt_seen.pool_exhausted,
+            ring_full: r.ring_full - self.rtt_seen.ring_full,
+        };
+        c.active_flows = self.table.len() as u64;
+        self.table_seen = t;
+        self.rtt_seen = r;
+        done
+    }
+
+    /// Takes the samples kept since the last call (empty unless `keep_samples`).
+    pub fn drain_samples(&mut self) -> std::vec::Drain<'_, SampleRecord> {
+        self.samples.drain(..)
+    }
+
+    /// The keys of the flows the worker tracks now.
+    pub fn flow_keys(&self) -> impl Iterator<Item = &FlowKey> {
+        self.table.iter().map(|e| e.key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_ranges_match_their_members_only() {
+        let n: Net = "10.1.0.0/16".parse().unwrap();
+        assert!(n.contains(&Addr::v4([10, 1, 200, 3])));
+        assert!(!n.contains(&Addr::v4([10, 2, 0, 1])));
+        let n: Net = "2001:db8::/33".parse().unwrap();
+        assert!(n.contains(&Addr::from("2001:db8:7fff::1".parse::<IpAddr>().unwrap())));
+        assert!(!n.contains(&Addr::from("2001:db8:8000::1".parse::<IpAddr>().unwrap())));
+        let n: Net = "192.168.1.7".parse().unwrap();
+        assert!(n.contains(&Addr::v4([192, 168, 1, 7])));
+        assert!(!n.contains(&Addr::v4([192, 168, 1, 8])));
+        assert!("10.0.0.0/33".parse::<Net>().is_err());
+        assert!("nonsense".parse::<Net>().is_err());
+    }
+}
