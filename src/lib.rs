@@ -18,6 +18,7 @@ pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod flow;
+pub mod live;
 pub mod offline;
 pub mod report;
 pub mod rtt;
