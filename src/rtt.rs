@@ -58,7 +58,7 @@ pub struct Sample {
 }
 
 /// The TCP facts about one packet that the estimator needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Packet {
     /// Sequence number.
     pub seq: u32,
@@ -197,6 +197,8 @@ struct Inline {
     flags: u8,
     /// The half's flags (see [`half`]), stored here to use the padding.
     half_flags: u8,
+    /// The caller's cookie for this half (see [`FlowRtt::cookie`]), also in the padding.
+    cookie: u16,
 }
 
 impl Track for Inline {
@@ -483,6 +485,19 @@ impl FlowRtt {
                 h.core.ring = 0;
             }
         }
+    }
+
+    /// A 16-bit value the caller may keep with the half whose data `side` sends (the worker
+    /// caches the half's reporting slot here). Zero for a new flow.
+    #[inline]
+    pub fn cookie(&self, side: usize) -> u16 {
+        self.halves[side].inline.cookie
+    }
+
+    /// Sets the caller's cookie for the half whose data `side` sends.
+    #[inline]
+    pub fn set_cookie(&mut self, side: usize, v: u16) {
+        self.halves[side].inline.cookie = v;
     }
 
     /// Whether half `side` currently borrows a ring (for tests and statistics).

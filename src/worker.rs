@@ -143,6 +143,23 @@ pub struct SampleRecord {
 /// Packet-time interval between expiry sweeps of the flow table.
 const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 
+/// Segments decoded ahead of being matched against the flow table. The worker starts loading
+/// each new segment's table slot when it is decoded, and matches it `LOOKAHEAD` segments later,
+/// so the cache misses of a large table overlap instead of stalling one after another.
+const LOOKAHEAD: usize = 8;
+
+/// A decoded segment waiting for its turn: the owned, parsed form of [`decode::Segment`].
+#[derive(Clone, Copy, Default)]
+struct Parsed {
+    key: FlowKey,
+    hash: u64,
+    /// 0 when the segment came from the key's side A, 1 from side B.
+    side: u8,
+    closing: bool,
+    ts_ns: u64,
+    packet: Packet,
+}
+
 /// One worker's pipeline state.
 pub struct Worker {
     id: usize,
@@ -156,6 +173,9 @@ pub struct Worker {
     next_sweep_ns: u64,
     table_seen: TableStats,
     rtt_seen: RttStats,
+    pending: [Parsed; LOOKAHEAD],
+    pending_head: usize,
+    pending_len: usize,
 }
 
 impl Worker {
@@ -173,6 +193,9 @@ impl Worker {
             next_sweep_ns: 0,
             table_seen: TableStats::default(),
             rtt_seen: RttStats::default(),
+            pending: [Parsed::default(); LOOKAHEAD],
+            pending_head: 0,
+            pending_len: 0,
         }
     }
 
@@ -187,7 +210,9 @@ impl Worker {
         self.stats.counters.skipped[why.index()] += 1;
     }
 
-    /// Processes one frame.
+    /// Processes one frame. Its effects may be applied a few frames later (see `LOOKAHEAD`);
+    /// everything that reads results ([`Worker::take_interval`], [`Worker::drain_samples`],
+    /// [`Worker::flow_keys`]) first applies what is pending.
     #[inline]
     pub fn handle(&mut self, link: LinkType, frame: &Frame<'_>) {
         let c = &mut self.stats.counters;
@@ -200,33 +225,74 @@ impl Worker {
             }
         };
         c.tcp += 1;
-        let now = frame.ts_ns;
+        let (key, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
+        let hash = key.hash64();
+        self.table.touch(hash);
+        let parsed = Parsed {
+            key,
+            hash,
+            side: side as u8,
+            closing: seg.is_closing(),
+            ts_ns: frame.ts_ns,
+            packet: Packet {
+                seq: seg.seq(),
+                seq_len: seg.seq_len(),
+                ack: seg.has_ack().then(|| seg.ack()),
+                syn: seg.is_syn(),
+                rst: seg.is_rst(),
+                ts: seg.timestamps(),
+            },
+        };
+        if self.pending_len == LOOKAHEAD {
+            let oldest = self.pending[self.pending_head];
+            self.pending[self.pending_head] = parsed;
+            self.pending_head = (self.pending_head + 1) % LOOKAHEAD;
+            self.apply(&oldest);
+        } else {
+            self.pending[(self.pending_head + self.pending_len) % LOOKAHEAD] = parsed;
+            self.pending_len += 1;
+        }
+    }
+
+    /// Applies every pending segment.
+    pub fn flush(&mut self) {
+        while self.pending_len > 0 {
+            let p = self.pending[self.pending_head];
+            self.pending_head = (self.pending_head + 1) % LOOKAHEAD;
+            self.pending_len -= 1;
+            self.apply(&p);
+        }
+    }
+
+    #[inline]
+    fn apply(&mut self, p: &Parsed) {
+        let now = p.ts_ns;
         if now >= self.next_sweep_ns {
             self.sweep(now);
         }
-        let (key, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
         let pool = &mut self.pool;
         let (entry, _) = self
             .table
-            .upsert(&key, key.hash64(), now, &mut |v: &mut FlowRtt| {
-                v.release(pool)
-            });
-        if seg.is_closing() {
+            .upsert(&p.key, p.hash, now, &mut |v: &mut FlowRtt| v.release(pool));
+        if p.closing {
             entry.set_closing();
         }
-        let packet = Packet {
-            seq: seg.seq(),
-            seq_len: seg.seq_len(),
-            ack: seg.has_ack().then(|| seg.ack()),
-            syn: seg.is_syn(),
-            rst: seg.is_rst(),
-            ts: seg.timestamps(),
-        };
-        let Some(sample) = entry.value.on_packet(pool, side as usize, &packet, now) else {
+        let side = p.side as usize;
+        let Some(sample) = entry.value.on_packet(pool, side, &p.packet, now) else {
             return;
         };
-        // The ACK's sender is the acknowledging end; the data came from the other side.
-        let acker = seg.src();
+        // The segment's sender acknowledged; the data came from the other side.
+        let data_side = side ^ 1;
+        let (acker, acker_port) = if side == 0 {
+            (p.key.a, p.key.a_port)
+        } else {
+            (p.key.b, p.key.b_port)
+        };
+        let (sender, sender_port) = if side == 0 {
+            (p.key.b, p.key.b_port)
+        } else {
+            (p.key.a, p.key.a_port)
+        };
         let c = &mut self.stats.counters;
         c.samples += 1;
         let reported = !self.local.contains(&acker)
@@ -239,17 +305,23 @@ impl Worker {
             return;
         }
         let pair = PairKey {
-            src: seg.dst(),
+            src: sender,
             dst: acker,
         };
-        self.stats.record(pair, sample.rtt_ns, sample.jitter_ns);
+        let hint = entry.value.cookie(data_side);
+        let slot = self
+            .stats
+            .record(pair, hint, sample.rtt_ns, sample.jitter_ns);
+        if slot != hint {
+            entry.value.set_cookie(data_side, slot);
+        }
         if self.keep_samples {
             self.samples.push(SampleRecord {
                 ts_ns: now,
-                src: seg.dst(),
-                sport: seg.dst_port(),
+                src: sender,
+                sport: sender_port,
                 dst: acker,
-                dport: seg.src_port(),
+                dport: acker_port,
                 rtt_ns: sample.rtt_ns,
                 method: sample.method,
             });
@@ -266,6 +338,7 @@ impl Worker {
     /// Hands over the interval's statistics and starts a new interval in `fresh` (a cleared
     /// [`IntervalStats`], ideally one handed back by the reporter so its memory is reused).
     pub fn take_interval(&mut self, mut fresh: IntervalStats) -> IntervalStats {
+        self.flush();
         fresh.clear();
         let mut done = std::mem::replace(&mut self.stats, fresh);
         let t = self.table.stats();
@@ -290,11 +363,13 @@ impl Worker {
 
     /// Takes the samples kept since the last call (empty unless `keep_samples`).
     pub fn drain_samples(&mut self) -> std::vec::Drain<'_, SampleRecord> {
+        self.flush();
         self.samples.drain(..)
     }
 
     /// The keys of the flows the worker tracks now.
-    pub fn flow_keys(&self) -> impl Iterator<Item = &FlowKey> {
+    pub fn flow_keys(&mut self) -> impl Iterator<Item = &FlowKey> {
+        self.flush();
         self.table.iter().map(|e| e.key())
     }
 }

@@ -156,6 +156,14 @@ impl<V: Default + Copy> FlowTable<V> {
         self.slots.iter().filter(|e| e.occupied())
     }
 
+    /// Starts loading the cache line where `hash`'s probe begins, so that a later
+    /// [`FlowTable::upsert`] finds it in cache. A plain load the CPU can overlap with other work;
+    /// no `unsafe` prefetch intrinsic is needed.
+    #[inline]
+    pub fn touch(&self, hash: u64) {
+        std::hint::black_box(self.slots[hash as usize & self.mask].state);
+    }
+
     /// Finds the flow for `key` (with `hash = key.hash64()`), creating it if needed, and marks
     /// it seen at `now`. A flow found expired is dropped and started afresh. Returns the entry
     /// and whether it is new. `release` is called on the value of every flow dropped on the way.

@@ -8,6 +8,7 @@
 //! its own histogram so that it merges the same way.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use hdrhistogram::Histogram;
 
@@ -21,8 +22,36 @@ const HIST_LOW_NS: u64 = 1_000;
 const HIST_HIGH_NS: u64 = 100_000_000_000;
 /// Significant digits: 3 keeps percentiles within 0.1 %.
 const RTT_SIGFIG: u8 = 3;
-/// Jitter is reported as a mean, from the exact sum; its histogram needs less precision.
-const JITTER_SIGFIG: u8 = 2;
+/// Jitter is reported as a mean, from the exact sum; its histogram only needs the shape, and a
+/// small one keeps the per-sample cache footprint down.
+const JITTER_SIGFIG: u8 = 1;
+
+/// A fast hasher for [`PairKey`]s (std's SipHash costs more than the rest of a sample). Keys
+/// come from packets, so a flood of crafted addresses could collide; the pair map is small and
+/// rebuilt every interval, which bounds the damage to one interval's CPU.
+#[derive(Default)]
+pub struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^ (h >> 31)
+    }
+}
+
+type PairMap<V> = HashMap<PairKey, V, BuildHasherDefault<PairHasher>>;
 
 /// The reporting key: who sent the data, and who acknowledged it (whose RTT it is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -242,7 +271,7 @@ impl Counters {
 /// their memory from one interval to the next.
 #[derive(Default)]
 pub struct IntervalStats {
-    index: HashMap<PairKey, u32>,
+    index: PairMap<u32>,
     keys: Vec<PairKey>,
     hists: Vec<PairHist>,
     spare: Vec<PairHist>,
@@ -251,20 +280,28 @@ pub struct IntervalStats {
 }
 
 impl IntervalStats {
-    /// Records a sample for `key`.
+    /// Records a sample for `key`. `hint` is a slot number this key had before (0 for none); the
+    /// slot actually used is returned (0 when it does not fit in 16 bits), so the caller can
+    /// skip the hash lookup next time. A stale hint is harmless: the slot's key is checked.
     #[inline]
-    pub fn record(&mut self, key: PairKey, rtt_ns: u64, jitter_ns: Option<u64>) {
-        let i = match self.index.get(&key) {
-            Some(&i) => i as usize,
-            None => {
-                let i = self.keys.len();
-                self.index.insert(key, i as u32);
-                self.keys.push(key);
-                self.hists.push(self.spare.pop().unwrap_or_default());
-                i
+    pub fn record(&mut self, key: PairKey, hint: u16, rtt_ns: u64, jitter_ns: Option<u64>) -> u16 {
+        let h = hint as usize;
+        let i = if h != 0 && h <= self.keys.len() && self.keys[h - 1] == key {
+            h - 1
+        } else {
+            match self.index.get(&key) {
+                Some(&i) => i as usize,
+                None => {
+                    let i = self.keys.len();
+                    self.index.insert(key, i as u32);
+                    self.keys.push(key);
+                    self.hists.push(self.spare.pop().unwrap_or_default());
+                    i
+                }
             }
         };
         self.hists[i].record(rtt_ns, jitter_ns);
+        u16::try_from(i + 1).unwrap_or(0)
     }
 
     /// Every pair with samples, with its histogram.
@@ -304,7 +341,7 @@ impl Merged {
     /// One summary per pair, ordered by sender then acknowledger.
     pub fn summaries(&self) -> Vec<PairSummary> {
         let mut v: Vec<_> = self.pairs.iter().map(|(k, h)| h.summary(*k)).collect();
-        v.sort_by(|a, b| (a.src, a.dst).cmp(&(b.src, b.dst)));
+        v.sort_by_key(|p| (p.src, p.dst));
         v
     }
 }
@@ -349,11 +386,11 @@ mod tests {
         for i in 0..100u64 {
             let v = 1_000_000 + i * 37_000;
             if i % 2 == 0 {
-                a.record(key(1, 2), v, None)
+                a.record(key(1, 2), 0, v, None);
             } else {
-                b.record(key(1, 2), v, None)
+                b.record(key(1, 2), 0, v, None);
             }
-            one.record(key(1, 2), v, None);
+            one.record(key(1, 2), 0, v, None);
         }
         let mut m = Merged::default();
         m.add(&a);
@@ -371,10 +408,14 @@ mod tests {
     #[test]
     fn cleared_interval_reuses_histograms_and_starts_empty() {
         let mut s = IntervalStats::default();
-        s.record(key(1, 2), 5_000_000, None);
+        s.record(key(1, 2), 0, 5_000_000, None);
         s.clear();
         assert_eq!(s.pairs().count(), 0);
-        s.record(key(3, 4), 7_000_000, None);
+        assert_eq!(
+            s.record(key(3, 4), 1, 7_000_000, None),
+            1,
+            "a stale hint is checked"
+        );
         let (_, h) = s.pairs().next().unwrap();
         assert_eq!(h.count(), 1);
         assert_eq!(h.summary(key(3, 4)).min_ns, 7_000_000);
