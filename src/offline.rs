@@ -48,7 +48,7 @@ pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, F
         let mut stats = w.take_interval(Default::default());
         add_file_counts(&mut stats.counters, &src);
         let mut merged = Merged::default();
-        merged.add(&stats);
+        merged.absorb(stats);
         return Ok(Outcome {
             merged,
             samples,
@@ -179,7 +179,7 @@ fn run_parallel(mut src: FileSource, n: usize, cfg: &WorkerConfig) -> Result<Out
             add_file_counts(&mut stats.counters, &src);
             first = false;
         }
-        merged.add(&stats);
+        merged.absorb(stats);
         samples.extend(s);
     }
     samples.sort_by_key(|s| s.ts_ns);

@@ -14,12 +14,20 @@ use metro::worker::WorkerConfig;
 
 fn corpus_dir() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/tcpdump");
-    assert!(p.is_dir(), "{} is missing: the tcpdump corpus lives in shared/ next to the project", p.display());
+    assert!(
+        p.is_dir(),
+        "{} is missing: the tcpdump corpus lives in shared/ next to the project",
+        p.display()
+    );
     p
 }
 
 /// Runs `f` on its own thread; fails the test if it panics or takes longer than `limit`.
-fn bounded<T: Send + 'static>(what: String, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+fn bounded<T: Send + 'static>(
+    what: String,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     let h = thread::spawn(move || {
         let _ = tx.send(f());
@@ -29,7 +37,9 @@ fn bounded<T: Send + 'static>(what: String, limit: Duration, f: impl FnOnce() ->
             h.join().unwrap();
             v
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still running after {limit:?} (a hang)"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: still running after {limit:?} (a hang)")
+        }
         Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
     }
 }
@@ -42,15 +52,26 @@ fn every_tcpdump_corpus_capture_reads_without_panic_or_hang() {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    assert!(files.len() >= 400, "expected the 409 corpus captures, found {}", files.len());
+    assert!(
+        files.len() >= 400,
+        "expected the 409 corpus captures, found {}",
+        files.len()
+    );
     let (mut read, mut refused, mut broken, mut packets) = (0, 0, 0, 0u64);
     for f in files {
         let name = f.display().to_string();
         for workers in [1usize, 2] {
             let f = f.clone();
             let r = bounded(name.clone(), Duration::from_secs(20), move || {
-                offline::run(&f, workers, &WorkerConfig { keep_samples: true, ..Default::default() })
-                    .map(|o| (o.merged.counters.packets, o.error.is_some()))
+                offline::run(
+                    &f,
+                    workers,
+                    &WorkerConfig {
+                        keep_samples: true,
+                        ..Default::default()
+                    },
+                )
+                .map(|o| (o.merged.counters.packets, o.error.is_some()))
             });
             if workers == 2 {
                 continue;
@@ -68,8 +89,13 @@ fn every_tcpdump_corpus_capture_reads_without_panic_or_hang() {
             }
         }
     }
-    println!("corpus: {read} read whole, {broken} broken part-way, {refused} refused, {packets} packets");
-    assert!(read > 300, "most corpus files are valid captures: {read} read");
+    println!(
+        "corpus: {read} read whole, {broken} broken part-way, {refused} refused, {packets} packets"
+    );
+    assert!(
+        read > 300,
+        "most corpus files are valid captures: {read} read"
+    );
     assert!(packets > 5_000, "{packets} packets");
 }
 
@@ -90,7 +116,16 @@ fn mutated_captures_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let start = Instant::now();
     let mut runs = 0;
-    for name in ["tso.pcap", "ipv6_ext.pcap", "ns_pcapng.pcapng", "sll2.pcap", "qinq.pcap", "snaplen.pcap", "null_loopback.pcap", "loss_ts.pcap"] {
+    for name in [
+        "tso.pcap",
+        "ipv6_ext.pcap",
+        "ns_pcapng.pcapng",
+        "sll2.pcap",
+        "qinq.pcap",
+        "snaplen.pcap",
+        "null_loopback.pcap",
+        "loss_ts.pcap",
+    ] {
         let orig = std::fs::read(dir.join(name)).unwrap();
         for _ in 0..150 {
             let mut b = orig.clone();
@@ -116,7 +151,9 @@ fn mutated_captures_never_panic() {
             let what = format!("{name} mutation #{runs}");
             bounded(what, Duration::from_secs(10), move || {
                 let mut w = metro::worker::Worker::new(0, &WorkerConfig::default());
-                if let Ok(mut src) = FileSource::from_reader(Path::new("mutated"), std::io::Cursor::new(b)) {
+                if let Ok(mut src) =
+                    FileSource::from_reader(Path::new("mutated"), std::io::Cursor::new(b))
+                {
                     let _ = src.for_each(|link, f| w.handle(link, f));
                 }
                 w.take_interval(Default::default()).counters.packets
@@ -128,7 +165,10 @@ fn mutated_captures_never_panic() {
 }
 
 fn metro(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_metro")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_metro"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -161,9 +201,15 @@ fn a_capture_cut_mid_record_reports_what_was_read_and_exits_2() {
     std::fs::remove_file(&tmp).ok();
     assert_eq!(code, 2);
     assert!(err.contains("ends in the middle of a record"), "{err}");
-    let counters = out.lines().find(|l| l.contains("\"type\":\"counters\"")).expect("counters still printed");
+    let counters = out
+        .lines()
+        .find(|l| l.contains("\"type\":\"counters\""))
+        .expect("counters still printed");
     assert!(counters.contains("\"packets\":"), "{counters}");
-    assert!(out.contains("\"type\":\"pair\""), "pairs of what was read are printed: {out}");
+    assert!(
+        out.contains("\"type\":\"pair\""),
+        "pairs of what was read are printed: {out}"
+    );
 }
 
 #[test]

@@ -38,7 +38,11 @@ fn tool(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
         panic!("cannot run {cmd} ({e}): install it with `apt-get install -y {cmd}` (.ci/run does)")
     });
-    assert!(out.status.success(), "{cmd} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -82,14 +86,25 @@ fn scp_capture_matches_tshark_and_tcptrace_towards_the_server() {
             (epoch_ns(f.next().unwrap()), epoch_ns(f.next().unwrap()))
         })
         .collect();
-    assert_eq!(theirs.len(), 145, "tshark's sample count for this capture is known");
+    assert_eq!(
+        theirs.len(),
+        145,
+        "tshark's sample count for this capture is known"
+    );
 
     let tcptrace = tool("tcptrace", &["-lr", path.to_str().unwrap()]);
-    let line = tcptrace.lines().find(|l| l.contains("RTT samples:")).expect("tcptrace -lr prints RTT samples");
+    let line = tcptrace
+        .lines()
+        .find(|l| l.contains("RTT samples:"))
+        .expect("tcptrace -lr prints RTT samples");
     let a2b: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert_eq!(a2b, 145, "tcptrace's sample count towards the server");
 
-    assert!(ours.len() >= 145, "metro found {} samples towards the server, peers find 145", ours.len());
+    assert!(
+        ours.len() >= 145,
+        "metro found {} samples towards the server, peers find 145",
+        ours.len()
+    );
     // ACKs are matched by capture time; several ACKs can share one timestamp, so those are
     // paired in capture order.
     let mut by_ack: HashMap<u64, Vec<u64>> = HashMap::new();
