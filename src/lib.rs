@@ -17,6 +17,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod flow;
 pub mod live;
