@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod decode;
 pub mod flow;
 pub mod live;
+pub mod logging;
 pub mod offline;
 pub mod report;
 pub mod rtt;
