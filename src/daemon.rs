@@ -188,8 +188,12 @@ enum Done {
 
 /// A file instance being read: its worker, shared with the reading thread.
 struct FileRun {
+    path: std::path::PathBuf,
     worker: Arc<Mutex<Worker>>,
     reporter: Reporter,
+    /// Frames and reported samples so far, for the closing log line.
+    packets: u64,
+    samples: u64,
 }
 
 struct Daemon {
@@ -233,6 +237,10 @@ impl Daemon {
             return exit::INPUT;
         }
 
+        let sinks: Vec<(String, QueueSink)> = prepared
+            .iter()
+            .map(|p| (p.inst.interface.clone(), p.reporter.sink().clone()))
+            .collect();
         let (done_tx, done_rx) = bounded::<Done>(prepared.len());
         let mut files: HashMap<usize, FileRun> = HashMap::new();
         let mut running = 0usize;
@@ -264,9 +272,18 @@ impl Daemon {
                 }
                 recv(sig_rx) -> _ => {
                     self.shutdown(&mut files, &done_rx, running);
-                    return if capture_failed { exit::INPUT } else { exit::OK };
+                    break;
                 }
             }
+        }
+        for (iface, sink) in &sinks {
+            let st = sink.stats();
+            info!(
+                "statsd ({iface}): {} metrics sent in {} datagrams, {} not sent (queue full or send failed)",
+                st.sent.load(Ordering::Relaxed),
+                st.datagrams.load(Ordering::Relaxed),
+                st.lost()
+            );
         }
         if capture_failed {
             exit::INPUT
@@ -325,9 +342,9 @@ impl Daemon {
         if init.require_whitelist && all_local {
             error!(
                 target: CRITICAL,
-                "{} : {:?} ({} line {}: whitelist a remote host in `ips` or `hosts`; a gateway can set `require_whitelist: false`)",
+                "{} : [{}] ({} line {}: whitelist a remote host in `ips` or `hosts`; a gateway can set `require_whitelist: false`)",
                 msg::LOCAL_WHITELIST,
-                terms,
+                terms.join(" "),
                 self.cfg.path.display(),
                 inst.line
             );
@@ -391,16 +408,20 @@ impl Daemon {
         let w = worker.clone();
         let stop = self.stop.clone();
         let path = path.to_owned();
+        let p2 = path.clone();
         info!("starting capture on interface {:?}", p.inst.interface);
         let spawned = thread::Builder::new()
             .name(format!("metro-file-{idx}"))
-            .spawn(move || read_file(idx, &path, &w, &stop, &done));
+            .spawn(move || read_file(idx, &p2, &w, &stop, &done));
         if let Err(e) = spawned {
             error!("cannot start a thread for instance {idx}: {e}");
         }
         FileRun {
+            path,
             worker,
             reporter: p.reporter,
+            packets: 0,
+            samples: 0,
         }
     }
 
@@ -456,6 +477,7 @@ impl Daemon {
                     report_file(&mut run, Some(stats), true);
                     run.reporter.sink().flush_wait(SHUTDOWN_WAIT);
                     info!("Done sniffing.");
+                    log_totals(&run);
                 }
                 match error {
                     Some(e) if opened => {
@@ -490,17 +512,20 @@ impl Daemon {
         running: usize,
     ) {
         self.stop.store(true, Ordering::SeqCst);
+        // A file instance may be blocked in a read (a FIFO, a slow disk): its interval is taken
+        // here rather than waited for.
+        let mut left = running - files.len();
         for (_, mut run) in files.drain() {
             report_file(&mut run, None, true);
             run.reporter.sink().flush_wait(SHUTDOWN_WAIT);
+            log_totals(&run);
         }
         // Live instances report their last interval themselves as they stop.
         let deadline = Instant::now() + SHUTDOWN_WAIT;
-        let mut left = running;
         while left > 0 {
             match done_rx.recv_deadline(deadline) {
                 Ok(Done::Live { .. }) => left -= 1,
-                Ok(Done::File { .. }) => left -= 1,
+                Ok(Done::File { .. }) => {}
                 Err(_) => {
                     warn!(
                         "{left} instance(s) did not stop within {} s",
@@ -512,6 +537,15 @@ impl Daemon {
         }
         info!("Done reporting.");
     }
+}
+
+fn log_totals(run: &FileRun) {
+    info!(
+        "{}: {} packets, {} RTT samples reported",
+        run.path.display(),
+        run.packets,
+        run.samples
+    );
 }
 
 /// Reads a capture file into the shared worker, frame by frame, until its end or a stop.
@@ -568,6 +602,8 @@ fn report_file(run: &mut FileRun, file: Option<FileStats>, last: bool) {
         counters.skipped[Skip::UnknownLink.index()] += f.unknown_link;
         counters.skipped[Skip::Malformed.index()] += f.untimed;
     }
+    run.packets += counters.packets;
+    run.samples += counters.samples - counters.filtered;
     let report = IntervalReport {
         iface: String::new(),
         pairs: merged.summaries(),
