@@ -1,10 +1,30 @@
 //! The command line.
 //!
-//! Offline: `metro --pcap FILE [--local ADDR]… [--workers N] [--format table|json] [--samples]`.
+//! metro runs in one of two modes, chosen by the flags:
+//!
+//! - offline: `metro --pcap FILE [--local ADDR]… [--workers N] [--format table|json] [--samples]`
+//!   reads a capture and prints per-pair statistics;
+//! - go-metro (the default): `metro [-cfg PATH] [-log PATH] [-f EXPR] [-st]` reads go-metro's YAML
+//!   and sends DogStatsD gauges until it is stopped, exactly as agent packages run go-metro.
+//!
+//! go-metro parses its flags with Go's `flag` package, which spells long flags with one dash
+//! (`-cfg=/etc/x.yaml`, `-cfg /etc/x.yaml`) as well as two. [`normalize`] rewrites such arguments
+//! to clap's double-dash form before clap sees them, using clap's own list of flags, so every flag
+//! takes both styles and an unknown one is still reported by clap, with a suggestion.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
+
+pub use crate::config::DEFAULT_CONFIG_FILE;
+
+/// Where go-metro writes its log when `-log` is not given (and `log_to_file` is on).
+pub const DEFAULT_LOG_FILE: &str = "/var/log/datadog/go-metro.log";
+
+/// go-metro's default capture filter. It is the only expression metro evaluates without libpcap:
+/// metro decodes TCP only, so `tcp` is what it does anyway.
+pub const DEFAULT_FILTER: &str = "tcp";
 
 /// Output format for people or programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -17,15 +37,30 @@ pub enum Format {
 
 /// Exit statuses, documented in `--help`.
 pub mod exit {
-    /// Everything read and reported.
+    /// Everything read and reported; or stopped by a signal after flushing.
     pub const OK: i32 = 0;
     /// Bad command line or configuration.
     pub const USAGE: i32 = 1;
-    /// The capture could not be read to its end; what was read is still reported.
+    /// The capture could not be opened or read to its end; what was read is still reported.
     pub const INPUT: i32 = 2;
 }
 
 const AFTER_HELP: &str = "\
+Modes:
+  With --pcap, metro reads a capture file and prints per-pair statistics (offline mode).
+  Otherwise it runs as go-metro does: it reads the YAML file named by -cfg, sniffs every
+  instance listed there, and every report interval (30 s) sends DogStatsD gauges
+  system.net.tcp.rtt (median), system.net.tcp.rtt.avg (mean, or the smoothed RTT with -st) and
+  system.net.tcp.rtt.jitter, in milliseconds, tagged src, dst, the instance's tags, iface.
+  SIGINT, SIGTERM, SIGQUIT and SIGHUP stop it after sending the last interval. A missing
+  config file makes it wait 5 s and exit 0, as go-metro does for supervisord.
+
+go-metro's flags:
+  Flags may be written with one dash or two, with the value after '=' or as the next
+  argument, as Go programs accept: -cfg=/etc/x.yaml, -cfg /etc/x.yaml, --cfg=/etc/x.yaml.
+  -st takes no value, or =true / =false (also 1, 0, t, f). Unlike go-metro, metro honours it;
+  its default stays off so that rtt.avg keeps the meaning it had under go-metro (a mean).
+
 RTT samples:
   Each direction of a TCP flow is measured on its own: data sent by A and acknowledged by B
   gives a sample of the RTT from the capture point to B and back. In the output, src is the
@@ -35,22 +70,51 @@ RTT samples:
   timestamp echo names the copy that was acknowledged (\"ts\").
 
 Exit status:
-  0  the capture was read and reported
-  1  bad command line
-  2  the capture could not be opened, or broke off or was damaged part-way (the statistics
-     of what was read are still printed)
+  0  the capture was read and reported, or metro was stopped by a signal and flushed
+  1  bad command line or configuration (the message names the file, key and line)
+  2  a capture could not be opened, or broke off or was damaged part-way (offline: the
+     statistics of what was read are still printed)
 
 Examples:
+  metro -cfg=/etc/datadog-agent/conf.d/go-metro.yaml
   metro --pcap testdata/bulk_delack.pcap
   metro --pcap trace.pcapng --local 10.0.0.5 --format json --samples";
 
-/// metro: passive TCP round-trip-time sniffer.
+/// metro: passive TCP round-trip-time sniffer, and a drop-in go-metro.
 #[derive(Debug, Parser)]
 #[command(name = "metro", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Read packets from this pcap or pcapng file.
+    /// go-metro: the YAML configuration file (instances, statsd, logging).
+    #[arg(long = "cfg", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE)]
+    pub cfg: PathBuf,
+
+    /// go-metro: the log file, used when the config sets `log_to_file: true` (rotated at
+    /// 100 KB, 5 files kept).
+    #[arg(long = "log", value_name = "PATH", default_value = DEFAULT_LOG_FILE)]
+    pub log: PathBuf,
+
+    /// go-metro: the capture filter. `tcp` needs nothing; other expressions need metro built
+    /// with the `libpcap` feature.
+    #[arg(long = "f", value_name = "EXPR", default_value = DEFAULT_FILTER)]
+    pub filter: String,
+
+    /// go-metro: send the smoothed RTT (the kernel's 1/8 EWMA) as system.net.tcp.rtt.avg instead
+    /// of the mean.
+    #[arg(
+        long = "st",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool,
+        action = ArgAction::Set,
+    )]
+    pub st: bool,
+
+    /// Offline mode: read packets from this pcap or pcapng file and print statistics.
     #[arg(long, value_name = "FILE")]
-    pub pcap: PathBuf,
+    pub pcap: Option<PathBuf>,
 
     /// An address of the capturing host (repeatable): halves acknowledged by it are not reported.
     #[arg(long = "local", value_name = "ADDR")]
@@ -67,4 +131,244 @@ pub struct Cli {
     /// Also print every sample as a JSON line (implies --format json for the summary).
     #[arg(long)]
     pub samples: bool,
+}
+
+/// What to run, chosen from the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Read a capture file and print statistics.
+    Offline(PathBuf),
+    /// go-metro: run the instances of a YAML file and send DogStatsD gauges.
+    Config(PathBuf),
+}
+
+impl Cli {
+    /// Parses `args` (the program name first), accepting Go-style single-dash long flags.
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        Cli::try_parse_from(normalize(args.into_iter().map(Into::into).collect()))
+    }
+
+    /// The mode the flags select.
+    pub fn mode(&self) -> Mode {
+        match &self.pcap {
+            Some(p) => Mode::Offline(p.clone()),
+            None => Mode::Config(self.cfg.clone()),
+        }
+    }
+}
+
+/// A line to print after clap's "unexpected argument" error: every flag metro knows, since clap
+/// only suggests one when the spelling is close.
+pub fn flags_hint() -> String {
+    let names: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(|l| format!("-{l}")))
+        .collect();
+    format!(
+        "metro's flags are {} (one dash or two); see `metro --help`",
+        names.join(", ")
+    )
+}
+
+/// Go's `strconv.ParseBool`, which `flag` uses for `-st=VALUE`.
+fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("'{s}' is not a boolean (true, false, 1, 0, t, f)")),
+    }
+}
+
+/// Rewrites Go-style single-dash long flags (`-cfg=x`, `-cfg x`, `-st`) to `--cfg=x`, `--cfg x`,
+/// `--st`. The program name, values of flags that take one, and everything after `--` pass
+/// unchanged. Single-letter arguments that are not long flags (`-h`, `-V`) are left to clap, and
+/// so are unknown names, which clap then reports with a suggestion.
+pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
+    let cmd = Cli::command();
+    // Long names, and whether each takes a value as the next argument.
+    let longs: Vec<(String, bool)> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let takes_next = a.get_action().takes_values()
+                && !a.is_require_equals_set()
+                && a.get_num_args().is_none_or(|n| n.min_values() > 0);
+            a.get_long().map(|l| (l.to_string(), takes_next))
+        })
+        .chain([("help".to_string(), false), ("version".to_string(), false)])
+        .collect();
+    let find = |name: &str| longs.iter().find(|(l, _)| l == name);
+
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    if let Some(prog) = it.next() {
+        out.push(prog);
+    }
+    while let Some(arg) = it.next() {
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if s == "--" {
+            out.push(arg);
+            out.extend(it);
+            break;
+        }
+        let (dashes, body) = if let Some(b) = s.strip_prefix("--") {
+            (2, b)
+        } else if let Some(b) = s.strip_prefix('-') {
+            (1, b)
+        } else {
+            out.push(arg);
+            continue;
+        };
+        let (name, has_value) = match body.split_once('=') {
+            Some((n, _)) => (n, true),
+            None => (body, false),
+        };
+        let known = find(name);
+        let rewrite = dashes == 1 && !name.is_empty() && (known.is_some() || name.len() > 1);
+        let long = if rewrite {
+            format!("-{s}")
+        } else {
+            s.to_string()
+        };
+        match known {
+            // Join the value with '=' so that clap takes it even when it starts with '-'.
+            Some((_, true)) if !has_value => match it.next() {
+                Some(v) => {
+                    let mut joined = OsString::from(format!("{long}="));
+                    joined.push(v);
+                    out.push(joined);
+                }
+                None => out.push(OsString::from(long)),
+            },
+            _ => out.push(OsString::from(long)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut v = vec!["metro"];
+        v.extend_from_slice(args);
+        Cli::parse_args(v).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn defaults_are_go_metros() {
+        let c = parse(&[]);
+        assert_eq!(c.cfg, PathBuf::from("/etc/dd-agent/checks.d/go-metro.yaml"));
+        assert_eq!(c.log, PathBuf::from("/var/log/datadog/go-metro.log"));
+        assert_eq!(c.filter, "tcp");
+        assert!(!c.st);
+        assert_eq!(
+            c.mode(),
+            Mode::Config("/etc/dd-agent/checks.d/go-metro.yaml".into())
+        );
+    }
+
+    #[test]
+    fn go_style_and_double_dash_flags_mean_the_same() {
+        for args in [
+            &["-cfg=/a.yaml", "-log=/b.log", "-f=tcp", "-st"][..],
+            &["-cfg", "/a.yaml", "-log", "/b.log", "-f", "tcp", "-st=true"][..],
+            &["--cfg=/a.yaml", "--log=/b.log", "--f=tcp", "--st"][..],
+            &[
+                "--cfg", "/a.yaml", "--log", "/b.log", "--f", "tcp", "--st=1",
+            ][..],
+            &["-cfg", "/a.yaml", "--log=/b.log", "-f", "tcp", "-st=T"][..],
+        ] {
+            let c = parse(args);
+            assert_eq!(c.cfg, PathBuf::from("/a.yaml"), "{args:?}");
+            assert_eq!(c.log, PathBuf::from("/b.log"), "{args:?}");
+            assert_eq!(c.filter, "tcp", "{args:?}");
+            assert!(c.st, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn st_takes_go_booleans_only_after_equals() {
+        for (v, want) in [("false", false), ("0", false), ("F", false), ("true", true)] {
+            assert_eq!(parse(&[&format!("-st={v}")]).st, want, "{v}");
+        }
+        assert!(Cli::parse_args(["metro", "-st=maybe"]).is_err());
+        // As in Go, a bool flag does not take the next argument as its value.
+        assert!(Cli::parse_args(["metro", "-st", "false"]).is_err());
+    }
+
+    #[test]
+    fn filter_values_that_look_like_flags_pass_through() {
+        let c = parse(&["-f", "tcp and not port 22", "-cfg", "-weird.yaml"]);
+        assert_eq!(c.filter, "tcp and not port 22");
+        assert_eq!(c.cfg, PathBuf::from("-weird.yaml"));
+    }
+
+    #[test]
+    fn offline_flags_still_work_in_both_styles() {
+        let c = parse(&[
+            "--pcap",
+            "x.pcap",
+            "-workers=2",
+            "-format",
+            "json",
+            "-samples",
+        ]);
+        assert_eq!(c.mode(), Mode::Offline("x.pcap".into()));
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.format, Format::Json);
+        assert!(c.samples);
+        let c = parse(&["-pcap=y.pcap", "--local", "10.0.0.1"]);
+        assert_eq!(c.mode(), Mode::Offline("y.pcap".into()));
+        assert_eq!(
+            c.local,
+            vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn unknown_flags_are_errors_with_a_hint() {
+        let e = Cli::parse_args(["metro", "-cgf=/x"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(e.to_string().contains("'--cgf'"), "{e}");
+        assert_eq!(
+            flags_hint(),
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -local, -workers, -format, -samples (one dash or two); see `metro --help`"
+        );
+        let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
+        assert!(
+            e.to_string().contains("a similar argument exists: '--st'"),
+            "{e}"
+        );
+        let e = Cli::parse_args(["metro", "stray"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn help_is_reachable_go_style() {
+        for h in ["-h", "-help", "--help"] {
+            let e = Cli::parse_args(["metro", h]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{h}");
+        }
+    }
+
+    #[test]
+    fn normalize_leaves_values_and_terminator_alone() {
+        let v: Vec<OsString> = ["metro", "-cfg", "-x", "--", "-log"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let n: Vec<String> = normalize(v)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert_eq!(n, vec!["metro", "--cfg=-x", "--", "-log"]);
+    }
 }

@@ -12,13 +12,18 @@
 //! - [`worker`]: one thread's pipeline: frames in, samples recorded into per-pair histograms.
 //! - [`report`]: merging the workers' histograms into per-pair statistics, and printing them.
 //!
-//! [`offline`] drives the pipeline over a capture file.
+//! [`offline`] drives the pipeline over a capture file. [`daemon`] is go-metro mode: it reads
+//! go-metro's YAML ([`config`]), logs in go-metro's format ([`logging`]), runs every instance (a
+//! [`live`] capture or a file) and sends DogStatsD gauges ([`report::statsd`]) until stopped.
 
 pub mod capture;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod flow;
 pub mod live;
+pub mod logging;
 pub mod offline;
 pub mod report;
 pub mod rtt;

@@ -1,8 +1,9 @@
 //! Reporting: merging the workers' per-pair histograms ([`merge`]) and writing them for people
-//! ([`table`]) and for programs ([`json`]).
+//! ([`table`]) and for programs ([`json`]), and sending them to DogStatsD ([`statsd`]).
 
 pub mod json;
 pub mod merge;
+pub mod statsd;
 pub mod table;
 
 pub use merge::{Counters, IntervalStats, Merged, PairHist, PairKey, PairSummary};

@@ -1,0 +1,562 @@
+//! DogStatsD output: go-metro's gauges, on the wire exactly as go-metro sends them.
+//!
+//! Every report interval, for each (src, dst) pair with samples, [`Reporter::report`] sends
+//! `system.net.tcp.rtt.avg`, `system.net.tcp.rtt.jitter` and `system.net.tcp.rtt` (go-metro's
+//! order), in milliseconds, tagged `src:NAME_OR_IP`, `dst:NAME_OR_IP`, the instance's tags as
+//! written, then `iface:IF` — go-metro's tags in go-metro's order. `rtt` is the interval's median
+//! and `rtt.avg` its mean (or, with `-st`, the smoothed RTT); go-metro sent the last sample and a
+//! running mean instead. Optional gauges (`.min`, `.max`, `.p95`, `.p99`, `.count`) and metro's
+//! own counters under `metro.` follow.
+//!
+//! Metrics are formatted by `cadence` and handed to [`QueueSink`], a bounded queue drained by one
+//! sender thread per instance. Capture never waits for the network: a full queue drops the metric
+//! and counts it, and the sender packs lines into datagrams of at most [`MAX_DATAGRAM`] bytes
+//! (datadog-go's size) on a connected UDP socket, so that a receiver that is down shows up as
+//! `ECONNREFUSED` and is counted too. The counts go out as `metro.statsd.errors`.
+//!
+//! What this module does not do: aggregate samples (that is [`super::merge`]), or decide which
+//! pairs are reported (the worker's whitelist does).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cadence::{Counted, Gauged, MetricSink, StatsdClient};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+
+use super::{ms, PairSummary};
+use crate::decode::{Addr, Skip};
+use crate::live::IntervalReport;
+
+/// Largest datagram the sender builds: datadog-go's default for UDP, which stays under a
+/// 1500-byte MTU with IPv6 and UDP headers.
+pub const MAX_DATAGRAM: usize = 1432;
+
+/// Metrics queued before new ones are dropped: a few intervals of a busy host.
+pub const QUEUE_METRICS: usize = 16 * 1024;
+
+/// How long the sender waits for more lines before sending a datagram that is not full.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// Names for addresses: whitelisted hosts by the name they were configured with, and
+/// whitelisted addresses by their reverse DNS name, filled in the background.
+pub type Names = Arc<RwLock<HashMap<IpAddr, String>>>;
+
+/// Counts shared by a [`QueueSink`], its sender thread and the reporter.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Metrics handed to the sink.
+    pub queued: AtomicU64,
+    /// Metrics dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Metrics in datagrams that could not be sent.
+    pub send_failed: AtomicU64,
+    /// Metrics in datagrams that were sent.
+    pub sent: AtomicU64,
+    /// Datagrams sent.
+    pub datagrams: AtomicU64,
+}
+
+impl SinkStats {
+    /// Metrics that did not leave metro, for whatever reason.
+    pub fn lost(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed) + self.send_failed.load(Ordering::Relaxed)
+    }
+}
+
+enum Msg {
+    Line(String),
+    Flush(Sender<()>),
+}
+
+/// A `cadence` sink with a bounded queue and its own sender thread.
+#[derive(Clone)]
+pub struct QueueSink {
+    tx: Sender<Msg>,
+    stats: Arc<SinkStats>,
+}
+
+impl QueueSink {
+    /// A sink sending to `to` from a UDP socket connected to it.
+    ///
+    /// Fails only when no socket can be made; a receiver that is absent is not an error here.
+    pub fn connect(to: SocketAddr, capacity: usize) -> io::Result<QueueSink> {
+        let bind: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().expect("constant address")
+        } else {
+            "[::]:0".parse().expect("constant address")
+        };
+        let socket = UdpSocket::bind(bind)?;
+        socket.connect(to)?;
+        // A send only blocks when the socket buffer is full; never let that stall the sender.
+        socket.set_write_timeout(Some(Duration::from_millis(100)))?;
+        let (tx, rx) = bounded(capacity.max(1));
+        let stats = Arc::new(SinkStats::default());
+        let s = stats.clone();
+        thread::Builder::new()
+            .name("metro-statsd".into())
+            .spawn(move || sender(socket, rx, &s))?;
+        Ok(QueueSink { tx, stats })
+    }
+
+    /// The sink's counts.
+    pub fn stats(&self) -> &Arc<SinkStats> {
+        &self.stats
+    }
+
+    /// Waits until everything queued so far has been sent (or failed), at most `timeout`.
+    /// Returns false on timeout.
+    pub fn flush_wait(&self, timeout: Duration) -> bool {
+        let (ack_tx, ack_rx) = bounded(1);
+        let deadline = Instant::now() + timeout;
+        if self.tx.send_timeout(Msg::Flush(ack_tx), timeout).is_err() {
+            return false;
+        }
+        ack_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+impl MetricSink for QueueSink {
+    fn emit(&self, metric: &str) -> io::Result<usize> {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Msg::Line(metric.to_string())) {
+            Ok(()) => Ok(metric.len()),
+            Err(TrySendError::Full(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "statsd queue full",
+                ))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "statsd sender gone",
+                ))
+            }
+        }
+    }
+}
+
+/// The sender thread: packs queued lines into datagrams and sends them.
+fn sender(socket: UdpSocket, rx: Receiver<Msg>, stats: &SinkStats) {
+    let mut buf = String::with_capacity(MAX_DATAGRAM);
+    let mut lines = 0u64;
+    let send = |buf: &mut String, lines: &mut u64| {
+        if buf.is_empty() {
+            return;
+        }
+        match socket.send(buf.as_bytes()) {
+            Ok(_) => {
+                stats.sent.fetch_add(*lines, Ordering::Relaxed);
+                stats.datagrams.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                stats.send_failed.fetch_add(*lines, Ordering::Relaxed);
+            }
+        }
+        buf.clear();
+        *lines = 0;
+    };
+    loop {
+        let msg = if buf.is_empty() {
+            match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(LINGER) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    send(&mut buf, &mut lines);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    send(&mut buf, &mut lines);
+                    return;
+                }
+            }
+        };
+        match msg {
+            Msg::Line(line) => {
+                if !buf.is_empty() && buf.len() + 1 + line.len() > MAX_DATAGRAM {
+                    send(&mut buf, &mut lines);
+                }
+                if !buf.is_empty() {
+                    buf.push('\n');
+                }
+                buf.push_str(&line);
+                lines += 1;
+                // Take what is already queued without waiting.
+                loop {
+                    match rx.try_recv() {
+                        Ok(Msg::Line(l)) => {
+                            if buf.len() + 1 + l.len() > MAX_DATAGRAM {
+                                send(&mut buf, &mut lines);
+                            }
+                            if !buf.is_empty() {
+                                buf.push('\n');
+                            }
+                            buf.push_str(&l);
+                            lines += 1;
+                        }
+                        Ok(Msg::Flush(ack)) => {
+                            send(&mut buf, &mut lines);
+                            let _ = ack.send(());
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            send(&mut buf, &mut lines);
+                            return;
+                        }
+                    }
+                }
+            }
+            Msg::Flush(ack) => {
+                send(&mut buf, &mut lines);
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+/// What one instance's reporter needs to know.
+#[derive(Debug, Clone)]
+pub struct ReporterConfig {
+    /// The `iface:` tag value (`file` for files, as go-metro).
+    pub iface: String,
+    /// The instance's tags, sent as written, between `dst:` and `iface:`.
+    pub tags: Vec<String>,
+    /// `-st`: send the smoothed RTT as `rtt.avg`.
+    pub soften: bool,
+    /// Also send `.min`, `.max`, `.p95`, `.p99`, `.count`.
+    pub extra_gauges: bool,
+}
+
+/// Sends one instance's intervals.
+pub struct Reporter {
+    client: StatsdClient,
+    sink: QueueSink,
+    cfg: ReporterConfig,
+    names: Names,
+    lost_seen: u64,
+}
+
+impl Reporter {
+    /// A reporter sending through `sink`, naming addresses from `names`.
+    pub fn new(sink: QueueSink, cfg: ReporterConfig, names: Names) -> Reporter {
+        // The sink counts its own failures, so the client need not report them again.
+        let client = StatsdClient::builder("", sink.clone())
+            .with_error_handler(|_| {})
+            .build();
+        Reporter {
+            client,
+            sink,
+            cfg,
+            names,
+            lost_seen: 0,
+        }
+    }
+
+    /// The sink, for flushing and its counts.
+    pub fn sink(&self) -> &QueueSink {
+        &self.sink
+    }
+
+    fn name(names: &HashMap<IpAddr, String>, a: &Addr) -> String {
+        let ip = a.ip();
+        names.get(&ip).cloned().unwrap_or_else(|| ip.to_string())
+    }
+
+    /// Sends one interval: the gauges of every pair, then metro's own counters.
+    pub fn report(&mut self, r: &IntervalReport) {
+        let names = self
+            .names
+            .read()
+            .map(|n| n.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        for p in &r.pairs {
+            if p.samples == 0 {
+                continue;
+            }
+            let src = format!("src:{}", Self::name(&names, &p.src));
+            let dst = format!("dst:{}", Self::name(&names, &p.dst));
+            for (metric, value) in self.pair_values(p) {
+                self.gauge(metric, value, &[&src, &dst]);
+            }
+        }
+        self.counters(r);
+    }
+
+    /// The gauges of one pair, in the order they are sent.
+    fn pair_values(&self, p: &PairSummary) -> Vec<(&'static str, f64)> {
+        let avg = if self.cfg.soften { p.srtt_ns } else { p.avg_ns };
+        let mut v = vec![
+            ("system.net.tcp.rtt.avg", ms(avg)),
+            ("system.net.tcp.rtt.jitter", ms(p.jitter_ns)),
+            ("system.net.tcp.rtt", ms(p.p50_ns as f64)),
+        ];
+        if self.cfg.extra_gauges {
+            v.extend([
+                ("system.net.tcp.rtt.min", ms(p.min_ns as f64)),
+                ("system.net.tcp.rtt.max", ms(p.max_ns as f64)),
+                ("system.net.tcp.rtt.p95", ms(p.p95_ns as f64)),
+                ("system.net.tcp.rtt.p99", ms(p.p99_ns as f64)),
+                ("system.net.tcp.rtt.count", p.samples as f64),
+            ]);
+        }
+        v
+    }
+
+    fn gauge(&self, metric: &str, value: f64, first: &[&str]) {
+        let mut b = self.client.gauge_with_tags(metric, value);
+        for t in first {
+            b = b.with_tag_value(t);
+        }
+        for t in &self.cfg.tags {
+            b = b.with_tag_value(t);
+        }
+        b.with_tag("iface", &self.cfg.iface).send();
+    }
+
+    fn count(&self, metric: &str, value: u64, first: &[&str]) {
+        let mut b = self.client.count_with_tags(metric, value as i64);
+        for t in first {
+            b = b.with_tag_value(t);
+        }
+        for t in &self.cfg.tags {
+            b = b.with_tag_value(t);
+        }
+        b.with_tag("iface", &self.cfg.iface).send();
+    }
+
+    fn counters(&mut self, r: &IntervalReport) {
+        let c = &r.counters;
+        self.count("metro.packets", c.packets, &[]);
+        self.count("metro.kernel.drops", r.kernel.dropped, &[]);
+        self.gauge("metro.flows", c.active_flows as f64, &[]);
+        self.count("metro.evictions", c.table.evicted, &[]);
+        for s in Skip::ALL {
+            let tag = format!("reason:{}", s.name());
+            self.count("metro.skipped", c.skipped(s), &[&tag]);
+        }
+        let lost = self.sink.stats().lost();
+        self.count(
+            "metro.statsd.errors",
+            lost.saturating_sub(self.lost_seen),
+            &[],
+        );
+        self.lost_seen = lost;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::KernelStats;
+    use crate::report::Counters;
+
+    fn receiver() -> (UdpSocket, SocketAddr) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let a = s.local_addr().unwrap();
+        (s, a)
+    }
+
+    fn datagrams(s: &UdpSocket) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        while let Ok(n) = s.recv(&mut buf) {
+            out.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+        }
+        out
+    }
+
+    fn pair() -> PairSummary {
+        PairSummary {
+            src: Addr::v4([10, 42, 31, 222]),
+            dst: Addr::v4([162, 243, 251, 92]),
+            samples: 4,
+            min_ns: 10_000_000,
+            p50_ns: 20_000_000,
+            avg_ns: 25_500_000.0,
+            p95_ns: 40_000_000,
+            p99_ns: 40_000_000,
+            max_ns: 40_000_000,
+            jitter_ns: 1_250_000.0,
+            srtt_ns: 17_000_000.0,
+        }
+    }
+
+    fn report(pairs: Vec<PairSummary>) -> IntervalReport {
+        let mut counters = Counters {
+            packets: 100,
+            active_flows: 3,
+            ..Counters::default()
+        };
+        counters.skipped[Skip::ALL[0].index()] = 7;
+        counters.table.evicted = 2;
+        IntervalReport {
+            iface: "eth0".into(),
+            pairs,
+            counters,
+            kernel: KernelStats {
+                received: 100,
+                dropped: 5,
+                freezes: 0,
+            },
+            last: false,
+        }
+    }
+
+    #[test]
+    fn gauges_carry_go_metros_names_tags_and_order() {
+        let (rx, addr) = receiver();
+        let sink = QueueSink::connect(addr, 1024).unwrap();
+        let names: Names = Default::default();
+        names
+            .write()
+            .unwrap()
+            .insert("162.243.251.92".parse().unwrap(), "server.example".into());
+        let mut r = Reporter::new(
+            sink.clone(),
+            ReporterConfig {
+                iface: "eth0".into(),
+                tags: vec!["env:prod".into(), "solo".into()],
+                soften: false,
+                extra_gauges: false,
+            },
+            names,
+        );
+        r.report(&report(vec![pair()]));
+        assert!(sink.flush_wait(Duration::from_secs(2)));
+        let lines: Vec<String> = datagrams(&rx)
+            .iter()
+            .flat_map(|d| d.split('\n').map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let t = "src:10.42.31.222,dst:server.example,env:prod,solo,iface:eth0";
+        let s = "env:prod,solo,iface:eth0";
+        let skipped: Vec<String> = Skip::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                format!(
+                    "metro.skipped:{}|c|#reason:{},{s}",
+                    if i == 0 { 7 } else { 0 },
+                    k.name()
+                )
+            })
+            .collect();
+        let mut want = vec![
+            format!("system.net.tcp.rtt.avg:25.5|g|#{t}"),
+            format!("system.net.tcp.rtt.jitter:1.25|g|#{t}"),
+            format!("system.net.tcp.rtt:20|g|#{t}"),
+            format!("metro.packets:100|c|#{s}"),
+            format!("metro.kernel.drops:5|c|#{s}"),
+            format!("metro.flows:3|g|#{s}"),
+            format!("metro.evictions:2|c|#{s}"),
+        ];
+        want.extend(skipped);
+        want.push(format!("metro.statsd.errors:0|c|#{s}"));
+        assert_eq!(lines, want);
+    }
+
+    #[test]
+    fn st_sends_the_smoothed_rtt_and_extra_gauges_follow() {
+        let (rx, addr) = receiver();
+        let sink = QueueSink::connect(addr, 1024).unwrap();
+        let mut r = Reporter::new(
+            sink.clone(),
+            ReporterConfig {
+                iface: "file".into(),
+                tags: vec![],
+                soften: true,
+                extra_gauges: true,
+            },
+            Names::default(),
+        );
+        r.report(&report(vec![pair()]));
+        assert!(sink.flush_wait(Duration::from_secs(2)));
+        let all = datagrams(&rx).join("\n");
+        let lines: Vec<&str> = all.split('\n').take(8).collect();
+        let t = "src:10.42.31.222,dst:162.243.251.92,iface:file";
+        assert_eq!(
+            lines,
+            vec![
+                format!("system.net.tcp.rtt.avg:17|g|#{t}"),
+                format!("system.net.tcp.rtt.jitter:1.25|g|#{t}"),
+                format!("system.net.tcp.rtt:20|g|#{t}"),
+                format!("system.net.tcp.rtt.min:10|g|#{t}"),
+                format!("system.net.tcp.rtt.max:40|g|#{t}"),
+                format!("system.net.tcp.rtt.p95:40|g|#{t}"),
+                format!("system.net.tcp.rtt.p99:40|g|#{t}"),
+                format!("system.net.tcp.rtt.count:4|g|#{t}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn datagrams_pack_lines_up_to_the_size_limit() {
+        let (rx, addr) = receiver();
+        let sink = QueueSink::connect(addr, 4096).unwrap();
+        let line = "x".repeat(100);
+        for _ in 0..100 {
+            sink.emit(&line).unwrap();
+        }
+        assert!(sink.flush_wait(Duration::from_secs(2)));
+        let d = datagrams(&rx);
+        let total: usize = d.iter().map(|d| d.split('\n').count()).sum();
+        assert_eq!(total, 100);
+        assert!(d.iter().all(|d| d.len() <= MAX_DATAGRAM));
+        // 14 lines of 100 bytes and 13 newlines fill 1413 bytes; a 15th would pass 1432.
+        let per: Vec<usize> = d.iter().map(|d| d.split('\n').count()).collect();
+        assert_eq!(per, vec![14, 14, 14, 14, 14, 14, 14, 2]);
+        assert_eq!(sink.stats().sent.load(Ordering::Relaxed), 100);
+        assert_eq!(sink.stats().lost(), 0);
+    }
+
+    #[test]
+    fn a_receiver_that_is_down_is_counted_not_waited_for() {
+        // Bind and drop a socket to find a port with nobody on it.
+        let addr = {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let sink = QueueSink::connect(addr, 1024).unwrap();
+        let start = Instant::now();
+        for _ in 0..20 {
+            sink.emit("a:1|g").unwrap();
+            assert!(sink.flush_wait(Duration::from_secs(2)));
+        }
+        assert!(start.elapsed() < Duration::from_secs(2));
+        let st = sink.stats();
+        // On loopback the error arrives before the next send, so sends alternate: the one
+        // after each refused datagram reports ECONNREFUSED and clears it.
+        assert_eq!(st.send_failed.load(Ordering::Relaxed), 10, "{st:?}");
+        assert_eq!(st.sent.load(Ordering::Relaxed), 10, "{st:?}");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let (tx, rx) = bounded(2);
+        let sink = QueueSink {
+            tx,
+            stats: Arc::new(SinkStats::default()),
+        };
+        assert!(sink.emit("a:1|g").is_ok());
+        assert!(sink.emit("a:1|g").is_ok());
+        assert!(sink.emit("a:1|g").is_err());
+        assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(sink.stats().lost(), 1);
+        drop(rx);
+    }
+}

@@ -1,0 +1,810 @@
+//! go-metro mode end to end: the built `metro` binary, a go-metro YAML file, and a real UDP
+//! socket in the test standing in for DogStatsD.
+//!
+//! Every datagram is parsed strictly by the DogStatsD format; the gauges' values are checked
+//! against the pair statistics that `metro --pcap FILE --format json` prints for the same file.
+//! Captures come from `../shared/fixtures/go-metro` (go-metro's own test captures).
+
+use std::fs;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const METRO: &str = env!("CARGO_BIN_EXE_metro");
+
+fn fixture(name: &str) -> PathBuf {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let p = shared.join("fixtures/go-metro").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: these tests need the project's shared/ folder next to the project root (go-metro's captures in shared/fixtures/go-metro)",
+        p.display()
+    );
+    p
+}
+
+/// A scratch directory for one test, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("metro-gm-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The test's DogStatsD: collects every datagram.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let port = s.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match s.recv(&mut buf) {
+                    Ok(n) => g
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8(buf[..n].to_vec()).expect("datagram is UTF-8")),
+                    Err(_) => {
+                        if Arc::strong_count(&g) == 1 {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Receiver { port, got }
+    }
+
+    /// Every metric line received so far, parsed strictly.
+    fn metrics(&self) -> Vec<Metric> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|d| {
+                assert!(d.len() <= 1432, "datagram of {} bytes", d.len());
+                d.split('\n').map(parse_line).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn wait_for(&self, pred: impl Fn(&[Metric]) -> bool, timeout: Duration) -> Vec<Metric> {
+        let end = Instant::now() + timeout;
+        loop {
+            let m = self.metrics();
+            if pred(&m) || Instant::now() > end {
+                return m;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Metric {
+    name: String,
+    value: f64,
+    kind: String,
+    tags: Vec<String>,
+}
+
+/// `name:value|type[|@rate][|#tag,tag…]`, nothing else (DogStatsD's datagram format).
+fn parse_line(line: &str) -> Metric {
+    let bad = |why: &str| -> ! { panic!("not a DogStatsD metric ({why}): {line:?}") };
+    let (name, rest) = line.split_once(':').unwrap_or_else(|| bad("no ':'"));
+    if name.is_empty()
+        || !name.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
+        bad("metric name");
+    }
+    let mut fields = rest.split('|');
+    let value = fields.next().unwrap_or_else(|| bad("no value"));
+    if value.is_empty()
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        bad("value is not a plain decimal");
+    }
+    let value: f64 = value.parse().unwrap_or_else(|_| bad("value"));
+    let kind = fields.next().unwrap_or_else(|| bad("no type")).to_string();
+    if !["g", "c", "ms", "h", "s", "d"].contains(&kind.as_str()) {
+        bad("type");
+    }
+    let mut tags = Vec::new();
+    for f in fields {
+        if let Some(t) = f.strip_prefix('#') {
+            tags = t.split(',').map(str::to_string).collect();
+            if tags.iter().any(|t| t.is_empty()) {
+                bad("empty tag");
+            }
+        } else if let Some(r) = f.strip_prefix('@') {
+            r.parse::<f64>().unwrap_or_else(|_| bad("sample rate"));
+        } else {
+            bad("unknown field");
+        }
+    }
+    Metric {
+        name: name.to_string(),
+        value,
+        kind,
+        tags,
+    }
+}
+
+/// One `{"type":"pair",…}` line of offline mode.
+#[derive(Debug)]
+struct Pair {
+    src: String,
+    dst: String,
+    samples: u64,
+    p50: f64,
+    avg: f64,
+    jitter: f64,
+    min: f64,
+    max: f64,
+    p95: f64,
+    p99: f64,
+}
+
+fn offline_pairs(pcap: &Path) -> (Vec<Pair>, u64) {
+    let out = Command::new(METRO)
+        .args(["--pcap", pcap.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut pairs = Vec::new();
+    let mut packets = 0;
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let f = |k: &str| v[k].as_f64().unwrap();
+        match v["type"].as_str().unwrap() {
+            "pair" => pairs.push(Pair {
+                src: v["src"].as_str().unwrap().into(),
+                dst: v["dst"].as_str().unwrap().into(),
+                samples: v["samples"].as_u64().unwrap(),
+                p50: f("p50_ms"),
+                avg: f("avg_ms"),
+                jitter: f("jitter_ms"),
+                min: f("min_ms"),
+                max: f("max_ms"),
+                p95: f("p95_ms"),
+                p99: f("p99_ms"),
+            }),
+            "counters" => packets = v["packets"].as_u64().unwrap(),
+            _ => {}
+        }
+    }
+    (pairs, packets)
+}
+
+/// The JSON prints 6 decimals; the wire carries the full value.
+fn assert_ms(wire: f64, json: f64, what: &str) {
+    assert!(
+        (wire - json).abs() <= 0.000_000_5 + 1e-12,
+        "{what}: wire {wire} vs offline {json}"
+    );
+}
+
+fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().unwrap();
+    assert!(st.success(), "mkfifo {}", p.display());
+}
+
+fn config(port: u16, init_extra: &str, instances: &str) -> String {
+    format!(
+        "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {port}\n  log_level: info\n{init_extra}instances:\n{instances}"
+    )
+}
+
+fn run_metro(args: &[&str]) -> Output {
+    Command::new(METRO).args(args).output().unwrap()
+}
+
+fn spawn_metro(args: &[&str]) -> Child {
+    Command::new(METRO)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let end = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "metro did not exit within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const RTT_METRICS: [&str; 3] = [
+    "system.net.tcp.rtt.avg",
+    "system.net.tcp.rtt.jitter",
+    "system.net.tcp.rtt",
+];
+
+/// Checks the three gauges of every offline pair against the wire, in go-metro's order and
+/// with go-metro's tags.
+fn check_pairs(metrics: &[Metric], pairs: &[Pair], user_tags: &[&str], iface: &str) {
+    let rtt: Vec<&Metric> = metrics
+        .iter()
+        .filter(|m| m.name.starts_with("system.net.tcp.rtt"))
+        .collect();
+    assert_eq!(rtt.len(), 3 * pairs.len(), "{rtt:#?}");
+    for (i, p) in pairs.iter().enumerate() {
+        let mut tags = vec![format!("src:{}", p.src), format!("dst:{}", p.dst)];
+        tags.extend(user_tags.iter().map(|t| t.to_string()));
+        tags.push(format!("iface:{iface}"));
+        let group: Vec<&&Metric> = rtt.iter().filter(|m| m.tags[..2] == tags[..2]).collect();
+        assert_eq!(group.len(), 3, "pair {i}: {group:#?}");
+        for (m, name) in group.iter().zip(RTT_METRICS) {
+            assert_eq!(m.name, name);
+            assert_eq!(m.kind, "g", "{name} is a gauge");
+            assert_eq!(m.tags, tags, "{name}: tags and their order");
+        }
+        assert_ms(group[0].value, p.avg, "rtt.avg");
+        assert_ms(group[1].value, p.jitter, "rtt.jitter");
+        assert_ms(group[2].value, p.p50, "rtt (median)");
+    }
+}
+
+fn value(metrics: &[Metric], name: &str) -> f64 {
+    let m: Vec<&Metric> = metrics.iter().filter(|m| m.name == name).collect();
+    assert_eq!(m.len(), 1, "{name}: {m:#?}");
+    m[0].value
+}
+
+#[test]
+fn file_instance_sends_go_metros_gauges_equal_to_offline_statistics() {
+    let pcap = fixture("test_scp.pcap");
+    let (pairs, packets) = offline_pairs(&pcap);
+    assert_eq!(pairs.len(), 2, "the scp capture has two measured halves");
+    assert_eq!(pairs[0].samples, 145);
+    let rx = Receiver::start();
+    let dir = Scratch::new("file");
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &config(
+            rx.port,
+            "  require_whitelist: false\n",
+            &format!(
+                "  - interface: file\n    pcap: {}\n    tags:\n      - foo:bar\n      - solo\n",
+                pcap.display()
+            ),
+        ),
+    );
+    let out = run_metro(&[&format!("-cfg={}", cfg.display())]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let m = rx.wait_for(
+        |m| m.iter().any(|m| m.name == "metro.statsd.errors"),
+        Duration::from_secs(2),
+    );
+    check_pairs(&m, &pairs, &["foo:bar", "solo"], "file");
+    assert_eq!(value(&m, "metro.packets"), packets as f64);
+    assert_eq!(value(&m, "metro.packets"), 657.0);
+    assert_eq!(value(&m, "metro.flows"), 1.0);
+    assert_eq!(value(&m, "metro.statsd.errors"), 0.0);
+    let self_tags = ["foo:bar".to_string(), "solo".into(), "iface:file".into()];
+    for s in m.iter().filter(|m| m.name.starts_with("metro.")) {
+        let t = if s.name == "metro.skipped" {
+            &s.tags[1..]
+        } else {
+            &s.tags[..]
+        };
+        assert_eq!(t, &self_tags[..], "{s:?}");
+    }
+    let kinds: Vec<(&str, &str)> = m
+        .iter()
+        .filter(|m| m.name.starts_with("metro.") && m.name != "metro.skipped")
+        .map(|m| (m.name.as_str(), m.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("metro.packets", "c"),
+            ("metro.kernel.drops", "c"),
+            ("metro.flows", "g"),
+            ("metro.evictions", "c"),
+            ("metro.statsd.errors", "c"),
+        ]
+    );
+    let reasons: Vec<&str> = m
+        .iter()
+        .filter(|m| m.name == "metro.skipped")
+        .map(|m| m.tags[0].as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "reason:not_tcp",
+            "reason:truncated",
+            "reason:malformed",
+            "reason:fragment",
+            "reason:unknown_link"
+        ]
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("| INFO | "), "{log}");
+    assert!(log.contains("reading in packets"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "{}: 657 packets, 167 RTT samples reported",
+            pcap.display()
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn whitelist_keeps_only_halves_acknowledged_by_listed_hosts() {
+    let pcap = fixture("test_scp.pcap");
+    let (pairs, _) = offline_pairs(&pcap);
+    let rx = Receiver::start();
+    let dir = Scratch::new("whitelist");
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &config(
+            rx.port,
+            "  percentile_gauges: yes\n",
+            &format!(
+                "  - interface: file\n    pcap: {}\n    ips: [162.243.251.0/24]\n",
+                pcap.display()
+            ),
+        ),
+    );
+    let out = run_metro(&["-cfg", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let m = rx.wait_for(
+        |m| m.iter().any(|m| m.name == "metro.statsd.errors"),
+        Duration::from_secs(2),
+    );
+    let server: Vec<&Pair> = pairs.iter().filter(|p| p.dst == "162.243.251.92").collect();
+    assert_eq!(server.len(), 1);
+    let p = server[0];
+    let tags = vec![
+        "src:10.42.31.222".to_string(),
+        "dst:162.243.251.92".into(),
+        "iface:file".into(),
+    ];
+    let rtt: Vec<&Metric> = m
+        .iter()
+        .filter(|m| m.name.starts_with("system.net.tcp.rtt"))
+        .collect();
+    let names: Vec<&str> = rtt.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "system.net.tcp.rtt.avg",
+            "system.net.tcp.rtt.jitter",
+            "system.net.tcp.rtt",
+            "system.net.tcp.rtt.min",
+            "system.net.tcp.rtt.max",
+            "system.net.tcp.rtt.p95",
+            "system.net.tcp.rtt.p99",
+            "system.net.tcp.rtt.count",
+        ]
+    );
+    assert!(rtt.iter().all(|m| m.tags == tags && m.kind == "g"));
+    for (m, want) in rtt
+        .iter()
+        .zip([p.avg, p.jitter, p.p50, p.min, p.max, p.p95, p.p99])
+    {
+        assert_ms(m.value, want, &m.name);
+    }
+    assert_eq!(rtt[7].value, 145.0);
+}
+
+#[test]
+fn several_instances_run_together_each_with_its_tags() {
+    let scp = fixture("test_scp.pcap");
+    let http = fixture("test_tcp.pcap");
+    let (scp_pairs, _) = offline_pairs(&scp);
+    let (http_pairs, _) = offline_pairs(&http);
+    let rx = Receiver::start();
+    let dir = Scratch::new("several");
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &config(
+            rx.port,
+            "  require_whitelist: off\n",
+            &format!(
+                "  - interface: file\n    pcap: {}\n    tags: [which:scp]\n  - interface: file\n    pcap: {}\n    tags: [which:http]\n",
+                scp.display(),
+                http.display()
+            ),
+        ),
+    );
+    let out = run_metro(&[&format!("--cfg={}", cfg.display())]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let m = rx.wait_for(
+        |m| m.iter().filter(|m| m.name == "metro.statsd.errors").count() == 2,
+        Duration::from_secs(2),
+    );
+    let of = |which: &str| -> Vec<Metric> {
+        m.iter()
+            .filter(|x| x.tags.contains(&format!("which:{which}")))
+            .cloned()
+            .collect()
+    };
+    check_pairs(&of("scp"), &scp_pairs, &["which:scp"], "file");
+    check_pairs(&of("http"), &http_pairs, &["which:http"], "file");
+}
+
+/// Feeds the scp capture through a FIFO that stays open, so the instance is still running when
+/// the signal comes; the last (and only) interval must still arrive, whole.
+fn signal_flushes(sig: Signal, name: &str) {
+    let pcap = fixture("test_scp.pcap");
+    let (pairs, _) = offline_pairs(&pcap);
+    let rx = Receiver::start();
+    let dir = Scratch::new(name);
+    let fifo = dir.0.join("capture.fifo");
+    mkfifo(&fifo);
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &config(
+            rx.port,
+            "  report_interval: 3600\n  require_whitelist: false\n",
+            &format!("  - interface: file\n    pcap: {}\n", fifo.display()),
+        ),
+    );
+    let child = spawn_metro(&["-cfg", cfg.to_str().unwrap()]);
+    // Opening blocks until metro opens the other end.
+    let mut w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    w.write_all(&fs::read(&pcap).unwrap()).unwrap();
+    w.flush().unwrap();
+    thread::sleep(Duration::from_millis(700));
+    assert!(
+        rx.metrics().is_empty(),
+        "nothing is sent before the interval ends"
+    );
+    let start = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0), "{sig}: {out:?}");
+    assert!(start.elapsed() < Duration::from_secs(3), "{sig}: slow stop");
+    drop(w);
+    let m = rx.wait_for(
+        |m| m.iter().any(|m| m.name == "metro.statsd.errors"),
+        Duration::from_secs(2),
+    );
+    check_pairs(&m, &pairs, &[], "file");
+    assert_eq!(value(&m, "metro.packets"), 657.0);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let said = match sig {
+        Signal::SIGHUP => "hungup",
+        Signal::SIGINT => "sig int caught, shutting down.",
+        Signal::SIGTERM => "force stop",
+        _ => "stop and core dump",
+    };
+    assert!(log.contains("| WARN | ") && log.contains(said), "{log}");
+}
+
+#[test]
+fn sigterm_flushes_the_last_interval() {
+    signal_flushes(Signal::SIGTERM, "sigterm");
+}
+
+#[test]
+fn sigint_sighup_and_sigquit_flush_too() {
+    signal_flushes(Signal::SIGINT, "sigint");
+    signal_flushes(Signal::SIGHUP, "sighup");
+    signal_flushes(Signal::SIGQUIT, "sigquit");
+}
+
+#[test]
+fn receiver_down_capture_goes_on_and_errors_are_counted() {
+    let pcap = fixture("test_scp.pcap");
+    // A port with nobody on it.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = Scratch::new("down");
+    let fifo = dir.0.join("capture.fifo");
+    mkfifo(&fifo);
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &config(
+            port,
+            "  report_interval: 0.1\n  require_whitelist: false\n",
+            &format!("  - interface: file\n    pcap: {}\n", fifo.display()),
+        ),
+    );
+    let child = spawn_metro(&["-cfg", cfg.to_str().unwrap()]);
+    let mut w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    w.write_all(&fs::read(&pcap).unwrap()).unwrap();
+    w.flush().unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    drop(w);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!(
+            "{}: 657 packets, 167 RTT samples reported",
+            fifo.display()
+        )),
+        "every packet is still counted: {log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("statsd (file): "))
+        .unwrap_or_else(|| panic!("no statsd summary: {log}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    // …, sent, datagrams, not sent
+    let lost = nums[nums.len() - 1];
+    assert!(lost > 0, "refused sends are counted: {line}");
+}
+
+#[test]
+fn firewalled_receiver_drops_are_counted_and_capture_goes_on() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test builds a network namespace with an nftables drop rule: run it as root"
+    );
+    let pcap = fixture("test_scp.pcap");
+    let ns = format!("mgm{}", std::process::id());
+    let sh = |cmd: &str| {
+        let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {o:?}");
+    };
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    sh(&format!("ip netns add {ns}"));
+    let _guard = Ns(ns.clone());
+    sh(&format!("ip -n {ns} link set lo up"));
+    sh(&format!(
+        "ip netns exec {ns} nft -f - <<'EOF'\ntable inet mgm {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    udp dport 8125 counter drop\n  }}\n}}\nEOF"
+    ));
+    let dir = Scratch::new("firewall");
+    let fifo = dir.0.join("capture.fifo");
+    mkfifo(&fifo);
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &config(
+            8125,
+            "  report_interval: 0.1\n  require_whitelist: false\n",
+            &format!("  - interface: file\n    pcap: {}\n", fifo.display()),
+        ),
+    );
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns, METRO, "-cfg", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    w.write_all(&fs::read(&pcap).unwrap()).unwrap();
+    w.flush().unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    // `ip netns exec` execs metro, so the child's pid is metro's.
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    drop(w);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!(
+            "{}: 657 packets, 167 RTT samples reported",
+            fifo.display()
+        )),
+        "{log}"
+    );
+    let line = log.lines().find(|l| l.contains("statsd (file): ")).unwrap();
+    // A drop in the output hook fails the send itself (EPERM): nothing leaves, all is counted.
+    assert!(line.contains(": 0 metrics sent in 0 datagrams"), "{line}");
+    assert!(!line.contains(", 0 not sent"), "{line}");
+}
+
+#[test]
+fn missing_config_waits_5_s_then_exits_0_and_says_why() {
+    let start = Instant::now();
+    let out = run_metro(&["-cfg=/nonexistent/metro/go-metro.yaml"]);
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(took >= Duration::from_millis(4900), "waited only {took:?}");
+    assert!(took < Duration::from_secs(8), "waited {took:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("| ERROR | ")
+            && log.contains("cannot read configuration file /nonexistent/metro/go-metro.yaml")
+            && log.contains("exiting in 5 s"),
+        "{log}"
+    );
+}
+
+/// go-metro's refusals, word for word, with the file, key and line metro adds.
+#[test]
+fn go_metros_config_errors_exit_1_with_its_explanation() {
+    let dir = Scratch::new("errors");
+    let cases = [
+        (
+            "init_config:\n  snaplen: 512\n",
+            "instances: No sniffing interfaces specified.",
+        ),
+        (
+            "instances:\n  - tags: [a:b]\n    ips: [192.0.2.1]\n",
+            ":2: instances[0].interface: Error parsing configuration - empty iface field.",
+        ),
+        (
+            "instances:\n  - interface: file\n    ips: [192.0.2.1]\n",
+            ":2: instances[0].pcap: Error parsing configuration - empty pcap field for file interface.",
+        ),
+        (
+            "instances:\n  - interface: lo\n",
+            ":2: instances[0].ips: Whitelists must be enabled for go-metro to run (you may whitelist by IP or hostname in config file).",
+        ),
+        (
+            "instances:\n  - interface: lo\n    ips: [127.0.0.1]\n",
+            "Whitelist cannot contain just local addresses! Bailing out : [host 127.0.0.1]",
+        ),
+        (
+            "init_config:\n  idle_ttl: [1]\ninstances:\n  - interface: lo\n    ips: [192.0.2.1]\n",
+            ":2: init_config.idle_ttl: ",
+        ),
+    ];
+    for (i, (yaml, want)) in cases.iter().enumerate() {
+        let cfg = dir.file(&format!("c{i}.yaml"), yaml);
+        let out = run_metro(&["-cfg", cfg.to_str().unwrap()]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "case {i}: {log}");
+        assert!(log.contains("| CRITICAL | "), "case {i}: {log}");
+        assert!(log.contains(want), "case {i}: want {want:?} in {log}");
+        if !want.starts_with("Whitelist cannot") {
+            assert!(
+                log.contains(&format!(
+                    "Error parsing configuration file: {}",
+                    cfg.display()
+                )),
+                "case {i}: {log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn command_line_errors_exit_1_and_help_exits_0() {
+    let out = run_metro(&["-cgf=/x.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected argument '--cgf'"), "{err}");
+    assert!(
+        err.contains("metro's flags are -cfg, -log, -f, -st"),
+        "{err}"
+    );
+    let out = run_metro(&["-f", "tcp port 22", "-cfg=/nonexistent.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot compile filter expressions other than `tcp`"));
+    let out = run_metro(&["-help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for w in [
+        "--cfg <PATH>",
+        "--log <PATH>",
+        "--f <EXPR>",
+        "--st[=<BOOL>]",
+        "--pcap <FILE>",
+        "system.net.tcp.rtt.jitter",
+        "/etc/dd-agent/checks.d/go-metro.yaml",
+        "/var/log/datadog/go-metro.log",
+    ] {
+        assert!(help.contains(w), "help lacks {w:?}:\n{help}");
+    }
+}
+
+#[test]
+fn log_to_file_writes_go_metros_log_file() {
+    let pcap = fixture("test_scp.pcap");
+    let rx = Receiver::start();
+    let dir = Scratch::new("logfile");
+    let log = dir.0.join("logs/go-metro.log");
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &config(
+            rx.port,
+            "  log_to_file: yes\n",
+            &format!(
+                "  - interface: file\n    pcap: {}\n    ips: [162.243.251.92]\n",
+                pcap.display()
+            ),
+        ),
+    );
+    let out = run_metro(&["-cfg", cfg.to_str().unwrap(), "-log", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" | INFO | (daemon.rs:"), "{text}");
+    assert!(
+        text.contains("Setting BPF filter: tcp and (host 162.243.251.92)"),
+        "{text}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("| INFO |"));
+}
+
+/// Live capture on an interface. Until the live-capture branch lands, `live::run` refuses to
+/// start; then metro must say so and exit 2. Once it lands, the gauges must arrive.
+#[test]
+fn live_instance_reports_or_explains_why_it_cannot() {
+    let rx = Receiver::start();
+    let dir = Scratch::new("live");
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &config(
+            rx.port,
+            "  report_interval: 0.5\n  require_whitelist: false\n",
+            "  - interface: lo\n    tags: [live:yes]\n",
+        ),
+    );
+    let child = spawn_metro(&["-cfg", cfg.to_str().unwrap()]);
+    thread::sleep(Duration::from_millis(1500));
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    let log = String::from_utf8_lossy(&out.stderr);
+    if log.contains("live capture is not built yet") {
+        eprintln!("NOTE: live capture is not in this build; checked the refusal path only");
+        assert_eq!(out.status.code(), Some(2), "{log}");
+        assert!(log.contains("Unable to start sniffer for interface: \"lo\" (please check your configuration and privileges)"), "{log}");
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{log}");
+        let m = rx.metrics();
+        assert!(
+            m.iter().filter(|m| m.name == "metro.packets").count() >= 2,
+            "an interval every 0.5 s: {m:#?}"
+        );
+    }
+}
