@@ -255,17 +255,25 @@ impl Track for Inline {
     }
 }
 
-/// A ring of segments borrowed from the pool (struct of arrays, so a scan touches few lines).
+/// A ring of segments borrowed from the pool. Slots are kept as an array of 16-byte structs
+/// (time, end, TSval: what an ACK scan reads together, four to a cache line), with their flags
+/// packed apart.
 pub struct Ring {
     start: u32,
     head: u16,
     len: u16,
     ncopies: u8,
-    ends: [u32; RING_SLOTS],
-    times: [u64; RING_SLOTS],
-    tsvals: [u32; RING_SLOTS],
+    slots: [Packed; RING_SLOTS],
     flags: [u8; RING_SLOTS],
     copies: [Copy; RING_COPIES],
+}
+
+/// A [`Slot`] without its flags.
+#[derive(Debug, Clone, Copy, Default)]
+struct Packed {
+    t: u64,
+    end: u32,
+    tsval: u32,
 }
 
 impl Ring {
@@ -275,9 +283,7 @@ impl Ring {
             head: 0,
             len: 0,
             ncopies: 0,
-            ends: [0; RING_SLOTS],
-            times: [0; RING_SLOTS],
-            tsvals: [0; RING_SLOTS],
+            slots: [Packed::default(); RING_SLOTS],
             flags: [0; RING_SLOTS],
             copies: [Copy::default(); RING_COPIES],
         }
@@ -301,10 +307,11 @@ impl Track for Ring {
     }
     fn get(&self, i: usize) -> Slot {
         let k = self.idx(i);
+        let p = self.slots[k];
         Slot {
-            t: self.times[k],
-            end: self.ends[k],
-            tsval: self.tsvals[k],
+            t: p.t,
+            end: p.end,
+            tsval: p.tsval,
             flags: self.flags[k],
         }
     }
@@ -314,8 +321,8 @@ impl Track for Ring {
     }
     fn fill(&mut self, i: usize, t: u64, tsval: u32, flags: u8) {
         let k = self.idx(i);
-        self.times[k] = t;
-        self.tsvals[k] = tsval;
+        self.slots[k].t = t;
+        self.slots[k].tsval = tsval;
         self.flags[k] = flags;
     }
     fn push(&mut self, s: Slot) -> bool {
@@ -323,9 +330,11 @@ impl Track for Ring {
             return false;
         }
         let k = self.idx(self.len as usize);
-        self.ends[k] = s.end;
-        self.times[k] = s.t;
-        self.tsvals[k] = s.tsval;
+        self.slots[k] = Packed {
+            t: s.t,
+            end: s.end,
+            tsval: s.tsval,
+        };
         self.flags[k] = s.flags;
         self.len += 1;
         true
@@ -335,7 +344,7 @@ impl Track for Ring {
         if n == 0 {
             return;
         }
-        self.start = self.ends[self.idx(n - 1)];
+        self.start = self.slots[self.idx(n - 1)].end;
         self.head = ((self.head as usize + n) % RING_SLOTS) as u16;
         self.len -= n as u16;
     }
@@ -379,7 +388,7 @@ pub struct SegPool {
 }
 
 impl SegPool {
-    /// A pool that will hold at most `max_rings` rings (about 4.3 KB each).
+    /// A pool that will hold at most `max_rings` rings (about 4.5 KB each).
     pub fn new(max_rings: usize) -> SegPool {
         SegPool {
             rings: Vec::new(),

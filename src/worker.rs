@@ -107,7 +107,7 @@ impl Default for WorkerConfig {
             // 256 Ki flows × 128 B entries at ≤ 50 % load: at most 64 MiB per worker, grown on
             // demand; a busy gateway sees tens of thousands of concurrent connections.
             max_flows: 256 * 1024,
-            // 4096 rings × 4.3 KB: at most 17 MiB, for that many bulk halves at once.
+            // 4096 rings × 4.5 KB: at most 18 MiB, for that many bulk halves at once.
             max_rings: 4096,
             ttl: Ttl {
                 // go-metro's defaults: idle_ttl 300 s, exp_ttl 60 s.

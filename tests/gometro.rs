@@ -589,10 +589,12 @@ fn receiver_down_capture_goes_on_and_errors_are_counted() {
 
 #[test]
 fn firewalled_receiver_drops_are_counted_and_capture_goes_on() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test builds a network namespace with an nftables drop rule: run it as root"
-    );
+    if !nix::unistd::geteuid().is_root() {
+        // scripts/test fails a root run that prints this; CI runs as root.
+        println!("SKIPPED (needs root): firewalled_receiver_drops_are_counted_and_capture_goes_on builds a network namespace with an nftables drop rule");
+        return;
+    }
+    println!("ROOT TEST RAN: firewalled_receiver_drops_are_counted_and_capture_goes_on");
     let pcap = fixture("test_scp.pcap");
     let ns = format!("mgm{}", std::process::id());
     let sh = |cmd: &str| {
