@@ -547,7 +547,7 @@ mod tests {
         f.push(flags_byte);
         f.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
         f.extend_from_slice(opts);
-        f.extend(std::iter::repeat(0xaa).take(payload));
+        f.extend(std::iter::repeat_n(0xaa, payload));
         f
     }
 

@@ -1,19 +1,41 @@
 //! The `metro` binary: parse the command line, run, map errors to exit codes.
 
 use std::io::{self, BufWriter, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
 
 use metro::cli::{exit, Cli, Format};
 use metro::decode::Addr;
+use metro::live::{self, IntervalReport, LiveConfig};
 use metro::offline;
 use metro::report::{json, table};
 use metro::worker::WorkerConfig;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let code = match run(&cli) {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // clap's own status for a bad command line is 2, which metro keeps for capture errors.
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            } as u8);
+        }
+    };
+    let result = match (&cli.pcap, &cli.interface) {
+        (Some(path), _) => run(&cli, path),
+        (None, Some(name)) => run_live(&cli, name),
+        // clap requires one of the two.
+        (None, None) => Ok(exit::USAGE),
+    };
+    let code = match result {
         Ok(code) => code,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
@@ -24,13 +46,14 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn run(cli: &Cli) -> io::Result<i32> {
+fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
     let cfg = WorkerConfig {
         local: cli.local.iter().map(|ip| Addr::from(*ip)).collect(),
         keep_samples: cli.samples,
         ..WorkerConfig::default()
     };
-    let outcome = match offline::run(&cli.pcap, cli.workers as usize, &cfg) {
+    let workers = cli.workers.unwrap_or(1) as usize;
+    let outcome = match offline::run(pcap, workers, &cfg) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("metro: {e}");
@@ -58,4 +81,112 @@ fn run(cli: &Cli) -> io::Result<i32> {
         return Ok(exit::INPUT);
     }
     Ok(exit::OK)
+}
+
+/// Ad-hoc live capture: report every interval and at the end, stop on SIGINT or SIGTERM.
+fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = stop_on_signals(&stop) {
+        eprintln!("metro: cannot set up signal handling: {e}");
+        return Ok(exit::INPUT);
+    }
+    let mut cfg = LiveConfig::new(name);
+    cfg.workers = cli.workers.map(usize::from);
+    cfg.interval = cli.interval;
+    cfg.duration = cli.duration;
+    cfg.dump_flows = cli.dump_flows;
+    cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
+
+    let mut write_error: Option<io::Error> = None;
+    let result = live::run(&cfg, &stop, &mut |rep| {
+        if write_error.is_none() {
+            if let Err(e) = print_report(cli.format, rep) {
+                write_error = Some(e);
+                stop.store(true, Ordering::Release);
+            }
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    match result {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => {
+            eprintln!("metro: {e}");
+            Ok(if e.is_config() {
+                exit::USAGE
+            } else {
+                exit::INPUT
+            })
+        }
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in every thread (call before any is spawned) and takes them on a
+/// thread of their own: the first asks for a clean stop, the second ends the process at once.
+fn stop_on_signals(stop: &Arc<AtomicBool>) -> nix::Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    let stop = Arc::clone(stop);
+    std::thread::Builder::new()
+        .name("metro-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            while let Ok(sig) = set.wait() {
+                seen += 1;
+                if seen > 1 {
+                    std::process::exit(128 + sig as i32);
+                }
+                stop.store(true, Ordering::Release);
+            }
+        })
+        .map_err(|_| nix::Error::EAGAIN)?;
+    Ok(())
+}
+
+fn print_report(format: Format, rep: &IntervalReport) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let k = &rep.kernel;
+    match format {
+        Format::Json => {
+            for p in &rep.pairs {
+                json::write_pair(&mut out, p)?;
+            }
+            json::write_counters(&mut out, &rep.counters)?;
+            writeln!(
+                out,
+                "{{\"type\":\"kernel\",\"iface\":\"{}\",\"received\":{},\"dropped\":{},\"freezes\":{},\"last\":{}}}",
+                rep.iface, k.received, k.dropped, k.freezes, rep.last
+            )?;
+        }
+        Format::Table => {
+            let what = if rep.last { "last report" } else { "interval" };
+            writeln!(out, "== {}: {what}", rep.iface)?;
+            table::write(&mut out, &rep.pairs, &rep.counters)?;
+            writeln!(
+                out,
+                "kernel: received {}  dropped {}  freezes {}",
+                k.received, k.dropped, k.freezes
+            )?;
+            writeln!(out)?;
+        }
+    }
+    for (w, keys) in rep.flows.iter().enumerate() {
+        for f in keys {
+            writeln!(
+                out,
+                "{{\"type\":\"flow\",\"worker\":{w},\"a\":\"{}\",\"aport\":{},\"b\":\"{}\",\"bport\":{}}}",
+                f.a, f.a_port, f.b, f.b_port
+            )?;
+        }
+    }
+    out.flush()
 }

@@ -369,7 +369,7 @@ mod tests {
         v.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
         v.extend_from_slice(&len.to_le_bytes());
         v.extend_from_slice(&len.to_le_bytes());
-        v.extend(std::iter::repeat(0).take(len as usize));
+        v.extend(std::iter::repeat_n(0, len as usize));
     }
 
     #[test]
@@ -412,7 +412,7 @@ mod tests {
         v.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
         v.extend_from_slice(&0x7fff_ffffu32.to_le_bytes());
         v.extend_from_slice(&0x7fff_ffffu32.to_le_bytes());
-        v.extend(std::iter::repeat(0).take(100));
+        v.extend(std::iter::repeat_n(0, 100));
         let (r, _) = read_all(v);
         assert!(r.is_err());
     }

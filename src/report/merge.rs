@@ -304,7 +304,7 @@ impl Merged {
     /// One summary per pair, ordered by sender then acknowledger.
     pub fn summaries(&self) -> Vec<PairSummary> {
         let mut v: Vec<_> = self.pairs.iter().map(|(k, h)| h.summary(*k)).collect();
-        v.sort_by(|a, b| (a.src, a.dst).cmp(&(b.src, b.dst)));
+        v.sort_by_key(|a| (a.src, a.dst));
         v
     }
 }
