@@ -39,7 +39,7 @@ use crate::capture::LinkType;
 use crate::decode::Addr;
 use crate::flow::FlowKey;
 use crate::report::{Counters, IntervalStats, Merged, PairSummary};
-use crate::worker::{Net, Worker, WorkerConfig};
+use crate::worker::{Net, Prepared, Worker, WorkerConfig};
 
 /// Sizes of each worker's TPACKET_V3 ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +208,9 @@ const POLL: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_millis(50);
 /// How often the reporter checks that the interface is still there and up.
 const IFACE_CHECK: Duration = Duration::from_millis(250);
+/// How many frames ahead of the one being finished a worker prefetches flow-table slots: enough
+/// to cover a cache miss (~100 ns) with other frames' work (~50 ns each).
+const LOOKAHEAD: usize = 4;
 /// Blocks a worker walks before it looks at its channel again.
 const BLOCKS_PER_TURN: usize = 8;
 /// Longest the reporter waits for a worker's interval: a worker answers within one `POLL` plus
@@ -470,8 +473,24 @@ fn work(
             let Some(block) = ring.next_block() else {
                 break;
             };
+            // Prefetch LOOKAHEAD frames ahead: frame i + LOOKAHEAD's flow slot loads while
+            // frames i.. are worked on. Frames are still finished in ring order.
+            let mut window: [Option<Prepared<'_>>; LOOKAHEAD] = Default::default();
+            let mut n = 0;
             for frame in block.frames() {
-                w.handle(link, &frame);
+                let next = w.prepare(link, &frame);
+                if let Some(slot) = w.slot_addr(&next) {
+                    ring::prefetch(slot);
+                }
+                if let Some(p) = window[n % LOOKAHEAD].replace(next) {
+                    w.finish(p);
+                }
+                n += 1;
+            }
+            for k in 0..LOOKAHEAD {
+                if let Some(p) = window[(n + k) % LOOKAHEAD].take() {
+                    w.finish(p);
+                }
             }
             walked += 1;
         }

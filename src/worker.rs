@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Addr, Skip};
-use crate::flow::{FlowKey, FlowTable, TableStats, Ttl};
+use crate::flow::{FlowKey, FlowTable, Side, TableStats, Ttl};
 use crate::report::merge::{IntervalStats, PairKey};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, SegPool};
 
@@ -150,6 +150,15 @@ pub struct SampleRecord {
     pub method: Method,
 }
 
+/// A frame decoded by [`Worker::prepare`], waiting for [`Worker::finish`].
+pub struct Prepared<'a> {
+    ts_ns: u64,
+    seg: Result<decode::Segment<'a>, Skip>,
+    key: FlowKey,
+    side: Side,
+    hash: u64,
+}
+
 /// Packet-time interval between expiry sweeps of the flow table.
 const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 
@@ -200,9 +209,47 @@ impl Worker {
     /// Processes one frame.
     #[inline]
     pub fn handle(&mut self, link: LinkType, frame: &Frame<'_>) {
+        let p = self.prepare(link, frame);
+        self.finish(p);
+    }
+
+    /// The first half of [`Worker::handle`]: decodes the frame and hashes its flow key, changing
+    /// nothing. A caller walking many frames prepares frame `i + 1` and prefetches
+    /// [`Worker::slot_addr`] before it finishes frame `i`, so the slot's cache miss overlaps
+    /// frame `i`'s work; frames must still be finished in the order they were prepared.
+    #[inline]
+    pub fn prepare<'a>(&self, link: LinkType, frame: &Frame<'a>) -> Prepared<'a> {
+        let seg = decode::decode(link, frame.data, frame.wire_len);
+        let (key, side, hash) = match &seg {
+            Ok(seg) => {
+                let (key, side) =
+                    FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
+                (key, side, key.hash64())
+            }
+            Err(_) => (FlowKey::default(), Side::A, 0),
+        };
+        Prepared {
+            ts_ns: frame.ts_ns,
+            seg,
+            key,
+            side,
+            hash,
+        }
+    }
+
+    /// The address of the flow-table slot a prepared frame will probe first (`None` for a frame
+    /// that is not TCP). Only meant for a prefetch hint: the table may move before `finish`.
+    #[inline]
+    pub fn slot_addr(&self, p: &Prepared<'_>) -> Option<*const u8> {
+        p.seg.is_ok().then(|| self.table.slot_addr(p.hash))
+    }
+
+    /// The second half of [`Worker::handle`]: updates the flow and records any sample.
+    #[inline]
+    pub fn finish(&mut self, p: Prepared<'_>) {
         let c = &mut self.stats.counters;
         c.packets += 1;
-        let seg = match decode::decode(link, frame.data, frame.wire_len) {
+        let seg = match p.seg {
             Ok(s) => s,
             Err(why) => {
                 c.skipped[why.index()] += 1;
@@ -210,17 +257,15 @@ impl Worker {
             }
         };
         c.tcp += 1;
-        let now = frame.ts_ns;
+        let now = p.ts_ns;
         if now >= self.next_sweep_ns {
             self.sweep(now);
         }
-        let (key, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
+        let (key, side) = (p.key, p.side);
         let pool = &mut self.pool;
         let (entry, _) = self
             .table
-            .upsert(&key, key.hash64(), now, &mut |v: &mut FlowRtt| {
-                v.release(pool)
-            });
+            .upsert(&key, p.hash, now, &mut |v: &mut FlowRtt| v.release(pool));
         if seg.is_closing() {
             entry.set_closing();
         }

@@ -156,6 +156,13 @@ impl<V: Default + Copy> FlowTable<V> {
         self.slots.iter().filter(|e| e.occupied())
     }
 
+    /// Where the first slot `hash` probes lives, for a caller that prefetches it so that a later
+    /// [`FlowTable::upsert`] finds it in the cache.
+    #[inline]
+    pub fn slot_addr(&self, hash: u64) -> *const u8 {
+        (&self.slots[hash as usize & self.mask] as *const Entry<V>).cast()
+    }
+
     /// Finds the flow for `key` (with `hash = key.hash64()`), creating it if needed, and marks
     /// it seen at `now`. A flow found expired is dropped and started afresh. Returns the entry
     /// and whether it is new. `release` is called on the value of every flow dropped on the way.
