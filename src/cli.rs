@@ -1,9 +1,11 @@
 //! The command line.
 //!
-//! metro runs in one of two modes, chosen by the flags:
+//! metro runs in one of three modes, chosen by the flags:
 //!
 //! - offline: `metro --pcap FILE [--local ADDR]… [--workers N] [--format table|json] [--samples]`
 //!   reads a capture and prints per-pair statistics;
+//! - ad hoc, live: `metro --interface IF [--duration SECS] [--interval SECS] [--workers N]
+//!   [--format …]` captures and prints the same statistics every interval and at the end;
 //! - go-metro (the default): `metro [-cfg PATH] [-log PATH] [-f EXPR] [-st]` reads go-metro's YAML
 //!   and sends DogStatsD gauges until it is stopped, exactly as agent packages run go-metro.
 //!
@@ -14,6 +16,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
@@ -41,13 +44,17 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// Bad command line or configuration.
     pub const USAGE: i32 = 1;
-    /// The capture could not be opened or read to its end; what was read is still reported.
+    /// The capture could not be opened or read to its end, or live capture could not run; what
+    /// was read is still reported.
     pub const INPUT: i32 = 2;
 }
 
 const AFTER_HELP: &str = "\
 Modes:
   With --pcap, metro reads a capture file and prints per-pair statistics (offline mode).
+  With --interface, it captures live until SIGINT or SIGTERM (or --duration), printing the
+  statistics of each --interval and of the rest at the end, then the kernel's counters; it
+  needs CAP_NET_RAW, and the interface's own addresses count as --local.
   Otherwise it runs as go-metro does: it reads the YAML file named by -cfg, sniffs every
   instance listed there, and every report interval (30 s) sends DogStatsD gauges
   system.net.tcp.rtt (median), system.net.tcp.rtt.avg (mean, or the smoothed RTT with -st) and
@@ -73,12 +80,14 @@ Exit status:
   0  the capture was read and reported, or metro was stopped by a signal and flushed
   1  bad command line or configuration (the message names the file, key and line)
   2  a capture could not be opened, or broke off or was damaged part-way (offline: the
-     statistics of what was read are still printed)
+     statistics of what was read are still printed); live: the interface is missing, down
+     or vanished, or CAP_NET_RAW is missing
 
 Examples:
   metro -cfg=/etc/datadog-agent/conf.d/go-metro.yaml
   metro --pcap testdata/bulk_delack.pcap
-  metro --pcap trace.pcapng --local 10.0.0.5 --format json --samples";
+  metro --pcap trace.pcapng --local 10.0.0.5 --format json --samples
+  metro --interface eth0 --interval 5 --duration 60";
 
 /// metro: passive TCP round-trip-time sniffer, and a drop-in go-metro.
 #[derive(Debug, Parser)]
@@ -113,24 +122,49 @@ pub struct Cli {
     pub st: bool,
 
     /// Offline mode: read packets from this pcap or pcapng file and print statistics.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "interface")]
     pub pcap: Option<PathBuf>,
+
+    /// Live mode: capture on this interface and print statistics (needs CAP_NET_RAW).
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+
+    /// Live: stop after this many seconds (default: run until SIGINT or SIGTERM).
+    #[arg(long, value_name = "SECS", requires = "interface", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+
+    /// Live: print the statistics of every interval of this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub interval: Duration,
+
+    /// Diagnostic, live: at exit, print the flows each worker holds as JSON lines
+    /// {"type":"flow","worker":W,"a":…,"aport":…,"b":…,"bport":…}.
+    #[arg(long, requires = "interface")]
+    pub dump_flows: bool,
 
     /// An address of the capturing host (repeatable): halves acknowledged by it are not reported.
     #[arg(long = "local", value_name = "ADDR")]
     pub local: Vec<std::net::IpAddr>,
 
-    /// Worker threads; frames are dispatched by a symmetric flow hash.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub workers: u16,
+    /// Worker threads; frames are dispatched by a symmetric flow hash [default: 1 for a file;
+    /// live, one per CPU the process may run on].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 
     /// Also print every sample as a JSON line (implies --format json for the summary).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "interface")]
     pub samples: bool,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
 }
 
 /// What to run, chosen from the flags.
@@ -138,6 +172,8 @@ pub struct Cli {
 pub enum Mode {
     /// Read a capture file and print statistics.
     Offline(PathBuf),
+    /// Capture on an interface and print statistics.
+    Live(String),
     /// go-metro: run the instances of a YAML file and send DogStatsD gauges.
     Config(PathBuf),
 }
@@ -154,9 +190,10 @@ impl Cli {
 
     /// The mode the flags select.
     pub fn mode(&self) -> Mode {
-        match &self.pcap {
-            Some(p) => Mode::Offline(p.clone()),
-            None => Mode::Config(self.cfg.clone()),
+        match (&self.pcap, &self.interface) {
+            (Some(p), _) => Mode::Offline(p.clone()),
+            (None, Some(i)) => Mode::Live(i.clone()),
+            (None, None) => Mode::Config(self.cfg.clone()),
         }
     }
 }
@@ -322,7 +359,7 @@ mod tests {
             "-samples",
         ]);
         assert_eq!(c.mode(), Mode::Offline("x.pcap".into()));
-        assert_eq!(c.workers, 2);
+        assert_eq!(c.workers, Some(2));
         assert_eq!(c.format, Format::Json);
         assert!(c.samples);
         let c = parse(&["-pcap=y.pcap", "--local", "10.0.0.1"]);
@@ -340,7 +377,7 @@ mod tests {
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -local, -workers, -format, -samples (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -dump-flows, -local, -workers, -format, -samples (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(

@@ -51,14 +51,6 @@ pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// then for the sender threads to put it on the wire.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// Ring sizes for live instances: 32 blocks of 1 MiB per worker, handed over after at most
-/// 10 ms when traffic is light.
-pub const RING: RingConfig = RingConfig {
-    block_size: 1 << 20,
-    block_count: 32,
-    block_timeout: Duration::from_millis(10),
-};
-
 /// Runs go-metro mode with the configuration at `cfg_path`; returns the exit status.
 pub fn run(cli: &Cli, cfg_path: &Path) -> i32 {
     // Before any thread exists, so that every thread inherits the mask and only `sigwait` sees
@@ -433,7 +425,7 @@ impl Daemon {
         let cfg = LiveConfig {
             interface: iface.clone(),
             workers: init.workers,
-            ring: RING,
+            ring: RingConfig::default(),
             snaplen: init.snaplen,
             // go-metro: SetPromisc(false).
             promiscuous: false,
@@ -442,6 +434,7 @@ impl Daemon {
             interval: init.report_interval,
             duration: None,
             duty: p.inst.duty,
+            dump_flows: false,
         };
         let stop = self.stop.clone();
         let mut reporter = p.reporter;
@@ -610,6 +603,7 @@ fn report_file(run: &mut FileRun, file: Option<FileStats>, last: bool) {
         counters,
         kernel: KernelStats::default(),
         last,
+        flows: Vec::new(),
     };
     run.reporter.report(&report);
 }

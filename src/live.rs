@@ -1,13 +1,45 @@
-//! Live capture: TPACKET_V3 rings fanned out to pinned workers, and a reporter thread.
+//! Live capture: TPACKET_V3 rings fanned out to pinned workers, and a reporter.
 //!
-//! (Interface only: the implementation lands with the live-capture issue.)
+//! [`run`] opens one AF_PACKET socket and ring per worker on one interface, all in one
+//! `PACKET_FANOUT_HASH` group, so the kernel itself sends both directions of every flow to the
+//! same worker and the workers share nothing. Each worker thread is pinned to a CPU of the
+//! process's affinity mask and loops poll → walk the ready blocks → hand them back, feeding every
+//! frame, in place, to the same [`Worker`] the offline mode uses. Per packet there is no copy, no
+//! lock, no system call and no allocation.
+//!
+//! The calling thread is the reporter. Every interval it hands each worker a recycled, empty
+//! [`IntervalStats`] over a channel; the worker swaps it in at its next loop turn and sends the
+//! full one back, so no worker ever stops or waits for the reporter. The reporter merges them,
+//! adds the kernel's counters, and calls `on_interval`. At shutdown (the stop flag, or the
+//! duration's end) workers keep draining their rings for two block timeouts, so every packet the
+//! kernel queued before the stop is in the last report.
+//!
+//! The reporter also watches the interface: when it goes down, capture waits (the kernel re-arms
+//! the sockets when it comes back up) and both events are logged; when it disappears, the run
+//! ends with a last report and [`LiveError::InterfaceGone`]. A duty cycle pauses capture by
+//! swapping in a filter that keeps nothing, so a paused capture costs the kernel one instruction
+//! per packet and the workers nothing.
+//!
+//! What this does not do: read capture files ([`crate::offline`]), print ([`crate::report`]),
+//! or watch more than one interface (call [`run`] once per interface, on its own thread).
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use crate::report::{Counters, PairSummary};
-use crate::worker::{Net, WorkerConfig};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use tracing::{error, info, warn};
+
+use crate::capture::filter::{self, FilterError, Insn};
+use crate::capture::iface::{self, IfaceError, Status};
+use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
+use crate::capture::LinkType;
+use crate::decode::Addr;
+use crate::flow::FlowKey;
+use crate::report::{Counters, IntervalStats, Merged, PairSummary};
+use crate::worker::{Net, Worker, WorkerConfig};
 
 /// Sizes of each worker's TPACKET_V3 ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +50,21 @@ pub struct RingConfig {
     pub block_count: u32,
     /// How long the kernel waits before handing over a block that is not full.
     pub block_timeout: Duration,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            // 1 MiB holds about 6,000 small frames with their ring headers, so at high rates a
+            // block changes hands rarely; it is also a size the kernel allocates easily (order 8).
+            block_size: 1 << 20,
+            // 16 MiB per worker rides out ~100 ms of a stalled worker at 1 M small packets/s.
+            block_count: 16,
+            // Only delays delivery, never timestamps (they come from the ring): 10 ms keeps a
+            // quiet ring's packets flowing and is short against a report interval.
+            block_timeout: Duration::from_millis(10),
+        }
+    }
 }
 
 /// A duty cycle: capture for `on` out of every `every` (go-metro's `sample_duration` and
@@ -53,6 +100,33 @@ pub struct LiveConfig {
     pub duration: Option<Duration>,
     /// Capture only part of the time.
     pub duty: Option<DutyCycle>,
+    /// Put each worker's flow keys in the last report ([`IntervalReport::flows`]), a diagnostic
+    /// of how the kernel spread the flows.
+    pub dump_flows: bool,
+}
+
+/// Default snap length: Ethernet with a VLAN tag (18), IPv6 with a fragment header (48) and a
+/// TCP header with full options (60) fit in 126 bytes; 256 leaves room for more extension headers.
+pub const DEFAULT_SNAPLEN: u32 = 256;
+
+impl LiveConfig {
+    /// A capture of `interface` with every other setting at its default.
+    pub fn new(interface: impl Into<String>) -> LiveConfig {
+        LiveConfig {
+            interface: interface.into(),
+            workers: None,
+            ring: RingConfig::default(),
+            snaplen: DEFAULT_SNAPLEN,
+            promiscuous: false,
+            whitelist: None,
+            worker: WorkerConfig::default(),
+            // go-metro's default report interval.
+            interval: Duration::from_secs(10),
+            duration: None,
+            duty: None,
+            dump_flows: false,
+        }
+    }
 }
 
 /// Kernel counters of the interval, summed over the workers' sockets (`PACKET_STATISTICS`).
@@ -79,22 +153,515 @@ pub struct IntervalReport {
     pub kernel: KernelStats,
     /// True for the last report, made at shutdown.
     pub last: bool,
+    /// With [`LiveConfig::dump_flows`], in the last report: the flows each worker holds, indexed
+    /// by worker. Empty otherwise.
+    pub flows: Vec<Vec<FlowKey>>,
 }
 
 /// Why live capture could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
-    /// Placeholder until the ring lands.
-    #[error("live capture is not built yet")]
-    NotBuilt,
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// The kernel filter could not be built from the whitelist.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// The interface does not exist or could not be looked up.
+    #[error(transparent)]
+    Interface(#[from] IfaceError),
+    /// The interface's link layer is one metro cannot decode.
+    #[error("cannot capture on {name}: its link type (ARPHRD {hatype}) is not Ethernet or raw IP")]
+    LinkType {
+        /// The interface.
+        name: String,
+        /// Its `ARPHRD_*` type.
+        hatype: u16,
+    },
+    /// The interface is down, so the sockets cannot join a fanout group.
+    #[error("cannot capture on {0}: the interface is down (bring it up: ip link set {0} up)")]
+    InterfaceDown(String),
+    /// A socket or ring could not be set up.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// The interface disappeared while capturing; the last report was still made.
+    #[error(
+        "interface {0} disappeared while capturing; the last report covers the packets before"
+    )]
+    InterfaceGone(String),
+    /// A worker thread failed.
+    #[error("a capture worker failed: {0}")]
+    Worker(String),
+}
+
+impl LiveError {
+    /// True when the error is in the configuration or command line (exit status 1), false when
+    /// the capture itself could not run (exit status 2).
+    pub fn is_config(&self) -> bool {
+        matches!(self, LiveError::Config(_) | LiveError::Filter(_))
+    }
+}
+
+/// How long an idle worker sleeps in `poll` before looking at its channel and the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+/// Longest the reporter sleeps between looks at the stop flag, the clock and the interface.
+const TICK: Duration = Duration::from_millis(50);
+/// How often the reporter checks that the interface is still there and up.
+const IFACE_CHECK: Duration = Duration::from_millis(250);
+/// Blocks a worker walks before it looks at its channel again.
+const BLOCKS_PER_TURN: usize = 8;
+/// Longest the reporter waits for a worker's interval: a worker answers within one `POLL` plus
+/// one turn, so this only expires if a worker is gone.
+const SWAP_WAIT: Duration = Duration::from_secs(5);
+
+fn validate(cfg: &LiveConfig) -> Result<(), LiveError> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u32;
+    let r = &cfg.ring;
+    if r.block_size < page || !r.block_size.is_multiple_of(page) {
+        return Err(LiveError::Config(format!(
+            "ring block size {} must be a multiple of the page size ({page} bytes)",
+            r.block_size
+        )));
+    }
+    if r.block_count < 2 {
+        return Err(LiveError::Config(format!(
+            "ring block count {} is too small: use at least 2, so the kernel can fill one block \
+             while a worker reads another",
+            r.block_count
+        )));
+    }
+    if r.block_timeout.is_zero() {
+        return Err(LiveError::Config(
+            "ring block timeout must be at least 1 ms".into(),
+        ));
+    }
+    if cfg.snaplen < 64 {
+        return Err(LiveError::Config(format!(
+            "snap length {} is too short for TCP headers: use at least 64 bytes",
+            cfg.snaplen
+        )));
+    }
+    if cfg.interval.is_zero() {
+        return Err(LiveError::Config(
+            "the report interval must be longer than zero".into(),
+        ));
+    }
+    if cfg.workers == Some(0) {
+        return Err(LiveError::Config("at least one worker is needed".into()));
+    }
+    if let Some(d) = cfg.duty {
+        if d.every.is_zero() || d.on.is_zero() || d.on > d.every {
+            return Err(LiveError::Config(format!(
+                "duty cycle: capture time {:?} must be above zero and at most the period {:?}",
+                d.on, d.every
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What the reporter holds for one worker.
+struct Lane {
+    fresh: Sender<IntervalStats>,
+    full: Receiver<IntervalStats>,
+}
+
+/// What a worker thread holds besides its ring.
+struct Control<'a> {
+    fresh: Receiver<IntervalStats>,
+    full: Sender<IntervalStats>,
+    quit: &'a AtomicBool,
+    failed: &'a Mutex<Option<String>>,
+    grace: Duration,
+    dump_flows: bool,
 }
 
 /// Captures until `stop` is set or the duration ends, calling `on_interval` after every
 /// interval and once more at shutdown.
 pub fn run(
-    _cfg: &LiveConfig,
-    _stop: &Arc<AtomicBool>,
-    _on_interval: &mut dyn FnMut(&IntervalReport),
+    cfg: &LiveConfig,
+    stop: &Arc<AtomicBool>,
+    on_interval: &mut dyn FnMut(&IntervalReport),
 ) -> Result<(), LiveError> {
-    Err(LiveError::NotBuilt)
+    validate(cfg)?;
+    let itf = iface::lookup(&cfg.interface)?;
+    let (link, framing) = itf.framing().ok_or_else(|| LiveError::LinkType {
+        name: itf.name.clone(),
+        hatype: itf.hatype,
+    })?;
+    if !itf.up {
+        return Err(LiveError::InterfaceDown(itf.name.clone()));
+    }
+    // Read the affinity mask before any thread is pinned: a pinned thread's mask is one CPU.
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let n = cfg.workers.unwrap_or(cores.len()).max(1);
+
+    let hosts: Option<Vec<(IpAddr, u8)>> = cfg
+        .whitelist
+        .as_ref()
+        .map(|w| w.iter().map(Net::ip_prefix).collect());
+    let capture = filter::compile(framing, hosts.as_deref(), cfg.snaplen)?;
+    let hold = filter::drop_all();
+    let size = RingSize {
+        block_size: cfg.ring.block_size,
+        blocks: cfg.ring.block_count,
+        block_timeout: cfg.ring.block_timeout,
+    };
+    let rings = ring::open_group(itf.index, n, size, cfg.promiscuous, &hold)?;
+    let socks: Vec<Arc<PacketSocket>> = rings.iter().map(|r| Arc::clone(r.socket())).collect();
+    set_filter(&socks, &capture)?;
+    for s in &socks {
+        // Nothing passed the hold filter, but start every counter from zero all the same.
+        let _ = s.take_stats();
+    }
+
+    let mut wcfg = cfg.worker.clone();
+    for ip in &itf.addrs {
+        let a = Addr::from(*ip);
+        if !wcfg.local.contains(&a) {
+            wcfg.local.push(a);
+        }
+    }
+    if cfg.whitelist.is_some() {
+        wcfg.whitelist = cfg.whitelist.clone();
+    }
+    info!(
+        "capturing on {} with {} worker{} ({} blocks of {} KiB per ring; local addresses: {})",
+        itf.name,
+        n,
+        if n == 1 { "" } else { "s" },
+        size.blocks,
+        size.block_size / 1024,
+        itf.addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let quit = AtomicBool::new(false);
+    let failed = Mutex::new(None);
+    let grace = cfg.ring.block_timeout * 2 + Duration::from_millis(20);
+    thread::scope(|scope| {
+        let mut lanes = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        for (id, ring) in rings.into_iter().enumerate() {
+            let (fresh_tx, fresh_rx) = bounded(1);
+            let (full_tx, full_rx) = bounded(1);
+            lanes.push(Lane {
+                fresh: fresh_tx,
+                full: full_rx,
+            });
+            let ctl = Control {
+                fresh: fresh_rx,
+                full: full_tx,
+                quit: &quit,
+                failed: &failed,
+                grace,
+                dump_flows: cfg.dump_flows,
+            };
+            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            let wcfg = &wcfg;
+            let h = thread::Builder::new()
+                .name(format!("metro-w{id}"))
+                .spawn_scoped(scope, move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(c) {
+                            warn!("worker {id}: could not pin to CPU {}", c.id);
+                        }
+                    }
+                    work(Worker::new(id, wcfg), ring, link, ctl)
+                })
+                .map_err(|e| LiveError::Worker(format!("cannot start a worker thread: {e}")));
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    quit.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+
+        let mut rep = Reporter {
+            cfg,
+            itf_index: itf.index,
+            socks: &socks,
+            lanes,
+            spares: Vec::new(),
+        };
+        let outcome = rep.watch(stop, &failed, &capture, &hold, on_interval);
+
+        quit.store(true, Ordering::Release);
+        let mut merged = Merged::default();
+        let mut flows = Vec::new();
+        let mut worker_error = None;
+        for (id, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok((stats, keys)) => {
+                    merged.add(&stats);
+                    flows.push(keys);
+                }
+                Err(_) => {
+                    worker_error = Some(LiveError::Worker(format!("worker {id} panicked")));
+                    flows.push(Vec::new());
+                }
+            }
+        }
+        on_interval(&IntervalReport {
+            iface: cfg.interface.clone(),
+            pairs: merged.summaries(),
+            counters: merged.counters,
+            kernel: kernel_stats(&socks),
+            last: true,
+            flows: if cfg.dump_flows { flows } else { Vec::new() },
+        });
+        match (
+            outcome,
+            worker_error,
+            failed.lock().ok().and_then(|mut f| f.take()),
+        ) {
+            (Err(e), _, _) => Err(e),
+            (_, Some(e), _) => Err(e),
+            (_, _, Some(msg)) => Err(LiveError::Worker(msg)),
+            _ => Ok(()),
+        }
+    })
+}
+
+fn set_filter(socks: &[Arc<PacketSocket>], prog: &[Insn]) -> Result<(), RingError> {
+    for s in socks {
+        s.attach_filter(prog)?;
+    }
+    Ok(())
+}
+
+fn kernel_stats(socks: &[Arc<PacketSocket>]) -> KernelStats {
+    let mut k = KernelStats::default();
+    for s in socks {
+        match s.take_stats() {
+            Ok(st) => {
+                k.received += st.packets;
+                k.dropped += st.drops;
+                k.freezes += st.freezes;
+            }
+            Err(e) => warn!("cannot read the kernel's packet counters: {e}"),
+        }
+    }
+    k
+}
+
+/// One worker thread: walk the ring, feed the worker, answer the reporter.
+///
+/// Returns the last interval's statistics and, for `--dump-flows`, the keys of the flows held.
+fn work(
+    mut w: Worker,
+    mut ring: Ring,
+    link: LinkType,
+    ctl: Control<'_>,
+) -> (IntervalStats, Vec<FlowKey>) {
+    let mut quit_at: Option<Instant> = None;
+    let mut last_error = None;
+    loop {
+        let mut walked = 0;
+        while walked < BLOCKS_PER_TURN {
+            let Some(block) = ring.next_block() else {
+                break;
+            };
+            // The worker decodes each frame and starts loading its flow-table slot a few
+            // frames before it matches it (see `worker`), so the misses overlap.
+            for frame in block.frames() {
+                w.handle(link, &frame);
+            }
+            walked += 1;
+        }
+        if let Ok(fresh) = ctl.fresh.try_recv() {
+            // The reporter waits for this reply; it only hangs up when it is gone itself.
+            let _ = ctl.full.send(w.take_interval(fresh));
+        }
+        if quit_at.is_none() && ctl.quit.load(Ordering::Acquire) {
+            // Blocks still filling are handed over within one block timeout: keep walking until
+            // then, so the last report has every packet queued before the stop.
+            quit_at = Some(Instant::now() + ctl.grace);
+        }
+        let now = Instant::now();
+        if quit_at.is_some_and(|t| now >= t) {
+            break;
+        }
+        if walked == 0 {
+            let wait = quit_at.map_or(POLL, |t| t.saturating_duration_since(now).min(POLL));
+            match ring.socket().wait(wait) {
+                Ok(Wake::Ready) => {}
+                // ENETDOWN: the interface went down; the reporter watches and logs the link.
+                Ok(Wake::Error(nix::errno::Errno::ENETDOWN)) => {}
+                Ok(Wake::Error(e)) => {
+                    if last_error != Some(e) {
+                        warn!("worker {}: socket error: {}", w.id(), e.desc());
+                        last_error = Some(e);
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("worker {}: waiting for packets failed: {e}", w.id());
+                    error!("{msg}");
+                    if let Ok(mut f) = ctl.failed.lock() {
+                        f.get_or_insert(msg);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    let flows = if ctl.dump_flows {
+        w.flow_keys().copied().collect()
+    } else {
+        Vec::new()
+    };
+    (w.take_interval(IntervalStats::default()), flows)
+}
+
+/// The calling thread's side: clock, interface watch, duty cycle and interval reports.
+struct Reporter<'a> {
+    cfg: &'a LiveConfig,
+    itf_index: u32,
+    socks: &'a [Arc<PacketSocket>],
+    lanes: Vec<Lane>,
+    spares: Vec<IntervalStats>,
+}
+
+impl Reporter<'_> {
+    /// Runs until the stop flag, the duration's end, a failed worker or a vanished interface.
+    fn watch(
+        &mut self,
+        stop: &AtomicBool,
+        failed: &Mutex<Option<String>>,
+        capture: &[Insn],
+        hold: &[Insn],
+        on_interval: &mut dyn FnMut(&IntervalReport),
+    ) -> Result<(), LiveError> {
+        let name = &self.cfg.interface;
+        let start = Instant::now();
+        let end = self.cfg.duration.map(|d| start + d);
+        let mut next_report = start + self.cfg.interval;
+        let mut next_check = start + IFACE_CHECK;
+        let mut link_up = true;
+        let mut capturing = true;
+        loop {
+            let now = Instant::now();
+            if stop.load(Ordering::Acquire) || end.is_some_and(|e| now >= e) {
+                return Ok(());
+            }
+            if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                return Ok(());
+            }
+            if now >= next_check {
+                next_check = now + IFACE_CHECK;
+                match iface::status(name, self.itf_index) {
+                    Status::Up if !link_up => {
+                        info!("interface {name} is up again: capture resumed");
+                        link_up = true;
+                    }
+                    Status::Down if link_up => {
+                        warn!(
+                            "interface {name} went down: nothing is captured until it is up again"
+                        );
+                        link_up = false;
+                    }
+                    Status::Gone => {
+                        error!("interface {name} disappeared: stopping");
+                        return Err(LiveError::InterfaceGone(name.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(d) = self.cfg.duty {
+                let phase = now.duration_since(start).as_nanos() % d.every.as_nanos();
+                let on = phase < d.on.as_nanos();
+                if on != capturing {
+                    set_filter(self.socks, if on { capture } else { hold })?;
+                    capturing = on;
+                }
+            }
+            if now >= next_report {
+                let report = self.collect()?;
+                on_interval(&report);
+                while next_report <= Instant::now() {
+                    next_report += self.cfg.interval;
+                }
+            }
+            let mut until = next_report.min(next_check);
+            if let Some(e) = end {
+                until = until.min(e);
+            }
+            thread::sleep(until.saturating_duration_since(Instant::now()).min(TICK));
+        }
+    }
+
+    /// Swaps every worker's interval out without stopping it, and merges them.
+    fn collect(&mut self) -> Result<IntervalReport, LiveError> {
+        for lane in &self.lanes {
+            let fresh = self.spares.pop().unwrap_or_default();
+            lane.fresh
+                .send(fresh)
+                .map_err(|_| LiveError::Worker("a worker stopped unexpectedly".into()))?;
+        }
+        let mut merged = Merged::default();
+        for (id, lane) in self.lanes.iter().enumerate() {
+            match lane.full.recv_timeout(SWAP_WAIT) {
+                Ok(stats) => {
+                    merged.add(&stats);
+                    self.spares.push(stats);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(LiveError::Worker(format!(
+                        "worker {id} did not answer within {SWAP_WAIT:?}"
+                    )))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(LiveError::Worker(format!(
+                        "worker {id} stopped unexpectedly"
+                    )))
+                }
+            }
+        }
+        Ok(IntervalReport {
+            iface: self.cfg.interface.clone(),
+            pairs: merged.summaries(),
+            counters: merged.counters,
+            kernel: kernel_stats(self.socks),
+            last: false,
+            flows: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_ring_sizes_are_configuration_errors() {
+        let mut cfg = LiveConfig::new("lo");
+        cfg.ring.block_size = 1000;
+        let e = validate(&cfg).unwrap_err();
+        assert!(e.is_config());
+        assert!(e.to_string().contains("multiple of the page size"), "{e}");
+        let mut cfg = LiveConfig::new("lo");
+        cfg.ring.block_count = 1;
+        assert!(validate(&cfg).unwrap_err().is_config());
+        assert!(validate(&LiveConfig::new("lo")).is_ok());
+    }
+
+    #[test]
+    fn unknown_interface_is_reported_before_any_socket_is_opened() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let e = run(&LiveConfig::new("metro-nope0"), &stop, &mut |_| {}).unwrap_err();
+        assert!(!e.is_config());
+        assert!(
+            e.to_string()
+                .starts_with("cannot open interface metro-nope0: no such device"),
+            "{e}"
+        );
+    }
 }

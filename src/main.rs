@@ -1,13 +1,17 @@
 //! The `metro` binary: parse the command line, pick the mode, run, map errors to exit codes.
 
 use std::io::{self, BufWriter, Write};
-use std::process::ExitCode;
-
 use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nix::sys::signal::{SigSet, Signal};
 
 use metro::cli::{exit, Cli, Format, Mode};
 use metro::daemon;
 use metro::decode::Addr;
+use metro::live::{self, IntervalReport, LiveConfig};
 use metro::offline;
 use metro::report::{json, table};
 use metro::worker::WorkerConfig;
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     };
     let code = match cli.mode() {
         Mode::Offline(pcap) => offline_main(&cli, &pcap),
+        Mode::Live(iface) => live_main(&cli, &iface),
         Mode::Config(cfg) => daemon::run(&cli, &cfg),
     };
     ExitCode::from(code as u8)
@@ -54,7 +59,7 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
         keep_samples: cli.samples,
         ..WorkerConfig::default()
     };
-    let outcome = match offline::run(pcap, cli.workers as usize, &cfg) {
+    let outcome = match offline::run(pcap, cli.workers.unwrap_or(1) as usize, &cfg) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("metro: {e}");
@@ -82,4 +87,124 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
         return Ok(exit::INPUT);
     }
     Ok(exit::OK)
+}
+
+/// Live mode: capture on an interface, print statistics; map errors to exit codes.
+fn live_main(cli: &Cli, iface: &str) -> i32 {
+    match run_live(cli, iface) {
+        Ok(code) => code,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("metro: cannot write output: {e}");
+            exit::INPUT
+        }
+    }
+}
+
+/// Ad-hoc live capture: report every interval and at the end, stop on SIGINT or SIGTERM.
+fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = stop_on_signals(&stop) {
+        eprintln!("metro: cannot set up signal handling: {e}");
+        return Ok(exit::INPUT);
+    }
+    let mut cfg = LiveConfig::new(name);
+    cfg.workers = cli.workers.map(usize::from);
+    cfg.interval = cli.interval;
+    cfg.duration = cli.duration;
+    cfg.dump_flows = cli.dump_flows;
+    cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
+
+    let mut write_error: Option<io::Error> = None;
+    let result = live::run(&cfg, &stop, &mut |rep| {
+        if write_error.is_none() {
+            if let Err(e) = print_report(cli.format, rep) {
+                write_error = Some(e);
+                stop.store(true, Ordering::Release);
+            }
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    match result {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => {
+            eprintln!("metro: {e}");
+            Ok(if e.is_config() {
+                exit::USAGE
+            } else {
+                exit::INPUT
+            })
+        }
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in every thread (call before any is spawned) and takes them on a
+/// thread of their own: the first asks for a clean stop, the second ends the process at once.
+fn stop_on_signals(stop: &Arc<AtomicBool>) -> nix::Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    let stop = Arc::clone(stop);
+    std::thread::Builder::new()
+        .name("metro-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            while let Ok(sig) = set.wait() {
+                seen += 1;
+                if seen > 1 {
+                    std::process::exit(128 + sig as i32);
+                }
+                stop.store(true, Ordering::Release);
+            }
+        })
+        .map_err(|_| nix::Error::EAGAIN)?;
+    Ok(())
+}
+
+fn print_report(format: Format, rep: &IntervalReport) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let k = &rep.kernel;
+    match format {
+        Format::Json => {
+            for p in &rep.pairs {
+                json::write_pair(&mut out, p)?;
+            }
+            json::write_counters(&mut out, &rep.counters)?;
+            writeln!(
+                out,
+                "{{\"type\":\"kernel\",\"iface\":\"{}\",\"received\":{},\"dropped\":{},\"freezes\":{},\"last\":{}}}",
+                rep.iface, k.received, k.dropped, k.freezes, rep.last
+            )?;
+        }
+        Format::Table => {
+            let what = if rep.last { "last report" } else { "interval" };
+            writeln!(out, "== {}: {what}", rep.iface)?;
+            table::write(&mut out, &rep.pairs, &rep.counters)?;
+            writeln!(
+                out,
+                "kernel: received {}  dropped {}  freezes {}",
+                k.received, k.dropped, k.freezes
+            )?;
+            writeln!(out)?;
+        }
+    }
+    for (w, keys) in rep.flows.iter().enumerate() {
+        for f in keys {
+            writeln!(
+                out,
+                "{{\"type\":\"flow\",\"worker\":{w},\"a\":\"{}\",\"aport\":{},\"b\":\"{}\",\"bport\":{}}}",
+                f.a, f.a_port, f.b, f.b_port
+            )?;
+        }
+    }
+    out.flush()
 }

@@ -36,6 +36,16 @@ impl Net {
         }
     }
 
+    /// The range as a standard address and a prefix length over it (0–32 for IPv4, 0–128 for
+    /// IPv6), as the kernel filter compares it.
+    pub fn ip_prefix(&self) -> (IpAddr, u8) {
+        if self.addr.is_v4() && self.bits >= 96 {
+            (self.addr.ip(), self.bits - 96)
+        } else {
+            (IpAddr::V6(self.addr.0.into()), self.bits)
+        }
+    }
+
     /// True when `a` is inside the range.
     #[inline]
     pub fn contains(&self, a: &Addr) -> bool {

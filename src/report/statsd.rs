@@ -415,6 +415,7 @@ mod tests {
                 freezes: 0,
             },
             last: false,
+            flows: Vec::new(),
         }
     }
 

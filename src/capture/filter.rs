@@ -1,0 +1,644 @@
+//! The kernel filter: a classic BPF program that metro generates itself.
+//!
+//! Every capture socket runs this program in the kernel before a frame is copied into its ring,
+//! so frames metro would skip anyway never cost a copy. The program keeps:
+//! - TCP over IPv4, and TCP over IPv6 when TCP is the first next header or follows a fragment
+//!   header (as tcpdump's `tcp` does);
+//! - on Ethernet, frames with no VLAN tag or with one 802.1Q / 802.1ad tag;
+//! - never a packet from or to 127.0.0.1 or ::1 (go-metro's `not host 127.0.0.1`);
+//! - with a whitelist, only packets whose source or destination lies in one of its ranges.
+//!
+//! It returns the snap length for a kept frame, which is how the kernel cuts frames to `snaplen`.
+//!
+//! This module only builds programs; it does not attach them (that is socket code, in
+//! [`super::ring`]) and it knows nothing of libpcap's filter language: arbitrary expressions are
+//! a different feature. Jumps in classic BPF reach at most 255 instructions ahead, so the code is
+//! laid out with every conditional jump local, and sections are entered with `ja`, whose offset
+//! is 32 bits.
+
+use std::net::IpAddr;
+
+/// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
+pub const MAX_INSNS: usize = 4096;
+
+/// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Insn {
+    /// Opcode: class, size, mode and source bits.
+    pub code: u16,
+    /// Instructions to skip when a conditional jump is taken.
+    pub jt: u8,
+    /// Instructions to skip when it is not.
+    pub jf: u8,
+    /// The constant operand.
+    pub k: u32,
+}
+
+/// Opcode bits, from `linux/bpf_common.h`.
+pub mod op {
+    /// Load into A.
+    pub const LD: u16 = 0x00;
+    /// Load into X.
+    pub const LDX: u16 = 0x01;
+    /// Arithmetic on A.
+    pub const ALU: u16 = 0x04;
+    /// Jumps.
+    pub const JMP: u16 = 0x05;
+    /// Return.
+    pub const RET: u16 = 0x06;
+    /// 32-bit load.
+    pub const W: u16 = 0x00;
+    /// 16-bit load.
+    pub const H: u16 = 0x08;
+    /// 8-bit load.
+    pub const B: u16 = 0x10;
+    /// Immediate operand.
+    pub const IMM: u16 = 0x00;
+    /// Packet load at a constant offset.
+    pub const ABS: u16 = 0x20;
+    /// Packet load at X plus a constant offset.
+    pub const IND: u16 = 0x40;
+    /// A &= k.
+    pub const AND: u16 = 0x50;
+    /// Unconditional jump by k.
+    pub const JA: u16 = 0x00;
+    /// Jump if A == k.
+    pub const JEQ: u16 = 0x10;
+    /// Constant operand.
+    pub const K: u16 = 0x00;
+}
+
+/// What the bytes at the start of a captured frame are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// An Ethernet header (also what `lo` gives a packet socket).
+    Ethernet,
+    /// The IP header itself (tun devices, raw-IP links).
+    RawIp,
+}
+
+/// Why no program could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// The whitelist needs more instructions than the kernel accepts.
+    #[error(
+        "the whitelist needs a {0}-instruction kernel filter, more than the kernel's {MAX_INSNS}: \
+         list fewer hosts, or cover them with CIDR ranges"
+    )]
+    TooLong(usize),
+    /// A prefix length is longer than its address.
+    #[error("bad prefix length /{1} for {0}")]
+    BadPrefix(IpAddr, u8),
+}
+
+/// Byte offsets inside the IPv4 and IPv6 headers (RFC 791 §3.1, RFC 8200 §3).
+mod field {
+    pub const ETH_TYPE: u32 = 12;
+    pub const ETH_HLEN: u32 = 14;
+    pub const VLAN_HLEN: u32 = 4;
+    pub const V4_PROTO: u32 = 9;
+    pub const V4_SRC: u32 = 12;
+    pub const V4_DST: u32 = 16;
+    pub const V6_NEXT: u32 = 6;
+    pub const V6_SRC: u32 = 8;
+    pub const V6_DST: u32 = 24;
+    pub const V6_HLEN: u32 = 40;
+    /// The next-header byte of a fragment header that directly follows the IPv6 header.
+    pub const V6_FRAG_NEXT: u32 = V6_HLEN;
+}
+
+const ETHERTYPE_IPV4: u32 = 0x0800;
+const ETHERTYPE_IPV6: u32 = 0x86dd;
+const ETHERTYPE_VLAN: u32 = 0x8100;
+const ETHERTYPE_QINQ: u32 = 0x88a8;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_FRAGMENT: u32 = 44;
+const LOOPBACK_V4: u32 = 0x7f00_0001;
+
+#[derive(Clone, Copy)]
+struct Label(usize);
+
+/// A tiny assembler: instructions plus forward labels, resolved at the end.
+struct Asm {
+    insns: Vec<Insn>,
+    labels: Vec<Option<usize>>,
+    /// (instruction index, label, which field: 0 = jt, 1 = jf, 2 = k of `ja`).
+    fixups: Vec<(usize, Label, u8)>,
+}
+
+impl Asm {
+    fn new() -> Asm {
+        Asm {
+            insns: Vec::new(),
+            labels: Vec::new(),
+            fixups: Vec::new(),
+        }
+    }
+
+    fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    fn bind(&mut self, l: Label) {
+        self.labels[l.0] = Some(self.insns.len());
+    }
+
+    fn emit(&mut self, code: u16, k: u32) {
+        self.insns.push(Insn {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        });
+    }
+
+    fn ld_abs(&mut self, size: u16, off: u32) {
+        self.emit(op::LD | size | op::ABS, off);
+    }
+
+    /// Loads from the packet at X + `off` (X holds the offset of the IP header).
+    fn ld_ind(&mut self, size: u16, off: u32) {
+        self.emit(op::LD | size | op::IND, off);
+    }
+
+    fn ldx_imm(&mut self, k: u32) {
+        self.emit(op::LDX | op::W | op::IMM, k);
+    }
+
+    fn and(&mut self, k: u32) {
+        self.emit(op::ALU | op::AND | op::K, k);
+    }
+
+    fn ret(&mut self, k: u32) {
+        self.emit(op::RET | op::K, k);
+    }
+
+    fn ja(&mut self, to: Label) {
+        self.fixups.push((self.insns.len(), to, 2));
+        self.emit(op::JMP | op::JA, 0);
+    }
+
+    /// `if A == k goto jt else goto jf`; `None` means the next instruction.
+    fn jeq(&mut self, k: u32, jt: Option<Label>, jf: Option<Label>) {
+        let at = self.insns.len();
+        if let Some(l) = jt {
+            self.fixups.push((at, l, 0));
+        }
+        if let Some(l) = jf {
+            self.fixups.push((at, l, 1));
+        }
+        self.emit(op::JMP | op::JEQ | op::K, k);
+    }
+
+    /// `if A == k` return `ret`, else fall through.
+    fn jeq_ret(&mut self, k: u32, ret: u32) {
+        self.insns.push(Insn {
+            code: op::JMP | op::JEQ | op::K,
+            jt: 0,
+            jf: 1,
+            k,
+        });
+        self.ret(ret);
+    }
+
+    /// `if A == k goto far`, through an `ja` so the target may be anywhere.
+    fn jeq_far(&mut self, k: u32, far: Label) {
+        self.insns.push(Insn {
+            code: op::JMP | op::JEQ | op::K,
+            jt: 0,
+            jf: 1,
+            k,
+        });
+        self.ja(far);
+    }
+
+    fn finish(mut self) -> Result<Vec<Insn>, FilterError> {
+        if self.insns.len() > MAX_INSNS {
+            return Err(FilterError::TooLong(self.insns.len()));
+        }
+        for &(at, l, which) in &self.fixups {
+            let to = self.labels[l.0].expect("every label used is bound");
+            let off = to
+                .checked_sub(at + 1)
+                .expect("jumps in classic BPF only go forward");
+            match which {
+                2 => self.insns[at].k = off as u32,
+                _ => {
+                    // Code generation keeps conditional jumps local; this only fires on a bug.
+                    let off = u8::try_from(off).expect("conditional jump within 255 instructions");
+                    if which == 0 {
+                        self.insns[at].jt = off;
+                    } else {
+                        self.insns[at].jf = off;
+                    }
+                }
+            }
+        }
+        Ok(self.insns)
+    }
+}
+
+/// An address range as the program compares it: 32-bit words in network order, with masks.
+struct Range {
+    words: Vec<(u32, u32)>,
+}
+
+impl Range {
+    fn new(octets: &[u8], prefix: u8) -> Range {
+        let mut words = Vec::new();
+        for (i, chunk) in octets.chunks(4).enumerate() {
+            let bits = (prefix as usize).saturating_sub(i * 32).min(32);
+            if bits == 0 {
+                break;
+            }
+            let mask = if bits == 32 {
+                u32::MAX
+            } else {
+                !(u32::MAX >> bits)
+            };
+            let w = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            words.push((w & mask, mask));
+        }
+        Range { words }
+    }
+}
+
+/// Builds the program that keeps what the module doc says, cut to `snaplen` bytes.
+///
+/// `hosts` is the whitelist as (address, prefix length) ranges; `None` keeps every host.
+pub fn compile(
+    framing: Framing,
+    hosts: Option<&[(IpAddr, u8)]>,
+    snaplen: u32,
+) -> Result<Vec<Insn>, FilterError> {
+    let keep = snaplen.max(1);
+    let mut v4_ranges = Vec::new();
+    let mut v6_ranges = Vec::new();
+    let mut v4_all = false;
+    for &(ip, prefix) in hosts.unwrap_or(&[]) {
+        match ip {
+            IpAddr::V4(a) => {
+                if prefix > 32 {
+                    return Err(FilterError::BadPrefix(ip, prefix));
+                }
+                v4_ranges.push(Range::new(&a.octets(), prefix));
+            }
+            IpAddr::V6(a) => {
+                if prefix > 128 {
+                    return Err(FilterError::BadPrefix(ip, prefix));
+                }
+                // A range such as ::/0 that holds all of ::ffff:0:0/96 also holds every IPv4
+                // host, as the worker's whitelist (which stores IPv4 as mapped) sees it.
+                let mapped =
+                    Range::new(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0], 96);
+                let r = Range::new(&a.octets(), prefix);
+                if prefix <= 96
+                    && r.words
+                        .iter()
+                        .zip(&mapped.words)
+                        .all(|(&(w, m), &(mw, _))| mw & m == w)
+                {
+                    v4_all = true;
+                }
+                v6_ranges.push(r);
+            }
+        }
+    }
+    let whitelist = hosts.is_some();
+
+    let mut a = Asm::new();
+    let v4 = a.label();
+    let v6 = a.label();
+    match framing {
+        Framing::Ethernet => {
+            let tagged = a.label();
+            a.ld_abs(op::H, field::ETH_TYPE);
+            a.jeq(ETHERTYPE_VLAN, Some(tagged), None);
+            a.jeq(ETHERTYPE_QINQ, Some(tagged), None);
+            a.ldx_imm(field::ETH_HLEN);
+            a.jeq_far(ETHERTYPE_IPV4, v4);
+            a.jeq_far(ETHERTYPE_IPV6, v6);
+            a.ret(0);
+            a.bind(tagged);
+            a.ld_abs(op::H, field::ETH_TYPE + field::VLAN_HLEN);
+            a.ldx_imm(field::ETH_HLEN + field::VLAN_HLEN);
+            a.jeq_far(ETHERTYPE_IPV4, v4);
+            a.jeq_far(ETHERTYPE_IPV6, v6);
+            a.ret(0);
+        }
+        Framing::RawIp => {
+            a.ld_abs(op::B, 0);
+            a.and(0xf0);
+            a.ldx_imm(0);
+            a.jeq_far(0x40, v4);
+            a.jeq_far(0x60, v6);
+            a.ret(0);
+        }
+    }
+
+    // IPv4: TCP, not loopback, then the whitelist.
+    a.bind(v4);
+    a.ld_ind(op::B, field::V4_PROTO);
+    let v4_tcp = a.label();
+    a.jeq(IPPROTO_TCP, Some(v4_tcp), None);
+    a.ret(0);
+    a.bind(v4_tcp);
+    for off in [field::V4_SRC, field::V4_DST] {
+        a.ld_ind(op::W, off);
+        a.jeq_ret(LOOPBACK_V4, 0);
+    }
+    if !whitelist || v4_all {
+        a.ret(keep);
+    } else {
+        for r in &v4_ranges {
+            for off in [field::V4_SRC, field::V4_DST] {
+                emit_range_match(&mut a, r, off, keep);
+            }
+        }
+        a.ret(0);
+    }
+
+    // IPv6: TCP directly or after a fragment header, not ::1, then the whitelist.
+    a.bind(v6);
+    let v6_tcp = a.label();
+    a.ld_ind(op::B, field::V6_NEXT);
+    a.jeq(IPPROTO_TCP, Some(v6_tcp), None);
+    let frag = a.label();
+    a.jeq(IPPROTO_FRAGMENT, Some(frag), None);
+    a.ret(0);
+    a.bind(frag);
+    a.ld_ind(op::B, field::V6_FRAG_NEXT);
+    a.jeq(IPPROTO_TCP, Some(v6_tcp), None);
+    a.ret(0);
+    a.bind(v6_tcp);
+    let loopback = Range::new(&std::net::Ipv6Addr::LOCALHOST.octets(), 128);
+    for off in [field::V6_SRC, field::V6_DST] {
+        emit_range_match(&mut a, &loopback, off, 0);
+    }
+    if !whitelist {
+        a.ret(keep);
+    } else {
+        for r in &v6_ranges {
+            for off in [field::V6_SRC, field::V6_DST] {
+                emit_range_match(&mut a, r, off, keep);
+            }
+        }
+        a.ret(0);
+    }
+    a.finish()
+}
+
+/// Returns `ret` when the address at X + `off` lies in `r`; falls through otherwise.
+fn emit_range_match(a: &mut Asm, r: &Range, off: u32, ret: u32) {
+    let miss = a.label();
+    for (i, &(value, mask)) in r.words.iter().enumerate() {
+        a.ld_ind(op::W, off + 4 * i as u32);
+        if mask != u32::MAX {
+            a.and(mask);
+        }
+        a.jeq(value, None, Some(miss));
+    }
+    a.ret(ret);
+    a.bind(miss);
+}
+
+/// A program that keeps nothing: sockets carry it until every member of the fanout group has
+/// joined, and while a duty cycle pauses capture.
+pub fn drop_all() -> Vec<Insn> {
+    vec![Insn {
+        code: op::RET | op::K,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classic BPF interpreter for the instructions [`compile`] emits, with the kernel's
+    /// semantics: a load past the end of the packet returns 0 (drop).
+    fn run(prog: &[Insn], pkt: &[u8]) -> u32 {
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        let load = |off: usize, size: u16| -> Option<u32> {
+            let n = match size {
+                op::W => 4,
+                op::H => 2,
+                _ => 1,
+            };
+            let b = pkt.get(off..off.checked_add(n)?)?;
+            Some(b.iter().fold(0u32, |v, &x| (v << 8) | u32::from(x)))
+        };
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let class = i.code & 0x07;
+            let size = i.code & 0x18;
+            let mode = i.code & 0xe0;
+            match class {
+                op::LD => {
+                    let off = match mode {
+                        op::ABS => i.k as usize,
+                        op::IND => (x as usize) + i.k as usize,
+                        op::IMM => {
+                            a = i.k;
+                            continue;
+                        }
+                        _ => panic!("unexpected load mode {:#x}", i.code),
+                    };
+                    match load(off, size) {
+                        Some(v) => a = v,
+                        None => return 0,
+                    }
+                }
+                op::LDX => {
+                    assert_eq!(mode, op::IMM, "only ldx #k is emitted");
+                    x = i.k;
+                }
+                op::ALU => {
+                    assert_eq!(i.code & 0xf0, op::AND);
+                    a &= i.k;
+                }
+                op::JMP => match i.code & 0xf0 {
+                    op::JA => pc += i.k as usize,
+                    op::JEQ => pc += if a == i.k { i.jt } else { i.jf } as usize,
+                    _ => panic!("unexpected jump {:#x}", i.code),
+                },
+                op::RET => return i.k,
+                _ => panic!("unexpected class {:#x}", i.code),
+            }
+        }
+    }
+
+    fn tcp_header() -> [u8; 20] {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x10;
+        t
+    }
+
+    fn eth(ethertype: u16, vlan: bool, l3: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        if vlan {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&7u16.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    }
+
+    fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut h = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, proto, 0, 0];
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&dst);
+        h.extend_from_slice(&tcp_header());
+        h
+    }
+
+    fn ipv6(next: u8, src: &str, dst: &str) -> Vec<u8> {
+        let src: std::net::Ipv6Addr = src.parse().unwrap();
+        let dst: std::net::Ipv6Addr = dst.parse().unwrap();
+        let mut h = vec![0x60, 0, 0, 0, 0, 20, next, 64];
+        h.extend_from_slice(&src.octets());
+        h.extend_from_slice(&dst.octets());
+        if next == 44 {
+            h.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 1]);
+        }
+        h.extend_from_slice(&tcp_header());
+        h
+    }
+
+    const A: [u8; 4] = [10, 0, 0, 1];
+    const B: [u8; 4] = [10, 0, 0, 2];
+
+    #[test]
+    fn keeps_tcp_over_ipv4_and_ipv6_with_and_without_a_vlan_tag() {
+        let p = compile(Framing::Ethernet, None, 256).unwrap();
+        assert_eq!(run(&p, &eth(0x0800, false, &ipv4(6, A, B))), 256);
+        assert_eq!(run(&p, &eth(0x0800, true, &ipv4(6, A, B))), 256);
+        let v6 = ipv6(6, "2001:db8::1", "2001:db8::2");
+        assert_eq!(run(&p, &eth(0x86dd, false, &v6)), 256);
+        assert_eq!(run(&p, &eth(0x86dd, true, &v6)), 256);
+        let frag = ipv6(44, "2001:db8::1", "2001:db8::2");
+        assert_eq!(run(&p, &eth(0x86dd, false, &frag)), 256);
+    }
+
+    #[test]
+    fn drops_udp_arp_and_cut_frames() {
+        let p = compile(Framing::Ethernet, None, 256).unwrap();
+        assert_eq!(run(&p, &eth(0x0800, false, &ipv4(17, A, B))), 0);
+        assert_eq!(
+            run(&p, &eth(0x86dd, false, &ipv6(17, "2001:db8::1", "::2"))),
+            0
+        );
+        assert_eq!(run(&p, &eth(0x0806, false, &[0u8; 28])), 0);
+        assert_eq!(run(&p, &eth(0x0800, false, &[0x45, 0, 0])), 0);
+        assert_eq!(run(&p, &[0u8; 10]), 0);
+    }
+
+    #[test]
+    fn drops_loopback_hosts() {
+        let p = compile(Framing::Ethernet, None, 256).unwrap();
+        let lo = [127, 0, 0, 1];
+        assert_eq!(run(&p, &eth(0x0800, false, &ipv4(6, lo, B))), 0);
+        assert_eq!(run(&p, &eth(0x0800, false, &ipv4(6, A, lo))), 0);
+        assert_eq!(run(&p, &eth(0x86dd, false, &ipv6(6, "::1", "::1"))), 0);
+        assert_eq!(
+            run(&p, &eth(0x86dd, false, &ipv6(6, "2001:db8::1", "::1"))),
+            0
+        );
+        // Other 127/8 hosts and ::2 are ordinary hosts to go-metro's filter.
+        assert_eq!(
+            run(&p, &eth(0x0800, false, &ipv4(6, [127, 0, 0, 2], B))),
+            256
+        );
+        assert_eq!(run(&p, &eth(0x86dd, false, &ipv6(6, "::2", "::3"))), 256);
+    }
+
+    #[test]
+    fn whitelist_keeps_packets_to_or_from_listed_hosts_and_ranges() {
+        let hosts = [
+            ("192.168.7.9".parse().unwrap(), 32),
+            ("172.16.0.0".parse().unwrap(), 12),
+            ("2001:db8:aa::".parse().unwrap(), 48),
+            ("2001:db8::5".parse().unwrap(), 128),
+        ];
+        let p = compile(Framing::Ethernet, Some(&hosts), 128).unwrap();
+        let v4 = |s, d| run(&p, &eth(0x0800, false, &ipv4(6, s, d)));
+        assert_eq!(v4([192, 168, 7, 9], B), 128);
+        assert_eq!(v4(A, [192, 168, 7, 9]), 128);
+        assert_eq!(v4(A, [192, 168, 7, 8]), 0);
+        assert_eq!(v4([172, 31, 255, 1], A), 128);
+        assert_eq!(v4([172, 32, 0, 1], A), 0);
+        let v6 = |s, d| run(&p, &eth(0x86dd, true, &ipv6(6, s, d)));
+        assert_eq!(v6("2001:db8:aa:ffff::1", "2001:db8::9"), 128);
+        assert_eq!(v6("2001:db8::9", "2001:db8:aa::1"), 128);
+        assert_eq!(v6("2001:db8:ab::1", "2001:db8::9"), 0);
+        assert_eq!(v6("2001:db8::9", "2001:db8::5"), 128);
+        assert_eq!(v6("2001:db8::9", "2001:db8::6"), 0);
+    }
+
+    #[test]
+    fn whitelist_of_one_family_drops_the_other() {
+        let hosts = [("10.0.0.0".parse().unwrap(), 8)];
+        let p = compile(Framing::Ethernet, Some(&hosts), 96).unwrap();
+        assert_eq!(run(&p, &eth(0x0800, false, &ipv4(6, A, B))), 96);
+        let v6 = ipv6(6, "2001:db8::1", "2001:db8::2");
+        assert_eq!(run(&p, &eth(0x86dd, false, &v6)), 0);
+        let all = [("::".parse().unwrap(), 0)];
+        let p = compile(Framing::Ethernet, Some(&all), 96).unwrap();
+        assert_eq!(run(&p, &eth(0x0800, false, &ipv4(6, A, B))), 96);
+        assert_eq!(run(&p, &eth(0x86dd, false, &v6)), 96);
+    }
+
+    #[test]
+    fn raw_ip_framing_reads_the_ip_header_at_offset_zero() {
+        let p = compile(Framing::RawIp, None, 200).unwrap();
+        assert_eq!(run(&p, &ipv4(6, A, B)), 200);
+        assert_eq!(run(&p, &ipv4(17, A, B)), 0);
+        assert_eq!(run(&p, &ipv6(6, "2001:db8::1", "2001:db8::2")), 200);
+    }
+
+    #[test]
+    fn long_whitelists_compile_with_far_jumps_and_too_long_ones_are_refused() {
+        let hosts: Vec<(IpAddr, u8)> = (0..400u32)
+            .map(|i| (IpAddr::from((0x0a00_0000 + i).to_be_bytes()), 32))
+            .collect();
+        let p = compile(Framing::Ethernet, Some(&hosts), 256).unwrap();
+        assert!(p.len() > 255 && p.len() <= MAX_INSNS, "{}", p.len());
+        let v6 = ipv6(6, "2001:db8::1", "2001:db8::2");
+        // The IPv6 section sits past every IPv4 range; its whitelist is empty.
+        assert_eq!(run(&p, &eth(0x86dd, false, &v6)), 0);
+        assert_eq!(
+            run(&p, &eth(0x0800, false, &ipv4(6, A, [10, 0, 1, 143]))),
+            256
+        );
+        let too_many: Vec<(IpAddr, u8)> = (0..1000u32)
+            .map(|i| (IpAddr::from((0x0a00_0000 + i).to_be_bytes()), 32))
+            .collect();
+        assert!(matches!(
+            compile(Framing::Ethernet, Some(&too_many), 256),
+            Err(FilterError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn drop_all_drops_everything() {
+        assert_eq!(run(&drop_all(), &eth(0x0800, false, &ipv4(6, A, B))), 0);
+    }
+
+    #[test]
+    fn insn_matches_the_kernel_struct() {
+        assert_eq!(
+            std::mem::size_of::<Insn>(),
+            std::mem::size_of::<libc::sock_filter>()
+        );
+        assert_eq!(std::mem::offset_of!(Insn, k), 4);
+    }
+}

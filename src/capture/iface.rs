@@ -1,0 +1,188 @@
+//! Network interfaces: finding one by name, its addresses, and whether it is still there.
+//!
+//! Live capture needs three facts about an interface before it opens a socket: its index (to bind
+//! to), its link type (to know where the IP header starts), and its own addresses (so halves
+//! acknowledged by this host are not reported, their "RTT" being the local stack's ACK delay).
+//! While capturing, it also needs to notice the interface going down, coming back, or vanishing.
+//!
+//! Everything here goes through `getifaddrs` and `if_nametoindex` in the calling thread's network
+//! namespace. Addresses are read once, at start: an address added later is not treated as local.
+
+use std::net::IpAddr;
+
+use nix::errno::Errno;
+use nix::ifaddrs::getifaddrs;
+use nix::net::if_::{if_nameindex, if_nametoindex, InterfaceFlags};
+
+use super::filter::Framing;
+use super::LinkType;
+
+/// `ARPHRD_*` values (from `linux/if_arp.h`) of links metro can decode.
+mod arphrd {
+    pub const ETHER: u16 = 1;
+    pub const PPP: u16 = 512;
+    pub const RAWIP: u16 = 519;
+    pub const LOOPBACK: u16 = 772;
+    pub const NONE: u16 = 0xfffe;
+}
+
+/// What metro learned about an interface.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    /// Its name.
+    pub name: String,
+    /// Its index, which the capture sockets bind to.
+    pub index: u32,
+    /// True when it is administratively up.
+    pub up: bool,
+    /// Its `ARPHRD_*` link type.
+    pub hatype: u16,
+    /// Its IPv4 and IPv6 addresses.
+    pub addrs: Vec<IpAddr>,
+}
+
+impl Interface {
+    /// How frames captured on this interface are framed, or `None` for a link metro cannot decode.
+    pub fn framing(&self) -> Option<(LinkType, Framing)> {
+        match self.hatype {
+            arphrd::ETHER | arphrd::LOOPBACK => Some((LinkType::Ethernet, Framing::Ethernet)),
+            arphrd::NONE | arphrd::RAWIP | arphrd::PPP => Some((LinkType::Raw, Framing::RawIp)),
+            _ => None,
+        }
+    }
+}
+
+/// Why an interface could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IfaceError {
+    /// No interface has that name.
+    #[error("cannot open interface {name}: no such device (interfaces here: {available})")]
+    NoSuchDevice {
+        /// The name asked for.
+        name: String,
+        /// The interfaces that do exist, comma-separated.
+        available: String,
+    },
+    /// The system could not be asked.
+    #[error("cannot look up interface {name}: {source}")]
+    Lookup {
+        /// The name asked for.
+        name: String,
+        /// What failed.
+        source: Errno,
+    },
+}
+
+/// Where an interface stands, as seen while capturing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Present and up.
+    Up,
+    /// Present but down: nothing arrives until it comes back up.
+    Down,
+    /// Gone, or replaced by another interface of the same name.
+    Gone,
+}
+
+/// Names of the interfaces in this network namespace, in index order.
+pub fn names() -> Vec<String> {
+    match if_nameindex() {
+        Ok(list) => list
+            .iter()
+            .map(|i| i.name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Looks up `name`: its index, state, link type and addresses.
+pub fn lookup(name: &str) -> Result<Interface, IfaceError> {
+    let index = match if_nametoindex(name) {
+        Ok(i) if i != 0 => i,
+        // glibc reports an unknown name as ENODEV; a name too long for IFNAMSIZ as EINVAL or
+        // ENAMETOOLONG, and no interface can have it either.
+        Err(Errno::ENODEV | Errno::ENXIO | Errno::EINVAL | Errno::ENAMETOOLONG) | Ok(_) => {
+            return Err(IfaceError::NoSuchDevice {
+                name: name.to_string(),
+                available: names().join(", "),
+            })
+        }
+        Err(e) => {
+            return Err(IfaceError::Lookup {
+                name: name.to_string(),
+                source: e,
+            })
+        }
+    };
+    let mut iface = Interface {
+        name: name.to_string(),
+        index,
+        up: false,
+        hatype: 0,
+        addrs: Vec::new(),
+    };
+    let list = getifaddrs().map_err(|e| IfaceError::Lookup {
+        name: name.to_string(),
+        source: e,
+    })?;
+    for ifa in list.filter(|a| a.interface_name == name) {
+        iface.up = ifa.flags.contains(InterfaceFlags::IFF_UP);
+        let Some(addr) = ifa.address else { continue };
+        if let Some(ll) = addr.as_link_addr() {
+            iface.hatype = ll.hatype();
+        } else if let Some(v4) = addr.as_sockaddr_in() {
+            iface.addrs.push(IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            iface.addrs.push(IpAddr::V6(v6.ip()));
+        }
+    }
+    Ok(iface)
+}
+
+/// Whether the interface with `name` and `index` is still there, and up.
+pub fn status(name: &str, index: u32) -> Status {
+    match if_nametoindex(name) {
+        Ok(i) if i == index => {}
+        _ => return Status::Gone,
+    }
+    let Ok(list) = getifaddrs() else {
+        // Cannot tell: assume nothing changed rather than report a false outage.
+        return Status::Up;
+    };
+    for ifa in list {
+        if ifa.interface_name == name {
+            return if ifa.flags.contains(InterfaceFlags::IFF_UP) {
+                Status::Up
+            } else {
+                Status::Down
+            };
+        }
+    }
+    Status::Gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_interface_names_the_ones_that_exist() {
+        let e = lookup("metro-no-such0").unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "cannot open interface metro-no-such0: no such device (interfaces here: "
+            ),
+            "{e}"
+        );
+        assert!(e.contains("lo"), "{e}");
+    }
+
+    #[test]
+    fn loopback_is_ethernet_framed_and_has_its_address() {
+        let lo = lookup("lo").unwrap();
+        assert_eq!(lo.framing().unwrap().0, LinkType::Ethernet);
+        assert!(lo.addrs.contains(&"127.0.0.1".parse().unwrap()), "{lo:?}");
+        assert_eq!(status("lo", lo.index), Status::Up);
+        assert_eq!(status("lo", lo.index + 1000), Status::Gone);
+    }
+}

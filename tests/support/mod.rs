@@ -1,0 +1,502 @@
+//! Test bed for the live tests: network namespaces, the metro process, traffic, a delay line.
+//!
+//! Everything runs inside namespaces created here with names unique to the run (`mlv` + PID +
+//! a counter), and is torn down by guards' `Drop`, also when a test fails. No interface in the
+//! root namespace is touched and no address is given outside the namespaces, so no packet can
+//! leave the machine.
+//!
+//! Tests that need root use [`root_or_skip`] and [`mark_ran`] (see `root.rs`).
+//!
+//! The packet-socket helpers here use `libc` directly; each `unsafe` block says what it relies on.
+
+#![allow(dead_code)]
+
+mod root;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, IoSliceMut, Read, Write};
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::poll::{PollFd, PollFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::Pid;
+
+/// The metro binary under test.
+pub const METRO: &str = env!("CARGO_BIN_EXE_metro");
+
+/// Serialises the tests that load the machine, so timings are not disturbed by each other.
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub use root::{mark_ran, root_or_skip};
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted (after killing what runs in it) when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `mlv<PID>-<n><tag>`, with `lo` up and IPv6 off unless asked for.
+    pub fn new(tag: &str) -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "mlv{}-{}{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS …`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// `ip netns exec NS …`.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Sets a sysctl inside the namespace.
+    pub fn sysctl(&self, kv: &str) {
+        self.exec(&["sysctl", "-qw", kv]);
+    }
+
+    /// Runs `f` on a new thread whose network namespace is this one.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let f_ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            nix::sched::setns(f_ns, CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+    }
+
+    fn kill_all(&self) {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for p in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.kill_all();
+        thread::sleep(Duration::from_millis(50));
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Connects `a:ia` and `b:ib` with a veth pair created directly inside the namespaces, sets fixed
+/// MACs and brings both ends up.
+pub fn veth(a: &Netns, ia: &str, mac_a: &str, b: &Netns, ib: &str, mac_b: &str) {
+    sh(&[
+        "ip", "link", "add", ia, "netns", &a.name, "address", mac_a, "type", "veth", "peer",
+        "name", ib, "netns", &b.name, "address", mac_b,
+    ]);
+    a.ip(&["link", "set", ia, "up"]);
+    b.ip(&["link", "set", ib, "up"]);
+}
+
+/// A running metro, inside a namespace.
+pub struct Metro {
+    child: Child,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_done: Option<JoinHandle<()>>,
+}
+
+/// What a stopped metro printed.
+pub struct MetroOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Metro {
+    /// Starts `metro ARGS` in `ns` and waits until it says it is capturing.
+    pub fn start(ns: &Netns, args: &[&str]) -> Metro {
+        let mut m = Metro::spawn(ns, args);
+        m.wait_stderr("capturing on", Duration::from_secs(10));
+        m
+    }
+
+    /// Starts `metro ARGS` in `ns` without waiting.
+    pub fn spawn(ns: &Netns, args: &[&str]) -> Metro {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, METRO])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start metro");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stderr);
+        let stderr_done = thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Metro {
+            child,
+            stdout: Some(stdout),
+            stderr,
+            stderr_done: Some(stderr_done),
+        }
+    }
+
+    /// Waits until a line of metro's stderr contains `what`; panics on timeout or exit.
+    pub fn wait_stderr(&mut self, what: &str, timeout: Duration) {
+        let t0 = Instant::now();
+        loop {
+            if self.stderr.lock().unwrap().iter().any(|l| l.contains(what)) {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "metro exited ({st}) before printing {what:?}; stderr:\n{}",
+                    self.stderr.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "metro did not print {what:?} within {timeout:?}; stderr:\n{}",
+                self.stderr.lock().unwrap().join("\n")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGINT and collects the output.
+    pub fn stop(mut self) -> MetroOutput {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        self.wait(Duration::from_secs(15))
+    }
+
+    /// Waits for metro to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> MetroOutput {
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait for metro") {
+                break st;
+            }
+            if t0.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "metro did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr.lock().unwrap().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        let _ = self.stderr_done.take().unwrap().join();
+        let stderr = self.stderr.lock().unwrap().join("\n");
+        assert!(!stderr.contains("panicked"), "metro panicked:\n{stderr}");
+        MetroOutput {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Metro {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The JSON lines of metro's output with `"type":"<kind>"`.
+pub fn lines_of(out: &str, kind: &str) -> Vec<serde_json::Value> {
+    let tag = format!("\"type\":\"{kind}\"");
+    out.lines()
+        .filter(|l| l.contains(&tag))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l}: {e}")))
+        .collect()
+}
+
+/// Reads the kernel's view of a TCP connection (`getsockopt(TCP_INFO)`).
+pub fn tcp_info(fd: RawFd) -> libc::tcp_info {
+    // SAFETY: `tcp_info` is a plain C struct of integers, for which all-zero bytes are valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a live `tcp_info` and `len` its size; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) {
+    // SAFETY: passes a live c_int and its exact size; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setsockopt({level}, {name}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A raw AF_PACKET socket bound to `iface` (in the calling thread's namespace). With `rx`, it
+/// receives every protocol; otherwise it only sends.
+pub fn packet_socket(iface: &str, rx: bool) -> OwnedFd {
+    let proto = if rx {
+        (libc::ETH_P_ALL as u16).to_be() as libc::c_int
+    } else {
+        0
+    };
+    // SAFETY: plain system call with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+    assert!(
+        fd >= 0,
+        "packet socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let index = nix::net::if_::if_nametoindex(iface).expect("interface index");
+    let sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: proto as u16,
+        sll_ifindex: index as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: pointer and length describe `sll`, alive for the call; the kernel only reads it.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "bind to {iface}: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// Sends one frame on a socket from [`packet_socket`]; false if the kernel had no room.
+pub fn send_frame(fd: &OwnedFd, frame: &[u8]) -> bool {
+    nix::sys::socket::send(fd.as_raw_fd(), frame, MsgFlags::empty()).is_ok()
+}
+
+/// An Ethernet + IPv4 + TCP frame of 60 bytes (ACK flag, no payload).
+pub fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x99, 0x02, 0, 0, 0, 0, 0x98, 0x08, 0x00];
+    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let sum = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&1u32.to_be_bytes());
+    f.extend_from_slice(&[0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+    f.resize(60, 0);
+    f
+}
+
+/// A user-space delay line between two interfaces of the calling namespace: every frame read
+/// on one is sent out of the other `delay` after its kernel receive timestamp.
+///
+/// It follows the test bed's recipe: `PACKET_VNET_HDR` on both sockets (so checksum-offloaded and
+/// TSO frames cross intact), no `PACKET_QDISC_BYPASS` (that path drops GSO frames),
+/// `PACKET_IGNORE_OUTGOING` on the receive side (not to read its own sends), `SO_TIMESTAMPNS`.
+/// Deadlines never go backwards, so frames are never reordered.
+pub struct DelayLine {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl DelayLine {
+    /// Starts one thread per direction in `ns`, each delaying by `rtt / 2`.
+    pub fn start(ns: &Netns, a: &str, b: &str, rtt: Duration) -> DelayLine {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (from, to) in [(a, b), (b, a)] {
+            let (from, to, stop) = (from.to_string(), to.to_string(), Arc::clone(&stop));
+            let (tx, rx) = std::sync::mpsc::channel();
+            threads.push(ns.spawn(move || {
+                let rx_fd = packet_socket(&from, true);
+                let tx_fd = packet_socket(&to, false);
+                for fd in [&rx_fd, &tx_fd] {
+                    set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1);
+                }
+                set_int(
+                    rx_fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_IGNORE_OUTGOING,
+                    1,
+                );
+                setsockopt(&rx_fd, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+                let _ = tx.send(());
+                delay_loop(&rx_fd, &tx_fd, rtt / 2, &stop);
+            }));
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("delay line ready");
+        }
+        DelayLine { stop, threads }
+    }
+}
+
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn delay_loop(rx: &OwnedFd, tx: &OwnedFd, delay: Duration, stop: &AtomicBool) {
+    let delay = delay.as_nanos() as u64;
+    // Frames up to a 64 KB GSO super-frame plus the 10-byte virtio header.
+    let mut buf = vec![0u8; 70_000];
+    let mut queue: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut last_deadline = 0u64;
+    // Sleep in poll until this close to a deadline, then spin: timer slack would make us late.
+    const SPIN_NS: u64 = 300_000;
+    while !stop.load(Ordering::Relaxed) {
+        let now = now_ns();
+        let wait_ns = match queue.front() {
+            Some(&(d, _)) => d.saturating_sub(now).saturating_sub(SPIN_NS),
+            None => 50_000_000,
+        };
+        if wait_ns > 0 {
+            let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(rx), PollFlags::POLLIN)];
+            let ts = TimeSpec::from_duration(Duration::from_nanos(wait_ns));
+            let _ = nix::poll::ppoll(&mut fds, Some(ts), None);
+        }
+        // Read every frame waiting.
+        loop {
+            let mut cmsg = nix::cmsg_space!(TimeSpec);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let r = recvmsg::<()>(
+                rx.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            );
+            let Ok(msg) = r else { break };
+            let mut ts = now_ns();
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmTimestampns(t) = c {
+                        ts = t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64;
+                    }
+                }
+            }
+            let len = msg.bytes;
+            let deadline = (ts + delay).max(last_deadline);
+            last_deadline = deadline;
+            let mut v = spare.pop().unwrap_or_default();
+            v.clear();
+            v.extend_from_slice(&buf[..len]);
+            queue.push_back((deadline, v));
+        }
+        // Send what is due, spinning for the last few hundred microseconds.
+        while let Some(&(d, _)) = queue.front() {
+            let now = now_ns();
+            if d > now + SPIN_NS {
+                break;
+            }
+            while now_ns() < d {
+                std::hint::spin_loop();
+            }
+            let (_, frame) = queue.pop_front().unwrap();
+            let _ = nix::sys::socket::send(tx.as_raw_fd(), &frame, MsgFlags::empty());
+            spare.push(frame);
+        }
+    }
+}
