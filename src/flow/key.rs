@@ -46,7 +46,10 @@ impl FlowKey {
     /// Normalises a packet's (source, destination) into a key, and says which side sent it.
     #[inline]
     pub fn new(src: Addr, sport: u16, dst: Addr, dport: u16) -> (FlowKey, Side) {
-        if (src, sport) <= (dst, dport) {
+        // Any total order will do, as long as both directions agree; whole 128-bit words compare
+        // in two instructions where a byte-wise comparison loops.
+        let (s, d) = (u128::from_ne_bytes(src.0), u128::from_ne_bytes(dst.0));
+        if (s, sport) <= (d, dport) {
             (
                 FlowKey {
                     a: src,
@@ -81,13 +84,14 @@ impl FlowKey {
     /// A fast 64-bit hash of the key; equal for both directions because the key is normalised.
     #[inline]
     pub fn hash64(&self) -> u64 {
-        let w = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let a = u128::from_ne_bytes(self.a.0);
+        let b = u128::from_ne_bytes(self.b.0);
         let mut h = 0x9e37_79b9_7f4a_7c15u64;
         for word in [
-            w(&self.a.0[..8]),
-            w(&self.a.0[8..]),
-            w(&self.b.0[..8]),
-            w(&self.b.0[8..]),
+            a as u64,
+            (a >> 64) as u64,
+            b as u64,
+            (b >> 64) as u64,
             (u64::from(self.a_port) << 16) | u64::from(self.b_port),
         ] {
             h = (h ^ word).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -112,6 +112,14 @@ pub struct FlowTable<V> {
     evict_cursor: usize,
 }
 
+/// Key equality as three wide compares (the derived `==` compares the arrays byte-wise).
+#[inline]
+fn same_key(x: &FlowKey, y: &FlowKey) -> bool {
+    u128::from_ne_bytes(x.a.0) == u128::from_ne_bytes(y.a.0)
+        && u128::from_ne_bytes(x.b.0) == u128::from_ne_bytes(y.b.0)
+        && (x.a_port, x.b_port) == (y.a_port, y.b_port)
+}
+
 #[inline]
 fn tag_of(hash: u64) -> [u8; 3] {
     let t = (hash >> 40) as u32;
@@ -182,7 +190,7 @@ impl<V: Default + Copy> FlowTable<V> {
             if !e.occupied() {
                 break;
             }
-            if e.tag == tag && e.key == *key {
+            if e.tag == tag && same_key(&e.key, key) {
                 let ttl = self.ttl;
                 let e = &mut self.slots[i];
                 let fresh = e.expired(now, &ttl);
