@@ -13,6 +13,7 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::capture::ring::prefetch;
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Addr, Skip};
 use crate::flow::{FlowKey, FlowTable, TableStats, Ttl};
@@ -237,7 +238,9 @@ impl Worker {
         c.tcp += 1;
         let (key, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
         let hash = key.hash64();
-        self.table.touch(hash);
+        let slot = self.table.slot_addr(hash);
+        prefetch(slot);
+        prefetch(slot.wrapping_add(64));
         let parsed = Parsed {
             key,
             hash,

@@ -608,6 +608,23 @@ pub fn open_group(
     Ok(rings)
 }
 
+/// Asks the CPU to start loading the cache line at `p`, for data the caller will touch soon: a
+/// worker prefetches a frame's flow-table slot several frames before it matches the frame. It
+/// lives here because it is the one CPU hint the hot path needs, and the capture ring is where
+/// metro's `unsafe` is kept.
+#[inline(always)]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is only a hint: it never faults, whatever the address, and changes no
+    // memory or register the program can see, so any pointer value is sound. SSE, which it
+    // needs, is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

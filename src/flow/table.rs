@@ -36,9 +36,9 @@ pub struct Ttl {
     pub closed_ns: u64,
 }
 
-/// One flow: the normalised key, bookkeeping, and the caller's value. Kept to 128 bytes (two
-/// cache lines) when `V` is at most 80 bytes.
-#[repr(C)]
+/// One flow: the normalised key, bookkeeping, and the caller's value. Kept to 128 bytes, aligned
+/// to exactly two cache lines, when `V` is at most 80 bytes.
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Default)]
 pub struct Entry<V> {
     key: FlowKey,
@@ -164,12 +164,11 @@ impl<V: Default + Copy> FlowTable<V> {
         self.slots.iter().filter(|e| e.occupied())
     }
 
-    /// Starts loading the cache line where `hash`'s probe begins, so that a later
-    /// [`FlowTable::upsert`] finds it in cache. A plain load the CPU can overlap with other work;
-    /// no `unsafe` prefetch intrinsic is needed.
+    /// Where the slot `hash`'s probe begins lives (two cache lines from there), for a caller
+    /// that prefetches it so that a later [`FlowTable::upsert`] finds it in cache.
     #[inline]
-    pub fn touch(&self, hash: u64) {
-        std::hint::black_box(self.slots[hash as usize & self.mask].state);
+    pub fn slot_addr(&self, hash: u64) -> *const u8 {
+        (&self.slots[hash as usize & self.mask] as *const Entry<V>).cast()
     }
 
     /// Finds the flow for `key` (with `hash = key.hash64()`), creating it if needed, and marks
