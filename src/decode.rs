@@ -131,10 +131,32 @@ impl fmt::Debug for Addr {
 /// Byte offsets of the TCP header fields (RFC 9293 §3.1), named once.
 mod field {
     use std::ops::Range;
+    pub const SRC_PORT: Range<usize> = 0..2;
+    pub const DST_PORT: Range<usize> = 2..4;
     pub const SEQ: Range<usize> = 4..8;
     pub const ACK: Range<usize> = 8..12;
+    pub const DATA_OFFSET: usize = 12;
     pub const FLAGS: usize = 13;
     pub const OPTIONS: usize = 20;
+}
+
+/// Byte offsets in an untagged Ethernet II frame carrying IPv4 without options: the layout of
+/// nearly every frame on a busy link, which [`decode`] reads directly before falling back to the
+/// general walk (RFC 894, RFC 791 §3.1).
+mod eth_ipv4 {
+    use std::ops::Range;
+    pub const ETHERTYPE: Range<usize> = 12..14;
+    pub const VERSION_IHL: usize = 14;
+    pub const TOTAL_LEN: Range<usize> = 16..18;
+    pub const FRAG: Range<usize> = 20..22;
+    pub const PROTOCOL: usize = 23;
+    pub const SRC: Range<usize> = 26..30;
+    pub const DST: Range<usize> = 30..34;
+    pub const TCP: usize = 34;
+    /// IPv4, header length 5 words.
+    pub const V4_NO_OPTIONS: u8 = 0x45;
+    /// The fragment offset bits of the flags/offset field.
+    pub const FRAG_OFFSET_MASK: u16 = 0x1fff;
 }
 
 /// TCP flag bits in the flags byte (offset 13).
@@ -165,7 +187,8 @@ mod option {
 pub struct Segment<'a> {
     src: Addr,
     dst: Addr,
-    tcp: TcpHeaderSlice<'a>,
+    /// The TCP header, options included, known to be complete.
+    tcp: &'a [u8],
     payload_len: u32,
 }
 
@@ -185,31 +208,31 @@ impl<'a> Segment<'a> {
     /// Source TCP port.
     #[inline]
     pub fn src_port(&self) -> u16 {
-        self.tcp.source_port()
+        be16(&self.tcp[field::SRC_PORT])
     }
 
     /// Destination TCP port.
     #[inline]
     pub fn dst_port(&self) -> u16 {
-        self.tcp.destination_port()
+        be16(&self.tcp[field::DST_PORT])
     }
 
     /// Sequence number of the first byte (or of the SYN).
     #[inline]
     pub fn seq(&self) -> u32 {
-        be32(&self.tcp.slice()[field::SEQ])
+        be32(&self.tcp[field::SEQ])
     }
 
     /// Acknowledgment number: the next sequence number the sender of this segment expects.
     #[inline]
     pub fn ack(&self) -> u32 {
-        be32(&self.tcp.slice()[field::ACK])
+        be32(&self.tcp[field::ACK])
     }
 
     /// The flags byte (see [`flags`]).
     #[inline]
     pub fn flags(&self) -> u8 {
-        self.tcp.slice()[field::FLAGS]
+        self.tcp[field::FLAGS]
     }
 
     /// True when the ACK flag is set.
@@ -259,7 +282,7 @@ impl<'a> Segment<'a> {
     /// The TCP timestamp option (RFC 7323 §3), as `(TSval, TSecr)`, if present and well-formed.
     #[inline]
     pub fn timestamps(&self) -> Option<(u32, u32)> {
-        let opts = &self.tcp.slice()[field::OPTIONS..];
+        let opts = &self.tcp[field::OPTIONS..];
         // Fast path: the layout every stack sends, NOP NOP TS.
         if opts.len() >= 12
             && opts[0] == option::NOP
@@ -332,6 +355,11 @@ const MAX_VLAN_TAGS: usize = 4;
 /// `wire_len` is the frame's original length; it is used only when the IP header's own length
 /// is zero (TSO/GRO super-frames captured on Linux may carry a zero IPv4 total length).
 pub fn decode(link: LinkType, data: &[u8], wire_len: u32) -> Result<Segment<'_>, Skip> {
+    if link == LinkType::Ethernet {
+        if let Some(seg) = eth_ipv4_tcp(data) {
+            return Ok(seg);
+        }
+    }
     let (l3, ethertype) = match link {
         LinkType::Ethernet => ethernet(data)?,
         LinkType::Raw => (0, version_ethertype(data)?),
@@ -379,6 +407,40 @@ pub fn decode(link: LinkType, data: &[u8], wire_len: u32) -> Result<Segment<'_>,
         ethertype::IPV6 => ipv6(rest, rest.len() + extra),
         _ => Err(Skip::NotTcp),
     }
+}
+
+/// The common case read in place: untagged Ethernet, IPv4 without options, not a fragment, TCP
+/// with its header complete. Anything else (or anything odd) returns `None`, and the general
+/// walk decides, with the precise reason to skip.
+#[inline]
+fn eth_ipv4_tcp(data: &[u8]) -> Option<Segment<'_>> {
+    use eth_ipv4 as f;
+    let fixed = data.get(..f::TCP + field::OPTIONS)?;
+    if be16(&fixed[f::ETHERTYPE]) != ethertype::IPV4
+        || fixed[f::VERSION_IHL] != f::V4_NO_OPTIONS
+        || fixed[f::PROTOCOL] != ip_number::TCP.0
+        || be16(&fixed[f::FRAG]) & f::FRAG_OFFSET_MASK != 0
+    {
+        return None;
+    }
+    let tcp_len = usize::from(fixed[f::TCP + field::DATA_OFFSET] >> 4) * 4;
+    let tcp = data.get(f::TCP..f::TCP + tcp_len)?;
+    let total = usize::from(be16(&fixed[f::TOTAL_LEN]));
+    let payload = total.checked_sub(20 + tcp_len).filter(|_| tcp_len >= 20)?;
+    let b = |r: std::ops::Range<usize>| {
+        [
+            fixed[r.start],
+            fixed[r.start + 1],
+            fixed[r.start + 2],
+            fixed[r.start + 3],
+        ]
+    };
+    Some(Segment {
+        src: Addr::v4(b(f::SRC)),
+        dst: Addr::v4(b(f::DST)),
+        tcp,
+        payload_len: payload as u32,
+    })
 }
 
 /// Walks Ethernet II and any VLAN tags; returns the L3 offset and EtherType.
@@ -434,9 +496,7 @@ fn ipv4(data: &[u8], wire_len: usize) -> Result<Segment<'_>, Skip> {
         n => n,
     };
     let tcp = tcp(&data[ihl..])?;
-    let payload = total
-        .checked_sub(ihl + tcp.slice().len())
-        .ok_or(Skip::Malformed)?;
+    let payload = total.checked_sub(ihl + tcp.len()).ok_or(Skip::Malformed)?;
     Ok(Segment {
         src: Addr::v4(ip.source()),
         dst: Addr::v4(ip.destination()),
@@ -480,7 +540,7 @@ fn ipv6(data: &[u8], wire_len: usize) -> Result<Segment<'_>, Skip> {
     };
     let tcp = tcp(tcp_bytes)?;
     let payload = payload_total
-        .checked_sub(ext_len + tcp.slice().len())
+        .checked_sub(ext_len + tcp.len())
         .ok_or(Skip::Malformed)?;
     Ok(Segment {
         src: Addr::v6(ip.source()),
@@ -507,12 +567,14 @@ fn is_ipv6_ext(n: IpNumber) -> bool {
 }
 
 #[inline]
-fn tcp(data: &[u8]) -> Result<TcpHeaderSlice<'_>, Skip> {
+fn tcp(data: &[u8]) -> Result<&[u8], Skip> {
     use etherparse::err::tcp::HeaderSliceError;
-    TcpHeaderSlice::from_slice(data).map_err(|e| match e {
-        HeaderSliceError::Len(_) => Skip::Truncated,
-        HeaderSliceError::Content(_) => Skip::Malformed,
-    })
+    TcpHeaderSlice::from_slice(data)
+        .map(|t| t.slice())
+        .map_err(|e| match e {
+            HeaderSliceError::Len(_) => Skip::Truncated,
+            HeaderSliceError::Content(_) => Skip::Malformed,
+        })
 }
 
 #[cfg(test)]
@@ -632,6 +694,39 @@ mod tests {
             decode(LinkType::Ethernet, &f, 0).unwrap_err(),
             Skip::Fragment
         );
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_walk() {
+        let mut frames = vec![
+            eth_ipv4_tcp(&TS_OPTS, 1448, flags::ACK),
+            eth_ipv4_tcp(&[], 0, flags::SYN),
+            eth_ipv4_tcp(&TS_OPTS, 3, flags::FIN | flags::ACK),
+        ];
+        // Cut inside the options, a zero total length, a bad data offset, a fragment.
+        let base = eth_ipv4_tcp(&TS_OPTS, 10, flags::ACK);
+        frames.push(base[..14 + 20 + 25].to_vec());
+        let mut f = base.clone();
+        f[16] = 0;
+        f[17] = 0;
+        frames.push(f);
+        let mut f = base.clone();
+        f[14 + 20 + 12] = 0x40;
+        frames.push(f);
+        let mut f = base.clone();
+        f[14 + 7] = 0x08;
+        frames.push(f);
+        for f in &frames {
+            let wire = f.len() as u32 + 5;
+            let fast = decode(LinkType::Ethernet, f, wire);
+            // LinkType::Raw on the same bytes past the Ethernet header takes the general walk.
+            let slow = decode(LinkType::Raw, &f[14..], wire - 14);
+            match (fast, slow) {
+                (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}")),
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("fast {a:?} vs general {b:?}"),
+            }
+        }
     }
 
     #[test]
