@@ -12,7 +12,8 @@
 //! - [`worker`]: one thread's pipeline: frames in, samples recorded into per-pair histograms.
 //! - [`report`]: merging the workers' histograms into per-pair statistics, and printing them.
 //!
-//! [`offline`] drives the pipeline over a capture file. [`daemon`] is go-metro mode: it reads
+//! [`offline`] drives the pipeline over a capture file, and [`live`] over TPACKET_V3 rings fanned
+//! out to pinned workers, with a reporter thread that merges their intervals. [`daemon`] is go-metro mode: it reads
 //! go-metro's YAML ([`config`]), logs in go-metro's format ([`logging`]), runs every instance (a
 //! [`live`] capture or a file) and sends DogStatsD gauges ([`report::statsd`]) until stopped.
 
