@@ -163,3 +163,48 @@ fn every_generated_capture_gives_exactly_its_samples() {
 fn four_workers_give_the_same_samples_as_one() {
     check(4);
 }
+
+#[test]
+fn a_full_flow_table_evicts_and_counts_instead_of_growing() {
+    let capture = testdata().join("mix_small.pcap");
+    let cfg = WorkerConfig {
+        max_flows: 16,
+        ..WorkerConfig::default()
+    };
+    let full = offline::run(&capture, 1, &WorkerConfig::default()).unwrap();
+    let out = offline::run(&capture, 1, &cfg).unwrap();
+    let (c, f) = (&out.merged.counters, &full.merged.counters);
+    assert_eq!(f.table.evicted, 0);
+    assert!(c.table.evicted > 0, "{c:?}");
+    assert!(c.active_flows <= 16, "{c:?}");
+    assert_eq!(
+        c.table.created - c.table.evicted - c.table.expired,
+        c.active_flows
+    );
+    assert!(
+        c.samples < f.samples,
+        "evicted flows lose their state: {} vs {}",
+        c.samples,
+        f.samples
+    );
+}
+
+#[test]
+fn flows_expire_on_packet_time() {
+    use metro::flow::Ttl;
+    let capture = testdata().join("reqresp_ts.pcap");
+    let cfg = WorkerConfig {
+        ttl: Ttl {
+            idle_ns: 1_000,
+            closed_ns: 1_000,
+        },
+        ..WorkerConfig::default()
+    };
+    let out = offline::run(&capture, 1, &cfg).unwrap();
+    let c = &out.merged.counters;
+    assert!(c.table.expired > 0, "{c:?}");
+    assert!(
+        c.table.created > 1,
+        "an expired flow's next packet starts a new one: {c:?}"
+    );
+}
