@@ -11,9 +11,6 @@
 //!
 //! Run: `cargo bench --bench hot_path`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use metro::capture::LinkType;
@@ -23,27 +20,11 @@ use metro::worker::{Worker, WorkerConfig};
 #[path = "../tests/support/traffic.rs"]
 mod traffic;
 
-struct Counting;
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers every call to the system allocator unchanged; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+#[path = "../tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting_alloc::Counting = counting_alloc::Counting;
 
 const FLOWS: u32 = 2_000;
 
@@ -56,12 +37,12 @@ fn hot_path(c: &mut Criterion) {
     for _ in 0..2 {
         mix.cycle(|f| w.handle(LinkType::Ethernet, f));
     }
-    COUNTING.store(true, Ordering::Relaxed);
+    counting_alloc::start();
     for _ in 0..10 {
         mix.cycle(|f| w.handle(LinkType::Ethernet, f));
     }
-    COUNTING.store(false, Ordering::Relaxed);
-    let allocs = ALLOCS.load(Ordering::Relaxed);
+    counting_alloc::stop();
+    let allocs = counting_alloc::count();
     println!(
         "steady state: {allocs} allocations in {} packets ({:.6} per packet)",
         10 * n,

@@ -4,44 +4,17 @@
 //! of the in-memory mix (flows created, histograms and rings allocated), whole further cycles of
 //! established traffic must allocate nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
 use metro::capture::LinkType;
 use metro::worker::{Worker, WorkerConfig};
 
 #[path = "support/traffic.rs"]
 mod traffic;
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers every call to the system allocator unchanged; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting_alloc::Counting = counting_alloc::Counting;
 
 #[test]
 fn steady_state_traffic_allocates_nothing_per_packet() {
@@ -53,9 +26,9 @@ fn steady_state_traffic_allocates_nothing_per_packet() {
     let mut packets = 0u64;
     for _ in 0..5 {
         mix.cycle(|f| {
-            COUNTING.store(true, Ordering::Relaxed);
+            counting_alloc::start();
             w.handle(LinkType::Ethernet, f);
-            COUNTING.store(false, Ordering::Relaxed);
+            counting_alloc::stop();
             packets += 1;
         });
     }
@@ -68,7 +41,7 @@ fn steady_state_traffic_allocates_nothing_per_packet() {
     assert_eq!(stats.counters.rtt.untracked, 0);
     assert_eq!(stats.counters.rtt.karn, 0);
     assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
+        counting_alloc::count(),
         0,
         "allocations in {packets} steady-state packets"
     );
