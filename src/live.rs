@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use tracing::{error, info, warn};
 
+use crate::capture::expr::{self, ExprError};
 use crate::capture::filter::{self, FilterError, Insn};
 use crate::capture::iface::{self, IfaceError, Status};
 use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
@@ -92,6 +93,9 @@ pub struct LiveConfig {
     pub promiscuous: bool,
     /// Hosts whose RTT is wanted (also compiled into the kernel filter); `None` for all.
     pub whitelist: Option<Vec<Net>>,
+    /// A libpcap filter expression (`-f`) that frames must pass as well as metro's own filter;
+    /// `None` for metro's filter alone. Needs the `libpcap` feature.
+    pub expression: Option<String>,
     /// Flow table and reporting settings; `local` is filled from the interface.
     pub worker: WorkerConfig,
     /// Report interval.
@@ -119,6 +123,7 @@ impl LiveConfig {
             snaplen: DEFAULT_SNAPLEN,
             promiscuous: false,
             whitelist: None,
+            expression: None,
             worker: WorkerConfig::default(),
             // go-metro's default report interval.
             interval: Duration::from_secs(10),
@@ -167,6 +172,9 @@ pub enum LiveError {
     /// The kernel filter could not be built from the whitelist.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The `-f` expression could not be compiled.
+    #[error(transparent)]
+    Expression(#[from] ExprError),
     /// The interface does not exist or could not be looked up.
     #[error(transparent)]
     Interface(#[from] IfaceError),
@@ -198,7 +206,10 @@ impl LiveError {
     /// True when the error is in the configuration or command line (exit status 1), false when
     /// the capture itself could not run (exit status 2).
     pub fn is_config(&self) -> bool {
-        matches!(self, LiveError::Config(_) | LiveError::Filter(_))
+        matches!(
+            self,
+            LiveError::Config(_) | LiveError::Filter(_) | LiveError::Expression(_)
+        )
     }
 }
 
@@ -303,7 +314,10 @@ pub fn run(
         .whitelist
         .as_ref()
         .map(|w| w.iter().map(Net::ip_prefix).collect());
-    let capture = filter::compile(framing, hosts.as_deref(), cfg.snaplen)?;
+    let mut capture = filter::compile(framing, hosts.as_deref(), cfg.snaplen)?;
+    if let Some(e) = cfg.expression.as_deref().filter(|e| !expr::is_default(e)) {
+        capture = filter::and(&capture, &expr::compile(e, framing)?, cfg.snaplen)?;
+    }
     let hold = filter::drop_all();
     let size = RingSize {
         block_size: cfg.ring.block_size,
