@@ -30,7 +30,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::capture::expr::{self, ExprError};
 use crate::capture::filter::{self, FilterError, Insn};
@@ -342,6 +342,12 @@ pub fn run(
     if cfg.whitelist.is_some() {
         wcfg.whitelist = cfg.whitelist.clone();
     }
+    if let Some(d) = cfg.duty {
+        info!(
+            "duty cycle on {}: capturing {:?} out of every {:?}",
+            itf.name, d.on, d.every
+        );
+    }
     info!(
         "capturing on {} with {} worker{} ({} blocks of {} KiB per ring; local addresses: {})",
         itf.name,
@@ -535,6 +541,17 @@ fn work(
     (w.take_interval(IntervalStats::default()), flows)
 }
 
+/// Where a duty cycle is `since` its start: whether capture is on, and when (since the start) it
+/// next switches. Every period starts with its capture time.
+fn duty_phase(d: DutyCycle, since: Duration) -> (bool, Duration) {
+    let every = d.every.as_nanos().max(1);
+    let period = since.as_nanos() / every;
+    let phase = since.as_nanos() % every;
+    let on = phase < d.on.as_nanos();
+    let switch = period * every + if on { d.on.as_nanos() } else { every };
+    (on, Duration::from_nanos(switch as u64))
+}
+
 /// The calling thread's side: clock, interface watch, duty cycle and interval reports.
 struct Reporter<'a> {
     cfg: &'a LiveConfig,
@@ -589,13 +606,15 @@ impl Reporter<'_> {
                     _ => {}
                 }
             }
-            if let Some(d) = self.cfg.duty {
-                let phase = now.duration_since(start).as_nanos() % d.every.as_nanos();
-                let on = phase < d.on.as_nanos();
-                if on != capturing {
-                    set_filter(self.socks, if on { capture } else { hold })?;
-                    capturing = on;
-                }
+            // A pause takes effect before the report due now and a resume after it, so that an
+            // interval ending where a capture phase ends holds that phase and nothing of the next.
+            let duty = self
+                .cfg
+                .duty
+                .map(|d| duty_phase(d, now.duration_since(start)));
+            let next_switch = duty.map(|(_, switch)| start + switch);
+            if let Some((false, _)) = duty {
+                self.switch(&mut capturing, false, capture, hold)?;
             }
             if now >= next_report {
                 let report = self.collect()?;
@@ -604,12 +623,36 @@ impl Reporter<'_> {
                     next_report += self.cfg.interval;
                 }
             }
+            if let Some((true, _)) = duty {
+                self.switch(&mut capturing, true, capture, hold)?;
+            }
+            // Wake for every switch of the duty cycle too, so its phases are as long as asked.
             let mut until = next_report.min(next_check);
-            if let Some(e) = end {
-                until = until.min(e);
+            for t in [end, next_switch].into_iter().flatten() {
+                until = until.min(t);
             }
             thread::sleep(until.saturating_duration_since(Instant::now()).min(TICK));
         }
+    }
+
+    /// Pauses or resumes a duty cycle's capture by swapping the sockets' filters.
+    fn switch(
+        &self,
+        capturing: &mut bool,
+        on: bool,
+        capture: &[Insn],
+        hold: &[Insn],
+    ) -> Result<(), LiveError> {
+        if *capturing != on {
+            set_filter(self.socks, if on { capture } else { hold })?;
+            *capturing = on;
+            debug!(
+                "duty cycle: capture {} on {}",
+                if on { "resumed" } else { "paused" },
+                self.cfg.interface
+            );
+        }
+        Ok(())
     }
 
     /// Swaps every worker's interval out without stopping it, and merges them.
@@ -665,6 +708,21 @@ mod tests {
         cfg.ring.block_count = 1;
         assert!(validate(&cfg).unwrap_err().is_config());
         assert!(validate(&LiveConfig::new("lo")).is_ok());
+    }
+
+    #[test]
+    fn duty_cycle_starts_on_and_switches_at_the_phase_edges() {
+        let d = DutyCycle {
+            on: Duration::from_secs(1),
+            every: Duration::from_secs(3),
+        };
+        let s = Duration::from_millis;
+        assert_eq!(duty_phase(d, s(0)), (true, s(1000)));
+        assert_eq!(duty_phase(d, s(999)), (true, s(1000)));
+        assert_eq!(duty_phase(d, s(1000)), (false, s(3000)));
+        assert_eq!(duty_phase(d, s(2999)), (false, s(3000)));
+        assert_eq!(duty_phase(d, s(3000)), (true, s(4000)));
+        assert_eq!(duty_phase(d, s(7500)), (false, s(9000)));
     }
 
     #[test]
