@@ -411,8 +411,8 @@ fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() 
 /// request/response traffic, reported every second: the packets of each 3 s period are all in its
 /// first report, the next two carry (almost) none — at most what the kernel had queued in a
 /// ring block when capture paused — and over the run metro sees the fraction of the link's
-/// packets that its capture time is of its lifetime. Each capture phase still gives RTT samples,
-/// and none spans a pause (the largest stays near the path's 20 ms).
+/// packets that its capture time is of its lifetime. Each capture phase still gives RTT samples
+/// near the path's 20 ms, and none spans a pause.
 #[test]
 fn duty_cycle_captures_only_during_its_on_phases() {
     const NAME: &str = "duty_cycle_captures_only_during_its_on_phases";
@@ -473,7 +473,8 @@ fn duty_cycle_captures_only_during_its_on_phases() {
                 r.one("system.net.tcp.rtt.count")
             );
             assert!((19.9..25.0).contains(&rtt), "interval {i}: rtt {rtt} ms");
-            assert!(max < 40.0, "interval {i}: a {max} ms sample spans a pause");
+            // A sample timed across a pause would be at least its 2 s.
+            assert!(max < 1000.0, "interval {i}: a {max} ms sample spans a pause");
         } else {
             // Only what sat in a ring block not yet handed over when capture paused.
             assert!(
