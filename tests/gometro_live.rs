@@ -474,7 +474,10 @@ fn duty_cycle_captures_only_during_its_on_phases() {
             );
             assert!((19.9..25.0).contains(&rtt), "interval {i}: rtt {rtt} ms");
             // A sample timed across a pause would be at least its 2 s.
-            assert!(max < 1000.0, "interval {i}: a {max} ms sample spans a pause");
+            assert!(
+                max < 1000.0,
+                "interval {i}: a {max} ms sample spans a pause"
+            );
         } else {
             // Only what sat in a ring block not yet handed over when capture paused.
             assert!(
