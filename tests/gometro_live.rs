@@ -310,6 +310,11 @@ fn check_report(r: &Report, i: usize, extra: bool) -> Option<f64> {
 /// gauges for the one whitelisted pair; `system.net.tcp.rtt` is within max(2 %, 0.3 ms) of the
 /// kernel's srtt over the same second and never more than 0.1 ms below the injected 20 ms; SIGTERM
 /// sends the interval under way before metro exits 0.
+///
+/// The kernel's srtt weights its last ~8 samples, so a scheduling stall of the delay line (this
+/// machine is small and shared) moves it by a millisecond for a while, where the interval's median
+/// does not move: a miss of that one bound is measured once more, as in `live.rs`. Everything else
+/// must hold on every run.
 #[test]
 fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() {
     const NAME: &str = "live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm";
@@ -317,9 +322,23 @@ fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() 
         return;
     }
     let _g = heavy();
-    const RTT_MS: f64 = 20.0;
     let bed = Bed::new(Duration::from_millis(20));
-    let mut traffic = Traffic::start(&bed, 1);
+    let mut missed = Vec::new();
+    for attempt in 1..=2 {
+        missed = live_run(&bed, attempt);
+        if missed.is_empty() {
+            break;
+        }
+        eprintln!("attempt {attempt} missed:\n{}", missed.join("\n"));
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n"));
+    mark_ran(NAME);
+}
+
+/// One run of the test above; returns the intervals whose median missed the kernel's srtt.
+fn live_run(bed: &Bed, attempt: u32) -> Vec<String> {
+    const RTT_MS: f64 = 20.0;
+    let mut traffic = Traffic::start(bed, 1);
     // Let the kernel's srtt settle on the path before comparing with it.
     thread::sleep(Duration::from_millis(500));
     let rx = bed.statsd();
@@ -363,7 +382,7 @@ fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() 
     assert_eq!(last.len(), 1, "SIGTERM sends the interval under way, once");
 
     let mut at = started;
-    let mut failures = Vec::new();
+    let mut missed = Vec::new();
     for (i, r) in periodic.iter().chain(&last).enumerate() {
         let last = i == PERIODIC;
         let gap = r.at.duration_since(at);
@@ -378,7 +397,7 @@ fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() 
             .expect("the kernel's srtt was read during the interval");
         let bound = (kernel * 0.02).max(0.3);
         eprintln!(
-            "report {i}: after {gap:?}, {packets} packets, rtt {rtt:.3} ms (avg {:.3}, jitter {:.3}), kernel srtt {kernel:.3} ms, diff {:+.3} (bound {bound:.3})",
+            "attempt {attempt}, report {i}: after {gap:?}, {packets} packets, rtt {rtt:.3} ms (avg {:.3}, jitter {:.3}), kernel srtt {kernel:.3} ms, diff {:+.3} (bound {bound:.3})",
             r.one("system.net.tcp.rtt.avg"),
             r.one("system.net.tcp.rtt.jitter"),
             rtt - kernel
@@ -394,17 +413,17 @@ fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() 
             packets >= if last { 20.0 } else { 60.0 },
             "report {i}: {packets} packets"
         );
+        assert!(
+            rtt >= RTT_MS - 0.1,
+            "report {i}: rtt {rtt:.3} ms is below the injected {RTT_MS} ms"
+        );
         if (rtt - kernel).abs() > bound {
-            failures.push(format!("report {i}: rtt {rtt:.3} ms vs kernel srtt {kernel:.3} ms, off by more than {bound:.3} ms"));
-        }
-        if rtt < RTT_MS - 0.1 {
-            failures.push(format!(
-                "report {i}: rtt {rtt:.3} ms is below the injected {RTT_MS} ms"
+            missed.push(format!(
+                "report {i}: rtt {rtt:.3} ms vs kernel srtt {kernel:.3} ms, off by more than {bound:.3} ms"
             ));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    mark_ran(NAME);
+    missed
 }
 
 /// Duty cycle (`sample: true`, `sample_duration: 1`, `sample_interval: 3`) under steady
