@@ -27,7 +27,7 @@ pub const DEFAULT_LOG_FILE: &str = "/var/log/datadog/go-metro.log";
 
 /// go-metro's default capture filter. It is the only expression metro evaluates without libpcap:
 /// metro decodes TCP only, so `tcp` is what it does anyway.
-pub const DEFAULT_FILTER: &str = "tcp";
+pub const DEFAULT_FILTER: &str = crate::capture::expr::DEFAULT;
 
 /// Output format for people or programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,7 +103,8 @@ pub struct Cli {
     pub log: PathBuf,
 
     /// go-metro: the capture filter. `tcp` needs nothing; other expressions need metro built
-    /// with the `libpcap` feature.
+    /// with the `libpcap` feature, and then narrow what live capture keeps (metro's own filter,
+    /// TCP and the whitelisted hosts, still applies).
     #[arg(long = "f", value_name = "EXPR", default_value = DEFAULT_FILTER)]
     pub filter: String,
 

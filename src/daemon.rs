@@ -30,8 +30,10 @@ use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
 
+use crate::capture::expr;
 use crate::capture::file::{FileError, FileSource, FileStats};
-use crate::cli::{exit, Cli, DEFAULT_FILTER};
+use crate::capture::filter::Framing;
+use crate::cli::{exit, Cli};
 use crate::config::{self, msg, Config, ConfigError, Instance, Source};
 use crate::decode::{Addr, Skip};
 use crate::flow::Ttl;
@@ -137,23 +139,16 @@ fn spawn_signal_thread(signals: SigSet, stop: Arc<AtomicBool>) -> Receiver<Signa
     rx
 }
 
-/// Refuses `-f` expressions metro cannot evaluate.
-pub fn check_filter(expr: &str) -> Result<(), String> {
-    if expr.trim() == DEFAULT_FILTER {
+/// Refuses `-f` expressions metro cannot evaluate, before anything starts: without libpcap,
+/// every one but `tcp`; with it, those libpcap cannot compile (checked for Ethernet framing; a
+/// raw-IP interface compiles it again for its own).
+pub fn check_filter(expression: &str) -> Result<(), String> {
+    if expr::is_default(expression) {
         return Ok(());
     }
-    #[cfg(feature = "libpcap")]
-    {
-        Err(format!(
-            "-f {expr:?}: capture filters other than `tcp` are compiled with libpcap but not yet applied to captures; use `-f tcp` (the default) and the instances' `ips`/`hosts` whitelist"
-        ))
-    }
-    #[cfg(not(feature = "libpcap"))]
-    {
-        Err(format!(
-            "-f {expr:?}: this metro was built without libpcap, so it cannot compile filter expressions other than `tcp`; drop -f (the instances' `ips`/`hosts` whitelist selects hosts), or build metro with `--features libpcap`"
-        ))
-    }
+    expr::compile(expression, Framing::Ethernet)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// One instance, ready to start: its whitelist resolved and its reporter built.
@@ -191,6 +186,8 @@ struct FileRun {
 struct Daemon {
     cfg: Config,
     soften: bool,
+    /// `-f`: go-metro's filter expression, `tcp` by default.
+    filter: String,
     stop: Arc<AtomicBool>,
 }
 
@@ -199,6 +196,7 @@ impl Daemon {
         Daemon {
             cfg,
             soften: cli.st,
+            filter: cli.filter.trim().to_string(),
             stop,
         }
     }
@@ -343,12 +341,16 @@ impl Daemon {
             return Err(exit::USAGE);
         }
         let whitelist = if nets.is_empty() { None } else { Some(nets) };
+        let filter = &self.filter;
         if terms.is_empty() {
-            info!("Setting BPF filter: {DEFAULT_FILTER}");
+            info!("Setting BPF filter: {filter}");
         } else {
-            info!(
-                "Setting BPF filter: {DEFAULT_FILTER} and ({})",
-                terms.join(" or ")
+            info!("Setting BPF filter: {filter} and ({})", terms.join(" or "));
+        }
+        if !expr::is_default(filter) && matches!(inst.source, Source::File(_)) {
+            warn!(
+                "-f {filter:?} is applied to live interfaces only; the capture file for line {} is read whole (its whitelist still applies)",
+                inst.line
             );
         }
         resolve_names_in_background(
@@ -430,6 +432,7 @@ impl Daemon {
             // go-metro: SetPromisc(false).
             promiscuous: false,
             whitelist: p.whitelist.clone(),
+            expression: (!expr::is_default(&self.filter)).then(|| self.filter.clone()),
             worker: self.worker_config(&p.whitelist),
             interval: init.report_interval,
             duration: None,
@@ -732,17 +735,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_tcp_filters_pass_without_libpcap() {
+    fn filters_other_than_tcp_need_libpcap_and_must_compile() {
         assert!(check_filter("tcp").is_ok());
         assert!(check_filter(" tcp ").is_ok());
-        let e = check_filter("tcp port 80").unwrap_err();
         #[cfg(not(feature = "libpcap"))]
         assert_eq!(
-            e,
+            check_filter("tcp port 80").unwrap_err(),
             "-f \"tcp port 80\": this metro was built without libpcap, so it cannot compile filter expressions other than `tcp`; drop -f (the instances' `ips`/`hosts` whitelist selects hosts), or build metro with `--features libpcap`"
         );
         #[cfg(feature = "libpcap")]
-        assert!(e.starts_with("-f \"tcp port 80\""), "{e}");
+        {
+            assert_eq!(check_filter("tcp port 80"), Ok(()));
+            let e = check_filter("tcp port eighty").unwrap_err();
+            assert!(
+                e.starts_with(
+                    "-f \"tcp port eighty\": libpcap cannot compile this filter expression ("
+                ),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -30,8 +30,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::capture::expr::{self, ExprError};
 use crate::capture::filter::{self, FilterError, Insn};
 use crate::capture::iface::{self, IfaceError, Status};
 use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
@@ -92,6 +93,9 @@ pub struct LiveConfig {
     pub promiscuous: bool,
     /// Hosts whose RTT is wanted (also compiled into the kernel filter); `None` for all.
     pub whitelist: Option<Vec<Net>>,
+    /// A libpcap filter expression (`-f`) that frames must pass as well as metro's own filter;
+    /// `None` for metro's filter alone. Needs the `libpcap` feature.
+    pub expression: Option<String>,
     /// Flow table and reporting settings; `local` is filled from the interface.
     pub worker: WorkerConfig,
     /// Report interval.
@@ -119,6 +123,7 @@ impl LiveConfig {
             snaplen: DEFAULT_SNAPLEN,
             promiscuous: false,
             whitelist: None,
+            expression: None,
             worker: WorkerConfig::default(),
             // go-metro's default report interval.
             interval: Duration::from_secs(10),
@@ -167,6 +172,9 @@ pub enum LiveError {
     /// The kernel filter could not be built from the whitelist.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The `-f` expression could not be compiled.
+    #[error(transparent)]
+    Expression(#[from] ExprError),
     /// The interface does not exist or could not be looked up.
     #[error(transparent)]
     Interface(#[from] IfaceError),
@@ -198,7 +206,10 @@ impl LiveError {
     /// True when the error is in the configuration or command line (exit status 1), false when
     /// the capture itself could not run (exit status 2).
     pub fn is_config(&self) -> bool {
-        matches!(self, LiveError::Config(_) | LiveError::Filter(_))
+        matches!(
+            self,
+            LiveError::Config(_) | LiveError::Filter(_) | LiveError::Expression(_)
+        )
     }
 }
 
@@ -303,7 +314,10 @@ pub fn run(
         .whitelist
         .as_ref()
         .map(|w| w.iter().map(Net::ip_prefix).collect());
-    let capture = filter::compile(framing, hosts.as_deref(), cfg.snaplen)?;
+    let mut capture = filter::compile(framing, hosts.as_deref(), cfg.snaplen)?;
+    if let Some(e) = cfg.expression.as_deref().filter(|e| !expr::is_default(e)) {
+        capture = filter::and(&capture, &expr::compile(e, framing)?, cfg.snaplen)?;
+    }
     let hold = filter::drop_all();
     let size = RingSize {
         block_size: cfg.ring.block_size,
@@ -327,6 +341,12 @@ pub fn run(
     }
     if cfg.whitelist.is_some() {
         wcfg.whitelist = cfg.whitelist.clone();
+    }
+    if let Some(d) = cfg.duty {
+        info!(
+            "duty cycle on {}: capturing {:?} out of every {:?}",
+            itf.name, d.on, d.every
+        );
     }
     info!(
         "capturing on {} with {} worker{} ({} blocks of {} KiB per ring; local addresses: {})",
@@ -521,6 +541,17 @@ fn work(
     (w.take_interval(IntervalStats::default()), flows)
 }
 
+/// Where a duty cycle is `since` its start: whether capture is on, and when (since the start) it
+/// next switches. Every period starts with its capture time.
+fn duty_phase(d: DutyCycle, since: Duration) -> (bool, Duration) {
+    let every = d.every.as_nanos().max(1);
+    let period = since.as_nanos() / every;
+    let phase = since.as_nanos() % every;
+    let on = phase < d.on.as_nanos();
+    let switch = period * every + if on { d.on.as_nanos() } else { every };
+    (on, Duration::from_nanos(switch as u64))
+}
+
 /// The calling thread's side: clock, interface watch, duty cycle and interval reports.
 struct Reporter<'a> {
     cfg: &'a LiveConfig,
@@ -575,13 +606,15 @@ impl Reporter<'_> {
                     _ => {}
                 }
             }
-            if let Some(d) = self.cfg.duty {
-                let phase = now.duration_since(start).as_nanos() % d.every.as_nanos();
-                let on = phase < d.on.as_nanos();
-                if on != capturing {
-                    set_filter(self.socks, if on { capture } else { hold })?;
-                    capturing = on;
-                }
+            // A pause takes effect before the report due now and a resume after it, so that an
+            // interval ending where a capture phase ends holds that phase and nothing of the next.
+            let duty = self
+                .cfg
+                .duty
+                .map(|d| duty_phase(d, now.duration_since(start)));
+            let next_switch = duty.map(|(_, switch)| start + switch);
+            if let Some((false, _)) = duty {
+                self.switch(&mut capturing, false, capture, hold)?;
             }
             if now >= next_report {
                 let report = self.collect()?;
@@ -590,12 +623,36 @@ impl Reporter<'_> {
                     next_report += self.cfg.interval;
                 }
             }
+            if let Some((true, _)) = duty {
+                self.switch(&mut capturing, true, capture, hold)?;
+            }
+            // Wake for every switch of the duty cycle too, so its phases are as long as asked.
             let mut until = next_report.min(next_check);
-            if let Some(e) = end {
-                until = until.min(e);
+            for t in [end, next_switch].into_iter().flatten() {
+                until = until.min(t);
             }
             thread::sleep(until.saturating_duration_since(Instant::now()).min(TICK));
         }
+    }
+
+    /// Pauses or resumes a duty cycle's capture by swapping the sockets' filters.
+    fn switch(
+        &self,
+        capturing: &mut bool,
+        on: bool,
+        capture: &[Insn],
+        hold: &[Insn],
+    ) -> Result<(), LiveError> {
+        if *capturing != on {
+            set_filter(self.socks, if on { capture } else { hold })?;
+            *capturing = on;
+            debug!(
+                "duty cycle: capture {} on {}",
+                if on { "resumed" } else { "paused" },
+                self.cfg.interface
+            );
+        }
+        Ok(())
     }
 
     /// Swaps every worker's interval out without stopping it, and merges them.
@@ -651,6 +708,21 @@ mod tests {
         cfg.ring.block_count = 1;
         assert!(validate(&cfg).unwrap_err().is_config());
         assert!(validate(&LiveConfig::new("lo")).is_ok());
+    }
+
+    #[test]
+    fn duty_cycle_starts_on_and_switches_at_the_phase_edges() {
+        let d = DutyCycle {
+            on: Duration::from_secs(1),
+            every: Duration::from_secs(3),
+        };
+        let s = Duration::from_millis;
+        assert_eq!(duty_phase(d, s(0)), (true, s(1000)));
+        assert_eq!(duty_phase(d, s(999)), (true, s(1000)));
+        assert_eq!(duty_phase(d, s(1000)), (false, s(3000)));
+        assert_eq!(duty_phase(d, s(2999)), (false, s(3000)));
+        assert_eq!(duty_phase(d, s(3000)), (true, s(4000)));
+        assert_eq!(duty_phase(d, s(7500)), (false, s(9000)));
     }
 
     #[test]

@@ -118,6 +118,7 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     cfg.interval = cli.interval;
     cfg.duration = cli.duration;
     cfg.dump_flows = cli.dump_flows;
+    cfg.expression = Some(cli.filter.clone());
     cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
 
     let mut write_error: Option<io::Error> = None;

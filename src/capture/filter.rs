@@ -11,8 +11,8 @@
 //! It returns the snap length for a kept frame, which is how the kernel cuts frames to `snaplen`.
 //!
 //! This module only builds programs; it does not attach them (that is socket code, in
-//! [`super::ring`]) and it knows nothing of libpcap's filter language: arbitrary expressions are
-//! a different feature. Jumps in classic BPF reach at most 255 instructions ahead, so the code is
+//! [`super::ring`]) and it knows nothing of libpcap's filter language: a `-f` expression is
+//! compiled by [`super::expr`] and joined to this program with [`and`]. Jumps in classic BPF reach at most 255 instructions ahead, so the code is
 //! laid out with every conditional jump local, and sections are entered with `ja`, whose offset
 //! is 32 bits.
 
@@ -90,6 +90,9 @@ pub enum FilterError {
     /// A prefix length is longer than its address.
     #[error("bad prefix length /{1} for {0}")]
     BadPrefix(IpAddr, u8),
+    /// The first of two programs to combine returns a computed value.
+    #[error("cannot combine kernel filters: the first returns a computed length")]
+    Combine,
 }
 
 /// Byte offsets inside the IPv4 and IPv6 headers (RFC 791 §3.1, RFC 8200 §3).
@@ -404,6 +407,47 @@ fn emit_range_match(a: &mut Asm, r: &Range, off: u32, ret: u32) {
     a.bind(miss);
 }
 
+/// A program that keeps a frame only when `first` and then `second` both keep it, cut to `keep`
+/// bytes.
+///
+/// `first` runs as it is, except that each of its accepting returns becomes a jump to the start of
+/// `second` (a `ja`, whose 32-bit offset reaches anywhere). `second` starts with fresh registers
+/// as far as it can tell: a classic program must set A, X and the scratch words before it reads
+/// them, which the kernel checks (`bpf_check_classic`). Its accepting returns are cut to `keep`.
+/// `first` must return constants only, as [`compile`]'s programs do.
+pub fn and(first: &[Insn], second: &[Insn], keep: u32) -> Result<Vec<Insn>, FilterError> {
+    let total = first.len() + second.len();
+    if total > MAX_INSNS {
+        return Err(FilterError::TooLong(total));
+    }
+    let mut out = Vec::with_capacity(total);
+    for (i, insn) in first.iter().enumerate() {
+        if insn.code & 0x07 == op::RET {
+            if insn.code != op::RET | op::K {
+                return Err(FilterError::Combine);
+            }
+            if insn.k != 0 {
+                out.push(Insn {
+                    code: op::JMP | op::JA,
+                    jt: 0,
+                    jf: 0,
+                    k: (first.len() - i - 1) as u32,
+                });
+                continue;
+            }
+        }
+        out.push(*insn);
+    }
+    for insn in second {
+        let mut insn = *insn;
+        if insn.code == op::RET | op::K && insn.k != 0 {
+            insn.k = keep.max(1);
+        }
+        out.push(insn);
+    }
+    Ok(out)
+}
+
 /// A program that keeps nothing: sockets carry it until every member of the fanout group has
 /// joined, and while a duty cycle pauses capture.
 pub fn drop_all() -> Vec<Insn> {
@@ -415,62 +459,122 @@ pub fn drop_all() -> Vec<Insn> {
     }]
 }
 
+/// A classic BPF interpreter with the kernel's semantics (`bpf_prog_run` on a converted classic
+/// program): a load past the end of the packet, or a division by zero, returns 0 (drop). For
+/// tests: it checks what [`compile`], [`and`] and libpcap's programs keep, instruction by
+/// instruction. Ancillary loads (`SKF_AD_*`, negative offsets) are not modelled.
+#[cfg(test)]
+pub(crate) fn interpret(prog: &[Insn], pkt: &[u8]) -> u32 {
+    const ST: u16 = 0x02;
+    const STX: u16 = 0x03;
+    const MISC: u16 = 0x07;
+    let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+    let mut mem = [0u32; 16];
+    let load = |off: u64, size: u16| -> Option<u32> {
+        let n = match size {
+            op::W => 4,
+            op::H => 2,
+            _ => 1,
+        };
+        let off = usize::try_from(off).ok()?;
+        let b = pkt.get(off..off.checked_add(n)?)?;
+        Some(b.iter().fold(0u32, |v, &x| (v << 8) | u32::from(x)))
+    };
+    loop {
+        let i = *prog.get(pc).expect("the program ran off its end");
+        pc += 1;
+        let class = i.code & 0x07;
+        let size = i.code & 0x18;
+        let mode = i.code & 0xe0;
+        let src = if i.code & 0x08 != 0 { x } else { i.k };
+        match class {
+            op::LD => {
+                a = match mode {
+                    op::IMM => i.k,
+                    0x80 => pkt.len() as u32,
+                    0x60 => mem[i.k as usize],
+                    op::ABS | op::IND => {
+                        let base = if mode == op::IND { u64::from(x) } else { 0 };
+                        assert!(i.k < 0x8000_0000, "ancillary load {:#x}", i.k);
+                        match load(base + u64::from(i.k), size) {
+                            Some(v) => v,
+                            None => return 0,
+                        }
+                    }
+                    _ => panic!("unknown load mode {:#x}", i.code),
+                }
+            }
+            op::LDX => {
+                x = match mode {
+                    op::IMM => i.k,
+                    0x80 => pkt.len() as u32,
+                    0x60 => mem[i.k as usize],
+                    // BPF_MSH: 4 * (the low nibble of a byte), the IPv4 header length.
+                    0xa0 => match load(u64::from(i.k), op::B) {
+                        Some(v) => 4 * (v & 0xf),
+                        None => return 0,
+                    },
+                    _ => panic!("unknown ldx mode {:#x}", i.code),
+                }
+            }
+            ST => mem[i.k as usize] = a,
+            STX => mem[i.k as usize] = x,
+            op::ALU => {
+                a = match i.code & 0xf0 {
+                    0x00 => a.wrapping_add(src),
+                    0x10 => a.wrapping_sub(src),
+                    0x20 => a.wrapping_mul(src),
+                    0x30 | 0x90 if src == 0 => return 0,
+                    0x30 => a / src,
+                    0x90 => a % src,
+                    0x40 => a | src,
+                    op::AND => a & src,
+                    0x60 => a.checked_shl(src).unwrap_or(0),
+                    0x70 => a.checked_shr(src).unwrap_or(0),
+                    0x80 => a.wrapping_neg(),
+                    0xa0 => a ^ src,
+                    _ => panic!("unknown alu op {:#x}", i.code),
+                }
+            }
+            op::JMP => {
+                let taken = match i.code & 0xf0 {
+                    op::JA => {
+                        pc += i.k as usize;
+                        continue;
+                    }
+                    op::JEQ => a == src,
+                    0x20 => a > src,
+                    0x30 => a >= src,
+                    0x40 => a & src != 0,
+                    _ => panic!("unknown jump {:#x}", i.code),
+                };
+                pc += if taken { i.jt } else { i.jf } as usize;
+            }
+            op::RET => {
+                return match i.code & 0x18 {
+                    0x10 => a,
+                    0x08 => x,
+                    _ => i.k,
+                }
+            }
+            MISC => {
+                if i.code & 0xf8 == 0 {
+                    x = a;
+                } else {
+                    a = x;
+                }
+            }
+            _ => unreachable!("three bits of class"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A classic BPF interpreter for the instructions [`compile`] emits, with the kernel's
-    /// semantics: a load past the end of the packet returns 0 (drop).
     fn run(prog: &[Insn], pkt: &[u8]) -> u32 {
-        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-        let load = |off: usize, size: u16| -> Option<u32> {
-            let n = match size {
-                op::W => 4,
-                op::H => 2,
-                _ => 1,
-            };
-            let b = pkt.get(off..off.checked_add(n)?)?;
-            Some(b.iter().fold(0u32, |v, &x| (v << 8) | u32::from(x)))
-        };
-        loop {
-            let i = prog[pc];
-            pc += 1;
-            let class = i.code & 0x07;
-            let size = i.code & 0x18;
-            let mode = i.code & 0xe0;
-            match class {
-                op::LD => {
-                    let off = match mode {
-                        op::ABS => i.k as usize,
-                        op::IND => (x as usize) + i.k as usize,
-                        op::IMM => {
-                            a = i.k;
-                            continue;
-                        }
-                        _ => panic!("unexpected load mode {:#x}", i.code),
-                    };
-                    match load(off, size) {
-                        Some(v) => a = v,
-                        None => return 0,
-                    }
-                }
-                op::LDX => {
-                    assert_eq!(mode, op::IMM, "only ldx #k is emitted");
-                    x = i.k;
-                }
-                op::ALU => {
-                    assert_eq!(i.code & 0xf0, op::AND);
-                    a &= i.k;
-                }
-                op::JMP => match i.code & 0xf0 {
-                    op::JA => pc += i.k as usize,
-                    op::JEQ => pc += if a == i.k { i.jt } else { i.jf } as usize,
-                    _ => panic!("unexpected jump {:#x}", i.code),
-                },
-                op::RET => return i.k,
-                _ => panic!("unexpected class {:#x}", i.code),
-            }
-        }
+        interpret(prog, pkt)
     }
 
     fn tcp_header() -> [u8; 20] {
@@ -624,6 +728,36 @@ mod tests {
             .collect();
         assert!(matches!(
             compile(Framing::Ethernet, Some(&too_many), 256),
+            Err(FilterError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn and_keeps_what_both_keep_cut_to_the_snap_length() {
+        let hosts = [("10.0.0.2".parse().unwrap(), 32)];
+        let first = compile(Framing::Ethernet, Some(&hosts), 96).unwrap();
+        // A second program that keeps TCP towards port 80 only, returning libpcap's 65535.
+        let mut a = Asm::new();
+        a.ldx_imm(field::ETH_HLEN + 20);
+        a.ld_ind(op::H, 2);
+        a.jeq_ret(80, 65535);
+        a.ret(0);
+        let second = a.finish().unwrap();
+        let both = and(&first, &second, 96).unwrap();
+        assert_eq!(both.len(), first.len() + second.len());
+        let to = |dst: [u8; 4], port: u16| {
+            let mut f = eth(0x0800, false, &ipv4(6, A, dst));
+            f[14 + 22..14 + 24].copy_from_slice(&port.to_be_bytes());
+            run(&both, &f)
+        };
+        assert_eq!(to(B, 80), 96);
+        assert_eq!(to(B, 81), 0, "the second program drops it");
+        assert_eq!(to([192, 0, 2, 1], 80), 0, "the first drops it");
+        let lo = eth(0x0800, false, &ipv4(6, [127, 0, 0, 1], B));
+        assert_eq!(run(&both, &lo), 0);
+        let too_long = vec![second[0]; MAX_INSNS];
+        assert!(matches!(
+            and(&first, &too_long, 96),
             Err(FilterError::TooLong(_))
         ));
     }

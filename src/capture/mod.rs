@@ -3,9 +3,11 @@
 //! Every source hands the worker the same thing: a [`Frame`], a slice of bytes it borrows for the
 //! length of one call, with the time the frame was captured. Files are read by [`file`]; live
 //! interfaces by the TPACKET_V3 ring ([`ring`]), behind a kernel filter metro builds itself
-//! ([`filter`]), on an interface found by name ([`iface`]). The worker never learns which one it
+//! ([`filter`]), narrowed by a libpcap expression when `-f` gives one ([`expr`]), on an interface
+//! found by name ([`iface`]). The worker never learns which one it
 //! is fed by, so a capture file replays exactly as the same traffic would live.
 
+pub mod expr;
 pub mod file;
 pub mod filter;
 pub mod iface;

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 mod root;
+pub mod statsd;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -63,11 +64,16 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `mlv<PID>-<n><tag>`, with `lo` up and IPv6 off unless asked for.
+    /// Creates `mlv<PID>-<n><tag>`, with `lo` up.
     pub fn new(tag: &str) -> Netns {
+        Netns::with_prefix("mlv", tag)
+    }
+
+    /// Creates `<prefix><PID>-<n><tag>`, with `lo` up.
+    pub fn with_prefix(prefix: &str, tag: &str) -> Netns {
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
-            "mlv{}-{}{tag}",
+            "{prefix}{}-{}{tag}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
@@ -224,9 +230,19 @@ impl Metro {
     }
 
     /// Sends SIGINT and collects the output.
-    pub fn stop(mut self) -> MetroOutput {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+    pub fn stop(self) -> MetroOutput {
+        self.stop_with(Signal::SIGINT)
+    }
+
+    /// Sends `sig` and collects the output. (`ip netns exec` execs metro: the child is metro.)
+    pub fn stop_with(mut self, sig: Signal) -> MetroOutput {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
         self.wait(Duration::from_secs(15))
+    }
+
+    /// metro's standard error so far.
+    pub fn stderr_now(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
     }
 
     /// Waits for metro to exit by itself.
