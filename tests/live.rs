@@ -296,29 +296,7 @@ fn rtt_matches_the_kernel_and_the_delay_line() {
     let cli = Netns::new("c");
     let mid = Netns::new("m");
     let srv = Netns::new("s");
-    let (cli_mac, srv_mac) = ("02:00:00:00:02:01", "02:00:00:00:02:02");
-    veth(&cli, "eth0", cli_mac, &mid, "c0", "02:00:00:00:02:11");
-    veth(&mid, "s0", "02:00:00:00:02:12", &srv, "eth0", srv_mac);
-    for ns in [&cli, &mid, &srv] {
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
-    }
-    for (ns, me, peer, peer_mac) in [(&cli, CLI, SRV, srv_mac), (&srv, SRV, CLI, cli_mac)] {
-        ns.ip(&["addr", "add", &format!("{me}/24"), "dev", "eth0"]);
-        ns.ip(&[
-            "neigh",
-            "replace",
-            peer,
-            "lladdr",
-            peer_mac,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ]);
-        // A new connection must not start from the RTT a previous run left in the cache.
-        ns.sysctl("net.ipv4.tcp_no_metrics_save=1");
-    }
+    wire_three(&cli, &mid, &srv, CLI, SRV);
     // Request/response: 64 bytes each way; bulk: a sink.
     let (ready_tx, ready_rx) = mpsc::channel();
     for (port, bulk) in [(7001u16, false), (7002, true)] {

@@ -140,6 +140,39 @@ impl Drop for Netns {
     }
 }
 
+/// Wires three namespaces as `cli — mid — srv` for a delay line in `mid`: veths with fixed MACs
+/// (`eth0` in `cli` and `srv`, `c0` and `s0` in `mid`), IPv6 off, `cli_ip` and `srv_ip` in one
+/// /24 on the two `eth0`s, permanent neighbour entries (without them ARP would cross the delay
+/// line too, and the first exchange would pay twice), and no cached TCP metrics (a new connection
+/// must not start from the RTT a previous run left behind).
+pub fn wire_three(cli: &Netns, mid: &Netns, srv: &Netns, cli_ip: &str, srv_ip: &str) {
+    let (cli_mac, srv_mac) = ("02:00:00:00:02:01", "02:00:00:00:02:02");
+    veth(cli, "eth0", cli_mac, mid, "c0", "02:00:00:00:02:11");
+    veth(mid, "s0", "02:00:00:00:02:12", srv, "eth0", srv_mac);
+    for ns in [cli, mid, srv] {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
+    }
+    for (ns, me, peer, peer_mac) in [
+        (cli, cli_ip, srv_ip, srv_mac),
+        (srv, srv_ip, cli_ip, cli_mac),
+    ] {
+        ns.ip(&["addr", "add", &format!("{me}/24"), "dev", "eth0"]);
+        ns.ip(&[
+            "neigh",
+            "replace",
+            peer,
+            "lladdr",
+            peer_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+        ns.sysctl("net.ipv4.tcp_no_metrics_save=1");
+    }
+}
+
 /// Connects `a:ia` and `b:ib` with a veth pair created directly inside the namespaces, sets fixed
 /// MACs and brings both ends up.
 pub fn veth(a: &Netns, ia: &str, mac_a: &str, b: &Netns, ib: &str, mac_b: &str) {
