@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use crate::capture::ring::prefetch;
 use crate::capture::{Frame, LinkType};
-use crate::decode::{self, Addr, Skip};
+use crate::decode::{self, Addr};
 use crate::flow::{FlowKey, FlowTable, TableStats, Ttl};
 use crate::report::merge::{IntervalStats, PairKey};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, SegPool};
@@ -213,12 +213,6 @@ impl Worker {
     /// The worker's number.
     pub fn id(&self) -> usize {
         self.id
-    }
-
-    /// Counts a frame that never reached decoding (for example, an unknown link type).
-    pub fn skip(&mut self, why: Skip) {
-        self.stats.counters.packets += 1;
-        self.stats.counters.skipped[why.index()] += 1;
     }
 
     /// Processes one frame. Its effects may be applied a few frames later (see `LOOKAHEAD`);
