@@ -138,6 +138,19 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub interval: Duration,
 
+    /// Live: bytes per ring block (a multiple of the page size) [default: 1048576].
+    #[arg(long, value_name = "BYTES", requires = "interface", value_parser = clap::value_parser!(u32).range(4096..=1 << 28))]
+    pub ring_block_size: Option<u32>,
+
+    /// Live: blocks per worker's ring [default: 16].
+    #[arg(long, value_name = "N", requires = "interface", value_parser = clap::value_parser!(u32).range(2..=65536))]
+    pub ring_blocks: Option<u32>,
+
+    /// Live: milliseconds the kernel waits before handing over a block that is not full
+    /// [default: 10]; it delays delivery only, never timestamps.
+    #[arg(long, value_name = "MS", requires = "interface", value_parser = clap::value_parser!(u64).range(1..=60000))]
+    pub ring_block_timeout: Option<u64>,
+
     /// Diagnostic, live: at exit, print the flows each worker holds as JSON lines
     /// {"type":"flow","worker":W,"a":…,"aport":…,"b":…,"bport":…}.
     #[arg(long, requires = "interface")]
@@ -303,6 +316,7 @@ mod tests {
     #[test]
     fn defaults_are_go_metros() {
         let c = parse(&[]);
+        assert_eq!(c.ring_blocks, None);
         assert_eq!(c.cfg, PathBuf::from("/etc/dd-agent/checks.d/go-metro.yaml"));
         assert_eq!(c.log, PathBuf::from("/var/log/datadog/go-metro.log"));
         assert_eq!(c.filter, "tcp");
@@ -330,6 +344,25 @@ mod tests {
             assert_eq!(c.filter, "tcp", "{args:?}");
             assert!(c.st, "{args:?}");
         }
+    }
+
+    #[test]
+    fn live_ring_sizes_take_both_styles_and_need_an_interface() {
+        let c = parse(&[
+            "--interface",
+            "eth0",
+            "-ring-block-size=2097152",
+            "--ring-blocks",
+            "8",
+            "-ring-block-timeout",
+            "20",
+        ]);
+        assert_eq!(
+            (c.ring_block_size, c.ring_blocks, c.ring_block_timeout),
+            (Some(2 << 20), Some(8), Some(20))
+        );
+        assert!(Cli::parse_args(["metro", "--ring-blocks", "8"]).is_err());
+        assert!(Cli::parse_args(["metro", "--interface", "eth0", "--ring-blocks", "1"]).is_err());
     }
 
     #[test]
@@ -378,7 +411,7 @@ mod tests {
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -dump-flows, -local, -workers, -format, -samples (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -format, -samples (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(

@@ -23,7 +23,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::live::DutyCycle;
+use crate::live::{DutyCycle, RingConfig};
 use crate::worker::Net;
 
 /// Where go-metro looks for its configuration when `-cfg` is not given.
@@ -127,6 +127,9 @@ pub struct InitConfig {
     /// metro: refuse an empty or only-local whitelist, as go-metro does. Default true; a gateway,
     /// which forwards other hosts' traffic, sets it to false.
     pub require_whitelist: bool,
+    /// metro: each live worker's TPACKET_V3 ring (`ring_block_size` bytes, `ring_blocks`,
+    /// `ring_block_timeout` ms). Defaults in [`RingConfig::default`].
+    pub ring: RingConfig,
 }
 
 impl Default for InitConfig {
@@ -144,6 +147,7 @@ impl Default for InitConfig {
             max_flows: crate::worker::WorkerConfig::default().max_flows,
             percentile_gauges: false,
             require_whitelist: true,
+            ring: RingConfig::default(),
         }
     }
 }
@@ -275,6 +279,9 @@ struct RawInit {
     max_flows: S<i64>,
     percentile_gauges: S<bool>,
     require_whitelist: S<bool>,
+    ring_block_size: S<i64>,
+    ring_blocks: S<i64>,
+    ring_block_timeout: S<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -304,6 +311,9 @@ const INIT_KEYS: &[&str] = &[
     "max_flows",
     "percentile_gauges",
     "require_whitelist",
+    "ring_block_size",
+    "ring_blocks",
+    "ring_block_timeout",
 ];
 const INSTANCE_KEYS: &[&str] = &[
     "interface",
@@ -603,6 +613,42 @@ fn init_config(
             ));
         }
         c.max_flows = n as usize;
+    }
+    if let Some(v) = &raw.ring_block_size {
+        let n = non_negative(path, "init_config.ring_block_size", v)?;
+        if !(4096..=1 << 28).contains(&n) || n % 4096 != 0 {
+            return Err(ConfigError::at(
+                path,
+                line_of(v),
+                "init_config.ring_block_size",
+                format!("{n} is not a multiple of 4096 bytes between 4096 and 268435456"),
+            ));
+        }
+        c.ring.block_size = n as u32;
+    }
+    if let Some(v) = &raw.ring_blocks {
+        let n = non_negative(path, "init_config.ring_blocks", v)?;
+        if !(2..=65_536).contains(&n) {
+            return Err(ConfigError::at(
+                path,
+                line_of(v),
+                "init_config.ring_blocks",
+                format!("{n} is outside 2 to 65536 blocks per ring"),
+            ));
+        }
+        c.ring.block_count = n as u32;
+    }
+    if let Some(v) = &raw.ring_block_timeout {
+        let n = non_negative(path, "init_config.ring_block_timeout", v)?;
+        if !(1..=60_000).contains(&n) {
+            return Err(ConfigError::at(
+                path,
+                line_of(v),
+                "init_config.ring_block_timeout",
+                format!("{n} is outside 1 to 60000 ms"),
+            ));
+        }
+        c.ring.block_timeout = Duration::from_millis(n);
     }
     if let Some(v) = &raw.percentile_gauges {
         c.percentile_gauges = v.value;
@@ -930,6 +976,9 @@ init_config:
     max_flows: 4096
     percentile_gauges: on
     require_whitelist: true
+    ring_block_size: 2097152
+    ring_blocks: 8
+    ring_block_timeout: 20
 
 instances:
   - interface: eth0
@@ -966,6 +1015,14 @@ instances:
         assert_eq!(i.max_flows, 4096);
         assert!(i.percentile_gauges);
         assert!(i.require_whitelist);
+        assert_eq!(
+            i.ring,
+            RingConfig {
+                block_size: 2 << 20,
+                block_count: 8,
+                block_timeout: Duration::from_millis(20),
+            }
+        );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
         assert_eq!(c.instances.len(), 2);
@@ -981,7 +1038,7 @@ instances:
         assert_eq!(a.ips[1].net, "10.0.0.0/8".parse().unwrap());
         assert_eq!(a.hosts, vec!["somehost.example"]);
         assert_eq!(a.duty, None);
-        assert_eq!(a.line, 16);
+        assert_eq!(a.line, 19);
 
         let b = &c.instances[1];
         assert_eq!(b.source, Source::File("/tmp/x.pcap".into()));

@@ -37,7 +37,7 @@ use crate::cli::{exit, Cli};
 use crate::config::{self, msg, Config, ConfigError, Instance, Source};
 use crate::decode::{Addr, Skip};
 use crate::flow::Ttl;
-use crate::live::{self, IntervalReport, KernelStats, LiveConfig, RingConfig};
+use crate::live::{self, IntervalReport, KernelStats, LiveConfig};
 use crate::logging::{Logger, CRITICAL};
 use crate::report::statsd::{Names, QueueSink, Reporter, ReporterConfig, QUEUE_METRICS};
 use crate::report::Merged;
@@ -427,7 +427,7 @@ impl Daemon {
         let cfg = LiveConfig {
             interface: iface.clone(),
             workers: init.workers,
-            ring: RingConfig::default(),
+            ring: init.ring,
             snaplen: init.snaplen,
             // go-metro: SetPromisc(false).
             promiscuous: false,

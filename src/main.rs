@@ -118,6 +118,15 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     cfg.interval = cli.interval;
     cfg.duration = cli.duration;
     cfg.dump_flows = cli.dump_flows;
+    if let Some(b) = cli.ring_block_size {
+        cfg.ring.block_size = b;
+    }
+    if let Some(n) = cli.ring_blocks {
+        cfg.ring.block_count = n;
+    }
+    if let Some(ms) = cli.ring_block_timeout {
+        cfg.ring.block_timeout = std::time::Duration::from_millis(ms);
+    }
     cfg.expression = Some(cli.filter.clone());
     cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
 
