@@ -156,6 +156,29 @@ fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
     }
 }
 
+/// Writes go-metro's scp capture into the FIFO a running metro reads as a file instance, lets it
+/// run, stops it with SIGTERM, and checks that it exited 0 with every packet and sample counted.
+/// Returns its log.
+fn feed_scp_then_stop(child: Child, fifo: &Path, pcap: &Path) -> String {
+    let mut w = fs::OpenOptions::new().write(true).open(fifo).unwrap();
+    w.write_all(&fs::read(pcap).unwrap()).unwrap();
+    w.flush().unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    drop(w);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains(&format!(
+            "{}: 657 packets, 167 RTT samples reported",
+            fifo.display()
+        )),
+        "every packet is still counted: {log}"
+    );
+    log
+}
+
 const RTT_METRICS: [&str; 3] = [
     "system.net.tcp.rtt.avg",
     "system.net.tcp.rtt.jitter",
@@ -451,22 +474,7 @@ fn receiver_down_capture_goes_on_and_errors_are_counted() {
         ),
     );
     let child = spawn_metro(&["-cfg", cfg.to_str().unwrap()]);
-    let mut w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    w.write_all(&fs::read(&pcap).unwrap()).unwrap();
-    w.flush().unwrap();
-    thread::sleep(Duration::from_millis(1500));
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let out = wait_with_timeout(child, Duration::from_secs(10));
-    drop(w);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains(&format!(
-            "{}: 657 packets, 167 RTT samples reported",
-            fifo.display()
-        )),
-        "every packet is still counted: {log}"
-    );
+    let log = feed_scp_then_stop(child, &fifo, &pcap);
     let line = log
         .lines()
         .find(|l| l.contains("statsd (file): "))
@@ -523,23 +531,8 @@ fn firewalled_receiver_drops_are_counted_and_capture_goes_on() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    w.write_all(&fs::read(&pcap).unwrap()).unwrap();
-    w.flush().unwrap();
-    thread::sleep(Duration::from_millis(1500));
     // `ip netns exec` execs metro, so the child's pid is metro's.
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let out = wait_with_timeout(child, Duration::from_secs(10));
-    drop(w);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains(&format!(
-            "{}: 657 packets, 167 RTT samples reported",
-            fifo.display()
-        )),
-        "{log}"
-    );
+    let log = feed_scp_then_stop(child, &fifo, &pcap);
     let line = log.lines().find(|l| l.contains("statsd (file): ")).unwrap();
     // A drop in the output hook fails the send itself (EPERM): nothing leaves, all is counted.
     assert!(line.contains(": 0 metrics sent in 0 datagrams"), "{line}");

@@ -359,18 +359,7 @@ fn hundred_thousand_packets_a_second_for_ten_seconds_without_loss() {
     let _g = heavy();
     let a = Netns::new("a");
     let b = Netns::new("b");
-    for ns in [&a, &b] {
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
-    }
-    veth(
-        &a,
-        "eth0",
-        "02:00:00:00:03:01",
-        &b,
-        "eth0",
-        "02:00:00:00:03:02",
-    );
+    wire_two(&a, &b);
     // The frames are addressed to another MAC, so b's stack drops them after the capture taps.
     let metro = Metro::start(
         &b,
@@ -480,18 +469,7 @@ fn interface_down_up_is_survived_and_removal_ends_the_run() {
     let _g = heavy();
     let a = Netns::new("a");
     let b = Netns::new("b");
-    for ns in [&a, &b] {
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
-    }
-    veth(
-        &a,
-        "eth0",
-        "02:00:00:00:04:01",
-        &b,
-        "eth0",
-        "02:00:00:00:04:02",
-    );
+    wire_two(&a, &b);
     let mut metro = Metro::start(
         &b,
         &[

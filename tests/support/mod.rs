@@ -140,6 +140,26 @@ impl Drop for Netns {
     }
 }
 
+/// Turns IPv6 off in a namespace, so router solicitations and MLD stay out of captures.
+pub fn disable_ipv6(ns: &Netns) {
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
+    ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
+}
+
+/// Joins two namespaces with a veth pair, `eth0` in both (fixed MACs), with IPv6 off.
+pub fn wire_two(a: &Netns, b: &Netns) {
+    disable_ipv6(a);
+    disable_ipv6(b);
+    veth(
+        a,
+        "eth0",
+        "02:00:00:00:03:01",
+        b,
+        "eth0",
+        "02:00:00:00:03:02",
+    );
+}
+
 /// Wires three namespaces as `cli — mid — srv` for a delay line in `mid`: veths with fixed MACs
 /// (`eth0` in `cli` and `srv`, `c0` and `s0` in `mid`), IPv6 off, `cli_ip` and `srv_ip` in one
 /// /24 on the two `eth0`s, permanent neighbour entries (without them ARP would cross the delay
@@ -150,8 +170,7 @@ pub fn wire_three(cli: &Netns, mid: &Netns, srv: &Netns, cli_ip: &str, srv_ip: &
     veth(cli, "eth0", cli_mac, mid, "c0", "02:00:00:00:02:11");
     veth(mid, "s0", "02:00:00:00:02:12", srv, "eth0", srv_mac);
     for ns in [cli, mid, srv] {
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
+        disable_ipv6(ns);
     }
     for (ns, me, peer, peer_mac) in [
         (cli, cli_ip, srv_ip, srv_mac),
