@@ -354,12 +354,20 @@ const MAX_VLAN_TAGS: usize = 4;
 ///
 /// `wire_len` is the frame's original length; it is used only when the IP header's own length
 /// is zero (TSO/GRO super-frames captured on Linux may carry a zero IPv4 total length).
+#[inline(always)]
 pub fn decode(link: LinkType, data: &[u8], wire_len: u32) -> Result<Segment<'_>, Skip> {
     if link == LinkType::Ethernet {
         if let Some(seg) = eth_ipv4_tcp(data) {
             return Ok(seg);
         }
     }
+    decode_general(link, data, wire_len)
+}
+
+/// Every link type and every header layout, with the reason when a frame is skipped. Kept out
+/// of line so that the fast path stays small where it is inlined.
+#[inline(never)]
+fn decode_general(link: LinkType, data: &[u8], wire_len: u32) -> Result<Segment<'_>, Skip> {
     let (l3, ethertype) = match link {
         LinkType::Ethernet => ethernet(data)?,
         LinkType::Raw => (0, version_ethertype(data)?),
@@ -412,7 +420,7 @@ pub fn decode(link: LinkType, data: &[u8], wire_len: u32) -> Result<Segment<'_>,
 /// The common case read in place: untagged Ethernet, IPv4 without options, not a fragment, TCP
 /// with its header complete. Anything else (or anything odd) returns `None`, and the general
 /// walk decides, with the precise reason to skip.
-#[inline]
+#[inline(always)]
 fn eth_ipv4_tcp(data: &[u8]) -> Option<Segment<'_>> {
     use eth_ipv4 as f;
     let fixed = data.get(..f::TCP + field::OPTIONS)?;

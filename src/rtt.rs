@@ -24,6 +24,8 @@
 //!
 //! This module knows nothing of addresses, histograms or output: it turns segments into samples.
 
+use crate::decode::flags;
+
 /// Which rule produced a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -57,21 +59,73 @@ pub struct Sample {
     pub jitter_ns: Option<u64>,
 }
 
-/// The TCP facts about one packet that the estimator needs.
+/// The TCP facts about one packet that the estimator needs, kept flat (no `Option`s): the
+/// worker queues a few of them and fills them straight from the header.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Packet {
     /// Sequence number.
     pub seq: u32,
     /// Sequence space used (payload + SYN + FIN).
     pub seq_len: u32,
-    /// Acknowledgment number, if the ACK flag is set.
-    pub ack: Option<u32>,
-    /// SYN flag.
-    pub syn: bool,
-    /// RST flag: an RST's payload is not data.
-    pub rst: bool,
-    /// `(TSval, TSecr)` from the timestamp option.
-    pub ts: Option<(u32, u32)>,
+    /// Acknowledgment number, meaningful when the ACK flag is set.
+    pub ack: u32,
+    /// TSval, meaningful when `has_ts`.
+    pub tsval: u32,
+    /// TSecr, meaningful when `has_ts`.
+    pub tsecr: u32,
+    /// The TCP flags byte, as on the wire (see [`crate::decode::flags`]).
+    pub tcp_flags: u8,
+    /// The timestamp option is present.
+    pub has_ts: bool,
+}
+
+impl Packet {
+    /// A packet from its parts: sequence number, sequence space used, the acknowledgment number
+    /// if the ACK flag is set, the SYN and RST flags, and `(TSval, TSecr)` if present.
+    pub fn new(
+        seq: u32,
+        seq_len: u32,
+        ack: Option<u32>,
+        syn: bool,
+        rst: bool,
+        ts: Option<(u32, u32)>,
+    ) -> Packet {
+        let (tsval, tsecr) = ts.unwrap_or((0, 0));
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        Packet {
+            seq,
+            seq_len,
+            ack: ack.unwrap_or(0),
+            tsval,
+            tsecr,
+            tcp_flags: bit(ack.is_some(), flags::ACK) | bit(syn, flags::SYN) | bit(rst, flags::RST),
+            has_ts: ts.is_some(),
+        }
+    }
+
+    /// The acknowledgment number, if the ACK flag is set.
+    #[inline]
+    pub fn ack(&self) -> Option<u32> {
+        (self.tcp_flags & flags::ACK != 0).then_some(self.ack)
+    }
+
+    /// TSecr, if the timestamp option is present.
+    #[inline]
+    pub fn tsecr(&self) -> Option<u32> {
+        self.has_ts.then_some(self.tsecr)
+    }
+
+    /// True when the SYN flag is set.
+    #[inline]
+    pub fn syn(&self) -> bool {
+        self.tcp_flags & flags::SYN != 0
+    }
+
+    /// True when the RST flag is set: an RST's payload is not data.
+    #[inline]
+    pub fn rst(&self) -> bool {
+        self.tcp_flags & flags::RST != 0
+    }
 }
 
 /// Why an ACK that advanced the window gave no sample.
@@ -476,11 +530,12 @@ impl FlowRtt {
         p: &Packet,
         t: u64,
     ) -> Option<Sample> {
-        let sample = match p.ack {
-            Some(ack) => self.halves[side ^ 1].on_ack(pool, ack, t, p.ts.map(|(_, e)| e)),
+        let side = side & 1;
+        let sample = match p.ack() {
+            Some(ack) => self.halves[side ^ 1].on_ack(pool, ack, t, p.tsecr()),
             None => None,
         };
-        if p.seq_len > 0 && !p.rst {
+        if p.seq_len > 0 && !p.rst() {
             self.halves[side].on_data(pool, p, t);
         }
         sample
@@ -542,11 +597,12 @@ impl Half {
     fn on_data(&mut self, pool: &mut SegPool, p: &Packet, t: u64) {
         let seq = p.seq;
         let end = seq.wrapping_add(p.seq_len);
-        let (tsval, tsflag) = match p.ts {
-            Some((v, _)) => (v, slot::TS),
-            None => (0, 0),
+        let (tsval, tsflag) = if p.has_ts {
+            (p.tsval, slot::TS)
+        } else {
+            (0, 0)
         };
-        let syn = if p.syn { slot::SYN } else { 0 };
+        let syn = if p.syn() { slot::SYN } else { 0 };
         let fresh = Slot {
             t,
             end,
@@ -906,25 +962,11 @@ mod tests {
             }
         }
         fn data(&mut self, side: usize, seq: u32, len: u32, t: u64, ts: Option<(u32, u32)>) {
-            let p = Packet {
-                seq,
-                seq_len: len,
-                ack: None,
-                syn: false,
-                rst: false,
-                ts,
-            };
+            let p = Packet::new(seq, len, None, false, false, ts);
             assert_eq!(self.f.on_packet(&mut self.pool, side, &p, t), None);
         }
         fn ack(&mut self, side: usize, ack: u32, t: u64, ts: Option<(u32, u32)>) -> Option<Sample> {
-            let p = Packet {
-                seq: 0,
-                seq_len: 0,
-                ack: Some(ack),
-                syn: false,
-                rst: false,
-                ts,
-            };
+            let p = Packet::new(0, 0, Some(ack), false, false, ts);
             self.f.on_packet(&mut self.pool, side, &p, t)
         }
     }
@@ -936,23 +978,9 @@ mod tests {
     #[test]
     fn handshake_gives_syn_samples_for_both_halves() {
         let mut c = Conv::new();
-        let syn = Packet {
-            seq: 100,
-            seq_len: 1,
-            ack: None,
-            syn: true,
-            rst: false,
-            ts: None,
-        };
+        let syn = Packet::new(100, 1, None, true, false, None);
         assert_eq!(c.f.on_packet(&mut c.pool, C, &syn, 1_000), None);
-        let synack = Packet {
-            seq: 500,
-            seq_len: 1,
-            ack: Some(101),
-            syn: true,
-            rst: false,
-            ts: None,
-        };
+        let synack = Packet::new(500, 1, Some(101), true, false, None);
         let s = c.f.on_packet(&mut c.pool, S, &synack, 21_000);
         assert_eq!(rtt(s), Some((20_000, Method::Syn)));
         let s = c.ack(C, 501, 21_500, None);

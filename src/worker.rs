@@ -171,9 +171,19 @@ struct Parsed {
     packet: Packet,
 }
 
-/// One worker's pipeline state.
+/// One worker's pipeline state: the segments decoded ahead, and the engine that applies them.
 pub struct Worker {
     id: usize,
+    engine: Engine,
+    pending: [Parsed; LOOKAHEAD],
+    /// Where the next decoded segment goes; once the queue is full, also the oldest one.
+    pending_next: usize,
+    pending_len: usize,
+}
+
+/// Everything a segment is applied to. Kept apart from the queue so that a queued segment can
+/// be applied where it lies, without copying it out first.
+struct Engine {
     table: FlowTable<FlowRtt>,
     pool: SegPool,
     local: Vec<Addr>,
@@ -184,9 +194,6 @@ pub struct Worker {
     next_sweep_ns: u64,
     table_seen: TableStats,
     rtt_seen: RttStats,
-    pending: [Parsed; LOOKAHEAD],
-    pending_head: usize,
-    pending_len: usize,
 }
 
 impl Worker {
@@ -194,18 +201,20 @@ impl Worker {
     pub fn new(id: usize, cfg: &WorkerConfig) -> Worker {
         Worker {
             id,
-            table: FlowTable::new(cfg.max_flows, cfg.ttl),
-            pool: SegPool::new(cfg.max_rings),
-            local: cfg.local.clone(),
-            whitelist: cfg.whitelist.clone(),
-            keep_samples: cfg.keep_samples,
-            stats: IntervalStats::default(),
-            samples: Vec::new(),
-            next_sweep_ns: 0,
-            table_seen: TableStats::default(),
-            rtt_seen: RttStats::default(),
+            engine: Engine {
+                table: FlowTable::new(cfg.max_flows, cfg.ttl),
+                pool: SegPool::new(cfg.max_rings),
+                local: cfg.local.clone(),
+                whitelist: cfg.whitelist.clone(),
+                keep_samples: cfg.keep_samples,
+                stats: IntervalStats::default(),
+                samples: Vec::new(),
+                next_sweep_ns: 0,
+                table_seen: TableStats::default(),
+                rtt_seen: RttStats::default(),
+            },
             pending: [Parsed::default(); LOOKAHEAD],
-            pending_head: 0,
+            pending_next: 0,
             pending_len: 0,
         }
     }
@@ -220,7 +229,7 @@ impl Worker {
     /// [`Worker::flow_keys`]) first applies what is pending.
     #[inline]
     pub fn handle(&mut self, link: LinkType, frame: &Frame<'_>) {
-        let c = &mut self.stats.counters;
+        let c = &mut self.engine.stats.counters;
         c.packets += 1;
         let seg = match decode::decode(link, frame.data, frame.wire_len) {
             Ok(s) => s,
@@ -232,45 +241,67 @@ impl Worker {
         c.tcp += 1;
         let (key, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
         let hash = key.hash64();
-        let slot = self.table.slot_addr(hash);
+        let slot = self.engine.table.slot_addr(hash);
         prefetch(slot);
         prefetch(slot.wrapping_add(64));
-        let parsed = Parsed {
-            key,
-            hash,
-            side: side as u8,
-            closing: seg.is_closing(),
-            ts_ns: frame.ts_ns,
-            packet: Packet {
-                seq: seg.seq(),
-                seq_len: seg.seq_len(),
-                ack: seg.has_ack().then(|| seg.ack()),
-                syn: seg.is_syn(),
-                rst: seg.is_rst(),
-                ts: seg.timestamps(),
-            },
-        };
+        // The queue is a ring whose write position, once it is full, holds the oldest segment:
+        // apply that one where it lies, then decode the new one over it.
+        let i = self.pending_next;
         if self.pending_len == LOOKAHEAD {
-            let oldest = self.pending[self.pending_head];
-            self.pending[self.pending_head] = parsed;
-            self.pending_head = (self.pending_head + 1) % LOOKAHEAD;
-            self.apply(&oldest);
+            self.engine.apply(&self.pending[i]);
         } else {
-            self.pending[(self.pending_head + self.pending_len) % LOOKAHEAD] = parsed;
             self.pending_len += 1;
         }
+        self.pending_next = (i + 1) % LOOKAHEAD;
+        let p = &mut self.pending[i];
+        p.key = key;
+        p.hash = hash;
+        p.side = side as u8;
+        p.closing = seg.is_closing();
+        p.ts_ns = frame.ts_ns;
+        let ts = seg.timestamps();
+        let (tsval, tsecr) = ts.unwrap_or((0, 0));
+        p.packet = Packet {
+            seq: seg.seq(),
+            seq_len: seg.seq_len(),
+            ack: seg.ack(),
+            tsval,
+            tsecr,
+            tcp_flags: seg.flags(),
+            has_ts: ts.is_some(),
+        };
     }
 
     /// Applies every pending segment.
     pub fn flush(&mut self) {
         while self.pending_len > 0 {
-            let p = self.pending[self.pending_head];
-            self.pending_head = (self.pending_head + 1) % LOOKAHEAD;
+            let i = (self.pending_next + LOOKAHEAD - self.pending_len) % LOOKAHEAD;
+            self.engine.apply(&self.pending[i]);
             self.pending_len -= 1;
-            self.apply(&p);
         }
     }
 
+    /// Hands over the interval's statistics and starts a new interval in `fresh` (a cleared
+    /// [`IntervalStats`], ideally one handed back by the reporter so its memory is reused).
+    pub fn take_interval(&mut self, fresh: IntervalStats) -> IntervalStats {
+        self.flush();
+        self.engine.take_interval(fresh)
+    }
+
+    /// Takes the samples kept since the last call (empty unless `keep_samples`).
+    pub fn drain_samples(&mut self) -> std::vec::Drain<'_, SampleRecord> {
+        self.flush();
+        self.engine.samples.drain(..)
+    }
+
+    /// The keys of the flows the worker tracks now.
+    pub fn flow_keys(&mut self) -> impl Iterator<Item = &FlowKey> {
+        self.flush();
+        self.engine.table.iter().map(|e| e.key())
+    }
+}
+
+impl Engine {
     #[inline]
     fn apply(&mut self, p: &Parsed) {
         let now = p.ts_ns;
@@ -284,7 +315,7 @@ impl Worker {
         if p.closing {
             entry.set_closing();
         }
-        let side = p.side as usize;
+        let side = usize::from(p.side & 1);
         let Some(sample) = entry.value.on_packet(pool, side, &p.packet, now) else {
             return;
         };
@@ -344,8 +375,7 @@ impl Worker {
 
     /// Hands over the interval's statistics and starts a new interval in `fresh` (a cleared
     /// [`IntervalStats`], ideally one handed back by the reporter so its memory is reused).
-    pub fn take_interval(&mut self, mut fresh: IntervalStats) -> IntervalStats {
-        self.flush();
+    fn take_interval(&mut self, mut fresh: IntervalStats) -> IntervalStats {
         fresh.clear();
         let mut done = std::mem::replace(&mut self.stats, fresh);
         let t = self.table.stats();
@@ -366,18 +396,6 @@ impl Worker {
         self.table_seen = t;
         self.rtt_seen = r;
         done
-    }
-
-    /// Takes the samples kept since the last call (empty unless `keep_samples`).
-    pub fn drain_samples(&mut self) -> std::vec::Drain<'_, SampleRecord> {
-        self.flush();
-        self.samples.drain(..)
-    }
-
-    /// The keys of the flows the worker tracks now.
-    pub fn flow_keys(&mut self) -> impl Iterator<Item = &FlowKey> {
-        self.flush();
-        self.table.iter().map(|e| e.key())
     }
 }
 

@@ -82,23 +82,24 @@ impl FlowKey {
     }
 
     /// A fast 64-bit hash of the key; equal for both directions because the key is normalised.
+    ///
+    /// Two folded multiplies (a 64×64→128-bit product whose halves are XORed, as in wyhash and
+    /// aHash) mix every input bit into the whole word: the table takes its slot from the low
+    /// bits and its tag from the high ones.
     #[inline]
     pub fn hash64(&self) -> u64 {
+        #[inline(always)]
+        fn fold(x: u64, y: u64) -> u64 {
+            let p = u128::from(x) * u128::from(y);
+            (p as u64) ^ ((p >> 64) as u64)
+        }
         let a = u128::from_ne_bytes(self.a.0);
         let b = u128::from_ne_bytes(self.b.0);
-        let mut h = 0x9e37_79b9_7f4a_7c15u64;
-        for word in [
-            a as u64,
-            (a >> 64) as u64,
-            b as u64,
-            (b >> 64) as u64,
-            (u64::from(self.a_port) << 16) | u64::from(self.b_port),
-        ] {
-            h = (h ^ word).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            h ^= h >> 29;
-        }
-        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 32)
+        let x = (a as u64) ^ ((a >> 64) as u64).rotate_left(23);
+        let y = (b as u64) ^ ((b >> 64) as u64).rotate_left(41);
+        let ports = (u64::from(self.a_port) << 16) | u64::from(self.b_port);
+        let h = fold(x ^ 0x243f_6a88_85a3_08d3, y ^ 0x1319_8a2e_0370_7344);
+        fold(h ^ ports, 0x9e37_79b9_7f4a_7c15)
     }
 }
 

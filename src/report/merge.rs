@@ -66,6 +66,15 @@ pub struct PairKey {
     pub dst: Addr,
 }
 
+impl PairKey {
+    /// Equality as two wide compares (the derived `==` compares the arrays byte-wise).
+    #[inline]
+    fn same(&self, o: &PairKey) -> bool {
+        u128::from_ne_bytes(self.src.0) == u128::from_ne_bytes(o.src.0)
+            && u128::from_ne_bytes(self.dst.0) == u128::from_ne_bytes(o.dst.0)
+    }
+}
+
 /// Samples of one pair: a histogram plus exact moments.
 #[derive(Clone)]
 pub struct PairHist {
@@ -300,7 +309,7 @@ impl IntervalStats {
     #[inline]
     pub fn record(&mut self, key: PairKey, hint: u16, rtt_ns: u64, jitter_ns: Option<u64>) -> u16 {
         let h = hint as usize;
-        let i = if h != 0 && h <= self.keys.len() && self.keys[h - 1] == key {
+        let i = if h != 0 && h <= self.keys.len() && self.keys[h - 1].same(&key) {
             h - 1
         } else {
             match self.index.get(&key) {
