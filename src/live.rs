@@ -219,6 +219,9 @@ const POLL: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_millis(50);
 /// How often the reporter checks that the interface is still there and up.
 const IFACE_CHECK: Duration = Duration::from_millis(250);
+/// Address updates a worker's queue holds; the reporter sends one at most every `IFACE_CHECK`.
+const LOCAL_UPDATES: usize = 4;
+
 /// Blocks a worker walks before it looks at its channel again.
 const BLOCKS_PER_TURN: usize = 8;
 /// Longest the reporter waits for a worker's interval: a worker answers within one `POLL` plus
@@ -278,12 +281,15 @@ fn validate(cfg: &LiveConfig) -> Result<(), LiveError> {
 struct Lane {
     fresh: Sender<IntervalStats>,
     full: Receiver<IntervalStats>,
+    local: Sender<Vec<Addr>>,
 }
 
 /// What a worker thread holds besides its ring.
 struct Control<'a> {
     fresh: Receiver<IntervalStats>,
     full: Sender<IntervalStats>,
+    /// New local addresses, when the interface's change.
+    local: Receiver<Vec<Addr>>,
     quit: &'a AtomicBool,
     failed: &'a Mutex<Option<String>>,
     grace: Duration,
@@ -371,13 +377,16 @@ pub fn run(
         for (id, ring) in rings.into_iter().enumerate() {
             let (fresh_tx, fresh_rx) = bounded(1);
             let (full_tx, full_rx) = bounded(1);
+            let (local_tx, local_rx) = bounded(LOCAL_UPDATES);
             lanes.push(Lane {
                 fresh: fresh_tx,
                 full: full_rx,
+                local: local_tx,
             });
             let ctl = Control {
                 fresh: fresh_rx,
                 full: full_tx,
+                local: local_rx,
                 quit: &quit,
                 failed: &failed,
                 grace,
@@ -405,9 +414,13 @@ pub fn run(
             }
         }
 
+        let mut iface_addrs = itf.addrs.clone();
+        iface_addrs.sort();
+        iface_addrs.dedup();
         let mut rep = Reporter {
             cfg,
             itf_index: itf.index,
+            iface_addrs,
             socks: &socks,
             lanes,
             spares: Vec::new(),
@@ -497,6 +510,9 @@ fn work(
             }
             walked += 1;
         }
+        if let Ok(local) = ctl.local.try_recv() {
+            w.set_local(local);
+        }
         if let Ok(fresh) = ctl.fresh.try_recv() {
             // The reporter waits for this reply; it only hangs up when it is gone itself.
             let _ = ctl.full.send(w.take_interval(fresh));
@@ -556,6 +572,8 @@ fn duty_phase(d: DutyCycle, since: Duration) -> (bool, Duration) {
 struct Reporter<'a> {
     cfg: &'a LiveConfig,
     itf_index: u32,
+    /// The interface's addresses as last read, sorted.
+    iface_addrs: Vec<IpAddr>,
     socks: &'a [Arc<PacketSocket>],
     lanes: Vec<Lane>,
     spares: Vec<IntervalStats>,
@@ -588,7 +606,11 @@ impl Reporter<'_> {
             }
             if now >= next_check {
                 next_check = now + IFACE_CHECK;
-                match iface::status(name, self.itf_index) {
+                let (status, addrs) = iface::status(name, self.itf_index);
+                if let Some(addrs) = addrs {
+                    self.update_local(addrs);
+                }
+                match status {
                     Status::Up if !link_up => {
                         info!("interface {name} is up again: capture resumed");
                         link_up = true;
@@ -633,6 +655,39 @@ impl Reporter<'_> {
             }
             thread::sleep(until.saturating_duration_since(Instant::now()).min(TICK));
         }
+    }
+
+    /// Hands the workers the interface's addresses when they have changed (DHCP, SLAAC's
+    /// temporary IPv6 addresses, an operator's `ip addr add`), so that halves acknowledged by a
+    /// new local address are left out as from the start.
+    fn update_local(&mut self, mut addrs: Vec<IpAddr>) {
+        addrs.sort();
+        addrs.dedup();
+        if addrs == self.iface_addrs {
+            return;
+        }
+        info!(
+            "addresses of {} changed: local addresses now {}",
+            self.cfg.interface,
+            addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut local = self.cfg.worker.local.clone();
+        for a in addrs.iter().map(|ip| Addr::from(*ip)) {
+            if !local.contains(&a) {
+                local.push(a);
+            }
+        }
+        for (id, lane) in self.lanes.iter().enumerate() {
+            if lane.local.try_send(local.clone()).is_err() {
+                // Workers read their queue at every loop turn; a full one means a worker stalled.
+                warn!("worker {id} has not taken the previous address update yet");
+            }
+        }
+        self.iface_addrs = addrs;
     }
 
     /// Pauses or resumes a duty cycle's capture by swapping the sockets' filters.

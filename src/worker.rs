@@ -272,6 +272,13 @@ impl Worker {
         };
     }
 
+    /// Replaces the local addresses (the interface's changed): halves they acknowledge are not
+    /// reported from the next segment on.
+    pub fn set_local(&mut self, local: Vec<Addr>) {
+        self.flush();
+        self.engine.local = local;
+    }
+
     /// Applies every pending segment.
     pub fn flush(&mut self) {
         while self.pending_len > 0 {

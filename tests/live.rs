@@ -521,3 +521,87 @@ fn interface_down_up_is_survived_and_removal_ends_the_run() {
     );
     mark_ran(NAME);
 }
+
+/// Local addresses follow the interface: an address added while metro runs is local from then
+/// on. A connection from it to a server on the other end of the veth is reported towards the
+/// server, and its other half (the new local address acknowledging the server's data, which is
+/// only this host's ACK delay) is left out, as for the addresses the interface had at start.
+#[test]
+fn an_address_added_mid_run_is_local_from_then_on() {
+    const NAME: &str = "an_address_added_mid_run_is_local_from_then_on";
+    if !root_or_skip(NAME) {
+        return;
+    }
+    let _g = heavy();
+    let a = Netns::new("la");
+    let b = Netns::new("lb");
+    wire_two(&a, &b);
+    a.ip(&["addr", "add", "10.82.0.1/24", "dev", "eth0"]);
+    b.ip(&["addr", "add", "10.82.0.2/24", "dev", "eth0"]);
+    let server = echo_server(&b, vec!["10.82.0.2:7000".parse().unwrap()]);
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+
+    let mut metro = Metro::start(
+        &a,
+        &[
+            "--interface",
+            "eth0",
+            "--format",
+            "json",
+            "--interval",
+            "600",
+        ],
+    );
+    a.ip(&["addr", "add", "10.82.0.9/24", "dev", "eth0"]);
+    // Connections to the server now leave from the new address.
+    a.ip(&[
+        "route",
+        "replace",
+        "10.82.0.2/32",
+        "dev",
+        "eth0",
+        "src",
+        "10.82.0.9",
+    ]);
+    metro.wait_stderr(
+        "addresses of eth0 changed: local addresses now 10.82.0.1, 10.82.0.9",
+        Duration::from_secs(5),
+    );
+    let client = a.spawn(|| {
+        let to: SocketAddr = "10.82.0.2:7000".parse().unwrap();
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+        c.set_nodelay(true).unwrap();
+        assert_eq!(c.local_addr().unwrap().ip().to_string(), "10.82.0.9");
+        for i in 0..20u8 {
+            c.write_all(&[i; 200]).unwrap();
+            let mut b = [0u8; 200];
+            c.read_exact(&mut b).unwrap();
+            thread::sleep(Duration::from_millis(5));
+        }
+    });
+    client.join().expect("client");
+    thread::sleep(Duration::from_millis(300));
+    let out = metro.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let pairs = lines_of(&out.stdout, "pair");
+    let towards = |dst: &str| {
+        pairs
+            .iter()
+            .filter(|p| p["dst"] == dst)
+            .map(|p| p["samples"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    // The handshake's SYN/ACK and 20 requests, each acknowledged by the server.
+    assert!(
+        towards("10.82.0.2") >= 21,
+        "towards the server: {pairs:?}\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        towards("10.82.0.9"),
+        0,
+        "halves acknowledged by the new local address must not be reported: {pairs:?}"
+    );
+    assert_eq!(towards("10.82.0.1"), 0, "{pairs:?}");
+    mark_ran(NAME);
+}

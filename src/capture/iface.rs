@@ -139,26 +139,37 @@ pub fn lookup(name: &str) -> Result<Interface, IfaceError> {
     Ok(iface)
 }
 
-/// Whether the interface with `name` and `index` is still there, and up.
-pub fn status(name: &str, index: u32) -> Status {
+/// Whether the interface with `name` and `index` is still there, and up, and its addresses now
+/// (`None` when they cannot be read this time).
+pub fn status(name: &str, index: u32) -> (Status, Option<Vec<IpAddr>>) {
     match if_nametoindex(name) {
         Ok(i) if i == index => {}
-        _ => return Status::Gone,
+        _ => return (Status::Gone, None),
     }
     let Ok(list) = getifaddrs() else {
         // Cannot tell: assume nothing changed rather than report a false outage.
-        return Status::Up;
+        return (Status::Up, None);
     };
-    for ifa in list {
-        if ifa.interface_name == name {
-            return if ifa.flags.contains(InterfaceFlags::IFF_UP) {
-                Status::Up
-            } else {
-                Status::Down
-            };
+    let mut found = None;
+    let mut addrs = Vec::new();
+    for ifa in list.filter(|a| a.interface_name == name) {
+        found = Some(if ifa.flags.contains(InterfaceFlags::IFF_UP) {
+            Status::Up
+        } else {
+            Status::Down
+        });
+        if let Some(a) = ifa.address {
+            if let Some(v4) = a.as_sockaddr_in() {
+                addrs.push(IpAddr::V4(v4.ip()));
+            } else if let Some(v6) = a.as_sockaddr_in6() {
+                addrs.push(IpAddr::V6(v6.ip()));
+            }
         }
     }
-    Status::Gone
+    match found {
+        Some(s) => (s, Some(addrs)),
+        None => (Status::Gone, None),
+    }
 }
 
 #[cfg(test)]
@@ -182,7 +193,9 @@ mod tests {
         let lo = lookup("lo").unwrap();
         assert_eq!(lo.framing().unwrap().0, LinkType::Ethernet);
         assert!(lo.addrs.contains(&"127.0.0.1".parse().unwrap()), "{lo:?}");
-        assert_eq!(status("lo", lo.index), Status::Up);
-        assert_eq!(status("lo", lo.index + 1000), Status::Gone);
+        let (st, addrs) = status("lo", lo.index);
+        assert_eq!(st, Status::Up);
+        assert!(addrs.unwrap().contains(&"127.0.0.1".parse().unwrap()));
+        assert_eq!(status("lo", lo.index + 1000), (Status::Gone, None));
     }
 }
