@@ -3,7 +3,9 @@
 //! Every capture socket runs this program in the kernel before a frame is copied into its ring,
 //! so frames metro would skip anyway never cost a copy. The program keeps:
 //! - TCP over IPv4, and TCP over IPv6 when TCP is the first next header or follows a fragment
-//!   header (as tcpdump's `tcp` does);
+//!   header (as tcpdump's `tcp` does); IPv6 whose first next header is a hop-by-hop, routing or
+//!   destination options header is kept too, whatever it carries, because classic BPF cannot
+//!   walk a chain of them: the decoder walks it and counts what is not TCP;
 //! - on Ethernet, frames with no VLAN tag or with one 802.1Q / 802.1ad tag;
 //! - never a packet from or to 127.0.0.1 or ::1 (go-metro's `not host 127.0.0.1`);
 //! - with a whitelist, only packets whose source or destination lies in one of its ranges.
@@ -117,6 +119,12 @@ const ETHERTYPE_VLAN: u32 = 0x8100;
 const ETHERTYPE_QINQ: u32 = 0x88a8;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_FRAGMENT: u32 = 44;
+/// IPv6 extension headers that may come before TCP and that the filter leaves to the decoder.
+const IPV6_EXT_HEADERS: [u32; 3] = [
+    0,  // hop-by-hop options
+    43, // routing
+    60, // destination options
+];
 const LOOPBACK_V4: u32 = 0x7f00_0001;
 
 #[derive(Clone, Copy)]
@@ -368,6 +376,9 @@ pub fn compile(
     let v6_tcp = a.label();
     a.ld_ind(op::B, field::V6_NEXT);
     a.jeq(IPPROTO_TCP, Some(v6_tcp), None);
+    for ext in IPV6_EXT_HEADERS {
+        a.jeq(ext, Some(v6_tcp), None);
+    }
     let frag = a.label();
     a.jeq(IPPROTO_FRAGMENT, Some(frag), None);
     a.ret(0);
@@ -631,6 +642,19 @@ mod tests {
         assert_eq!(run(&p, &eth(0x86dd, true, &v6)), 256);
         let frag = ipv6(44, "2001:db8::1", "2001:db8::2");
         assert_eq!(run(&p, &eth(0x86dd, false, &frag)), 256);
+        // Extension header chains are left to the decoder; other next headers are dropped.
+        for next in [0, 43, 60] {
+            let ext = ipv6(next, "2001:db8::1", "2001:db8::2");
+            assert_eq!(
+                run(&p, &eth(0x86dd, false, &ext)),
+                256,
+                "next header {next}"
+            );
+        }
+        let udp = ipv6(17, "2001:db8::1", "2001:db8::2");
+        assert_eq!(run(&p, &eth(0x86dd, false, &udp)), 0);
+        let lo = ipv6(0, "::1", "::1");
+        assert_eq!(run(&p, &eth(0x86dd, false, &lo)), 0);
     }
 
     #[test]
