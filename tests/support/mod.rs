@@ -457,6 +457,52 @@ pub fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32) -
 pub struct DelayLine {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Per direction, what the thread measured since the last [`DelayLine::lateness`].
+    stats: Vec<Arc<Mutex<LineStats>>>,
+}
+
+/// What one direction of a delay line measured.
+#[derive(Default)]
+struct LineStats {
+    /// Send time minus deadline, ns, per frame (0 when on time or early).
+    late_ns: Vec<u64>,
+    /// The thread's involuntary context switches and page faults (minor + major) so far.
+    nivcsw: u64,
+    faults: u64,
+}
+
+/// How late a delay line sent its frames (send time − deadline), per direction.
+pub struct Lateness(Vec<(String, Vec<u64>, u64, u64)>);
+
+impl std::fmt::Display for Lateness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (dir, late, nivcsw, faults)) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            let q = |p: f64| -> f64 {
+                if late.is_empty() {
+                    0.0
+                } else {
+                    late[((late.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+                }
+            };
+            let over = |us: u64| late.iter().filter(|&&l| l > us * 1000).count();
+            write!(
+                f,
+                "{dir}: {} frames late by p50 {:.1} µs, p99 {:.1}, p99.9 {:.1}, max {:.1}; \
+                 >100 µs {}, >1 ms {}; {nivcsw} preemptions, {faults} page faults",
+                late.len(),
+                q(0.5),
+                q(0.99),
+                q(0.999),
+                q(1.0),
+                over(100),
+                over(1000),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl DelayLine {
@@ -464,7 +510,10 @@ impl DelayLine {
     pub fn start(ns: &Netns, a: &str, b: &str, rtt: Duration) -> DelayLine {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let mut stats = Vec::new();
         for (from, to) in [(a, b), (b, a)] {
+            let st = Arc::new(Mutex::new(LineStats::default()));
+            stats.push(Arc::clone(&st));
             let (from, to, stop) = (from.to_string(), to.to_string(), Arc::clone(&stop));
             let (tx, rx) = std::sync::mpsc::channel();
             threads.push(ns.spawn(move || {
@@ -481,12 +530,36 @@ impl DelayLine {
                 );
                 setsockopt(&rx_fd, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
                 let _ = tx.send(());
-                delay_loop(&rx_fd, &tx_fd, rtt / 2, &stop);
+                delay_loop(&rx_fd, &tx_fd, rtt / 2, &stop, &st);
             }));
             rx.recv_timeout(Duration::from_secs(5))
                 .expect("delay line ready");
         }
-        DelayLine { stop, threads }
+        DelayLine {
+            stop,
+            threads,
+            stats,
+        }
+    }
+
+    /// The lateness of the frames sent since the last call, per direction (`a>b`, then `b>a`),
+    /// with each thread's involuntary context switches and page faults over the same time.
+    pub fn lateness(&self) -> Lateness {
+        Lateness(
+            self.stats
+                .iter()
+                .zip(["a>b", "b>a"])
+                .map(|(st, dir)| {
+                    let mut st = st.lock().unwrap();
+                    let mut late = std::mem::take(&mut st.late_ns);
+                    late.sort_unstable();
+                    let r = (dir.to_string(), late, st.nivcsw, st.faults);
+                    st.nivcsw = 0;
+                    st.faults = 0;
+                    r
+                })
+                .collect(),
+        )
     }
 }
 
@@ -506,7 +579,25 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-fn delay_loop(rx: &OwnedFd, tx: &OwnedFd, delay: Duration, stop: &AtomicBool) {
+/// The calling thread's involuntary context switches and page faults so far.
+fn thread_usage() -> (u64, u64) {
+    // SAFETY: `rusage` is a plain C struct of integers, for which all-zero bytes are valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a live `rusage` the kernel fills in for the calling thread.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    if r != 0 {
+        return (0, 0);
+    }
+    (ru.ru_nivcsw as u64, (ru.ru_minflt + ru.ru_majflt) as u64)
+}
+
+fn delay_loop(
+    rx: &OwnedFd,
+    tx: &OwnedFd,
+    delay: Duration,
+    stop: &AtomicBool,
+    stats: &Mutex<LineStats>,
+) {
     let delay = delay.as_nanos() as u64;
     // Frames up to a 64 KB GSO super-frame plus the 10-byte virtio header.
     let mut buf = vec![0u8; 70_000];
@@ -515,6 +606,8 @@ fn delay_loop(rx: &OwnedFd, tx: &OwnedFd, delay: Duration, stop: &AtomicBool) {
     let mut last_deadline = 0u64;
     // Sleep in poll until this close to a deadline, then spin: timer slack would make us late.
     const SPIN_NS: u64 = 300_000;
+    let mut late = Vec::with_capacity(1024);
+    let mut usage = thread_usage();
     while !stop.load(Ordering::Relaxed) {
         let now = now_ns();
         let wait_ns = match queue.front() {
@@ -559,12 +652,23 @@ fn delay_loop(rx: &OwnedFd, tx: &OwnedFd, delay: Duration, stop: &AtomicBool) {
             if d > now + SPIN_NS {
                 break;
             }
-            while now_ns() < d {
+            let mut now = now_ns();
+            while now < d {
                 std::hint::spin_loop();
+                now = now_ns();
             }
+            late.push(now - d);
             let (_, frame) = queue.pop_front().unwrap();
             let _ = nix::sys::socket::send(tx.as_raw_fd(), &frame, MsgFlags::empty());
             spare.push(frame);
+        }
+        if !late.is_empty() {
+            let u = thread_usage();
+            let mut st = stats.lock().unwrap();
+            st.late_ns.append(&mut late);
+            st.nivcsw += u.0 - usage.0;
+            st.faults += u.1 - usage.1;
+            usage = u;
         }
     }
 }
