@@ -54,6 +54,8 @@ impl Bed {
                 let Ok(mut c) = c else { break };
                 c.set_nodelay(true).unwrap();
                 thread::spawn(move || {
+                    // Its time to answer is part of every RTT measured: real-time if it may.
+                    realtime_or_say("test server", RT_SERVER);
                     let mut b = [0u8; MSG];
                     while c.read_exact(&mut b).is_ok() && c.write_all(&b).is_ok() {}
                 });
