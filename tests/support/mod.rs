@@ -7,7 +7,11 @@
 //!
 //! Tests that need root use [`root_or_skip`] and [`mark_ran`] (see `root.rs`).
 //!
-//! The packet-socket helpers here use `libc` directly; each `unsafe` block says what it relies on.
+//! The threads whose timing is part of every RTT measured (the delay line's, the servers') run
+//! under `SCHED_FIFO` when the kernel allows it ([`realtime`]); otherwise they say so and go on.
+//!
+//! The packet-socket, scheduling and resource-usage helpers here use `libc` directly; each `unsafe`
+//! block says what it relies on.
 
 #![allow(dead_code)]
 
