@@ -34,7 +34,7 @@ const MSG: usize = 64;
 /// Three namespaces, a delay line of `rtt` between the ends, and a request/response server.
 struct Bed {
     cli: Netns,
-    _line: DelayLine,
+    line: DelayLine,
     _mid: Netns,
     _srv: Netns,
 }
@@ -54,6 +54,8 @@ impl Bed {
                 let Ok(mut c) = c else { break };
                 c.set_nodelay(true).unwrap();
                 thread::spawn(move || {
+                    // Its time to answer is part of every RTT measured: real-time if it may.
+                    realtime_or_say("test server", RT_SERVER);
                     let mut b = [0u8; MSG];
                     while c.read_exact(&mut b).is_ok() && c.write_all(&b).is_ok() {}
                 });
@@ -62,7 +64,7 @@ impl Bed {
         ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
         Bed {
             cli,
-            _line: line,
+            line,
             _mid: mid,
             _srv: srv,
         }
@@ -317,6 +319,7 @@ fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() 
 /// One run of the test above; returns the intervals whose median missed the kernel's srtt.
 fn live_run(bed: &Bed, attempt: u32) -> Vec<String> {
     const RTT_MS: f64 = 20.0;
+    let _ = bed.line.lateness();
     let mut traffic = Traffic::start(bed, 1);
     // Let the kernel's srtt settle on the path before comparing with it.
     thread::sleep(Duration::from_millis(500));
@@ -409,6 +412,7 @@ fn live_run(bed: &Bed, attempt: u32) -> Vec<String> {
     );
     let bound = (kernel * 0.02).max(0.3);
     eprintln!("attempt {attempt}: median rtt gauge {rtt:.3} ms, median kernel srtt {kernel:.3} ms (bound {bound:.3})");
+    eprintln!("attempt {attempt}: delay line: {}", bed.line.lateness());
     if (rtt - kernel).abs() > bound {
         missed.push(format!(
             "median rtt gauge {rtt:.3} ms vs the kernel's median srtt {kernel:.3} ms: off by more than {bound:.3} ms"
@@ -452,6 +456,7 @@ fn duty_cycle_captures_only_during_its_on_phases() {
     let lifetime = t0.elapsed().as_secs_f64();
     let link = (bed.link_packets() - link0) as f64;
     let exchanges = traffic.stop();
+    eprintln!("delay line: {}", bed.line.lateness());
     assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
     assert!(
         out.stderr

@@ -7,7 +7,11 @@
 //!
 //! Tests that need root use [`root_or_skip`] and [`mark_ran`] (see `root.rs`).
 //!
-//! The packet-socket helpers here use `libc` directly; each `unsafe` block says what it relies on.
+//! The threads whose timing is part of every RTT measured (the delay line's, the servers') run
+//! under `SCHED_FIFO` when the kernel allows it ([`realtime`]); otherwise they say so and go on.
+//!
+//! The packet-socket, scheduling and resource-usage helpers here use `libc` directly; each `unsafe`
+//! block says what it relies on.
 
 #![allow(dead_code)]
 
@@ -18,7 +22,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IoSliceMut, Read};
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{PollFd, PollFlags};
 use nix::sched::CloneFlags;
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use nix::sys::time::TimeSpec;
@@ -447,91 +452,288 @@ pub fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32) -
     f
 }
 
+/// Real-time priority (`SCHED_FIFO`) of the delay line's threads: above the servers', so a
+/// frame falling due preempts a server's reply.
+pub const RT_DELAY_LINE: i32 = 20;
+/// Real-time priority of the test servers, whose time to answer is part of every RTT measured.
+/// Both are above every normal task: metro, the traffic clients, and whatever else the machine
+/// runs (a compiler, on a CI box).
+pub const RT_SERVER: i32 = 10;
+
+/// Puts the calling thread under `SCHED_FIFO` at `priority`, with a timer slack of 1 ns.
+///
+/// On a small machine that is busy, a thread of the normal scheduler that wakes up waits for a
+/// time slice, often milliseconds; a real-time thread runs at once (the kernel's real-time
+/// throttling still leaves 5 % of each second to the rest). Fails if the kernel refuses: not
+/// root, or a control group without a real-time budget.
+pub fn realtime(priority: i32) -> Result<(), String> {
+    // Real-time threads have no timer slack; this is for the case they stay normal.
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `pthread_self()` is the calling thread, alive for the call; `param` is a live
+    // `sched_param` that the function only reads.
+    let r = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(r).to_string())
+    }
+}
+
+/// [`realtime`], or, if the kernel refuses, the normal scheduler and a line on standard error
+/// saying so (once per process): the test still runs, its timings are just less tight.
+pub fn realtime_or_say(who: &str, priority: i32) -> bool {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    match realtime(priority) {
+        Ok(()) => true,
+        Err(e) => {
+            if !SAID.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "test bed: SCHED_FIFO refused for the {who} ({e}): it runs under the normal \
+                     scheduler, and on a busy machine late wake-ups will widen the RTTs measured"
+                );
+            }
+            false
+        }
+    }
+}
+
 /// A user-space delay line between two interfaces of the calling namespace: every frame read
 /// on one is sent out of the other `delay` after its kernel receive timestamp.
 ///
 /// It follows the test bed's recipe: `PACKET_VNET_HDR` on both sockets (so checksum-offloaded and
 /// TSO frames cross intact), no `PACKET_QDISC_BYPASS` (that path drops GSO frames),
 /// `PACKET_IGNORE_OUTGOING` on the receive side (not to read its own sends), `SO_TIMESTAMPNS`.
-/// Deadlines never go backwards, so frames are never reordered.
+/// Deadlines never go backwards, and each direction sends under its lock, so frames are never
+/// reordered.
+///
+/// A frame sent late adds to the RTT of the exchange it belongs to, so the line is built not to
+/// be late on a small, busy, virtual machine:
+/// - its threads run under `SCHED_FIFO` ([`RT_DELAY_LINE`]) when the kernel allows it, so a
+///   compiler running alongside does not delay their wake-ups;
+/// - they sleep until [`SPIN_NS`] before a deadline and spin for the rest;
+/// - there are two threads, pinned to two CPUs, each the *primary* of one direction (it spins
+///   for that direction's deadlines) and the *backup* of the other (it wakes just after that
+///   direction's deadlines and sends what its primary has not): a virtual CPU is now and then
+///   held by the host for milliseconds, even under `SCHED_FIFO`, but seldom both at once.
+///
+/// [`DelayLine::lateness`] says how late it was.
 pub struct DelayLine {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    dirs: Arc<[Direction; 2]>,
+    workers: Vec<Arc<Mutex<WorkerStats>>>,
+}
+
+/// Sleep until this close to a deadline, then spin: on a virtual CPU, a real-time thread wakes
+/// ~50 µs late typically, and seldom more than 300 µs late unless the host holds the CPU.
+const SPIN_NS: u64 = 300_000;
+
+/// A backup sends a frame only once it is this late: until then, its primary is on it.
+const BACKUP_GRACE_NS: u64 = 50_000;
+
+/// Frames up to a 64 KB GSO super-frame plus the 10-byte virtio header.
+const FRAME_MAX: usize = 70_000;
+
+/// One direction of the line.
+struct Direction {
+    name: &'static str,
+    rx: OwnedFd,
+    tx: OwnedFd,
+    delay_ns: u64,
+    state: Mutex<DirState>,
+}
+
+struct DirState {
+    buf: Vec<u8>,
+    /// Frames waiting, with their deadlines (ns since the epoch).
+    queue: VecDeque<(u64, Vec<u8>)>,
+    /// Frame buffers for reuse, allocated at full size, so the line stops allocating once warm.
+    spare: Vec<Vec<u8>>,
+    last_deadline: u64,
+    /// Send time minus deadline, ns, per frame (0 when on time).
+    late_ns: Vec<u64>,
+}
+
+/// What one thread of the line measured.
+#[derive(Default)]
+struct WorkerStats {
+    cpu: Option<usize>,
+    realtime: bool,
+    /// How much later than asked the thread woke from its timed sleeps, ns.
+    wake_late_ns: Vec<u64>,
+    /// Frames it sent as the backup of their direction, its primary having been late.
+    rescued: u64,
+    /// The thread's involuntary context switches and page faults (minor + major).
+    nivcsw: u64,
+    faults: u64,
 }
 
 impl DelayLine {
-    /// Starts one thread per direction in `ns`, each delaying by `rtt / 2`.
+    /// Starts the line in `ns`, delaying each direction by `rtt / 2`.
     pub fn start(ns: &Netns, a: &str, b: &str, rtt: Duration) -> DelayLine {
+        let (a, b) = (a.to_string(), b.to_string());
+        let delay_ns = (rtt / 2).as_nanos() as u64;
+        let dirs = ns
+            .spawn(move || {
+                [
+                    Direction::open("a>b", &a, &b, delay_ns),
+                    Direction::open("b>a", &b, &a, delay_ns),
+                ]
+            })
+            .join()
+            .expect("delay line sockets");
+        let dirs = Arc::new(dirs);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for (from, to) in [(a, b), (b, a)] {
-            let (from, to, stop) = (from.to_string(), to.to_string(), Arc::clone(&stop));
-            let (tx, rx) = std::sync::mpsc::channel();
-            threads.push(ns.spawn(move || {
-                let rx_fd = packet_socket(&from, true);
-                let tx_fd = packet_socket(&to, false);
-                for fd in [&rx_fd, &tx_fd] {
-                    set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1);
+        // Two CPUs this process may use, one per thread; with one CPU, one thread does it all.
+        let cpus: Vec<usize> = nix::sched::sched_getaffinity(Pid::from_raw(0))
+            .map(|set| {
+                (0..nix::sched::CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .take(2)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let n = cpus.len().max(1);
+        let bells: Arc<Vec<EventFd>> = Arc::new(
+            (0..n)
+                .map(|_| {
+                    EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                        .expect("eventfd")
+                })
+                .collect(),
+        );
+        let (mut threads, mut workers) = (Vec::new(), Vec::new());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for t in 0..n {
+            let (dirs, stop, ready) = (Arc::clone(&dirs), Arc::clone(&stop), ready_tx.clone());
+            let bells = Arc::clone(&bells);
+            let cpu = cpus.get(t).copied();
+            let stats = Arc::new(Mutex::new(WorkerStats::default()));
+            workers.push(Arc::clone(&stats));
+            // Thread t is the primary of direction t; a lone thread, of both.
+            let primary = [t == 0 || n == 1, t == 1 || n == 1];
+            threads.push(thread::spawn(move || {
+                let mut pinned = None;
+                if let Some(c) = cpu {
+                    let mut set = nix::sched::CpuSet::new();
+                    if set.set(c).is_ok()
+                        && nix::sched::sched_setaffinity(Pid::from_raw(0), &set).is_ok()
+                    {
+                        pinned = Some(c);
+                    }
                 }
-                set_int(
-                    rx_fd.as_raw_fd(),
-                    libc::SOL_PACKET,
-                    libc::PACKET_IGNORE_OUTGOING,
-                    1,
-                );
-                setsockopt(&rx_fd, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
-                let _ = tx.send(());
-                delay_loop(&rx_fd, &tx_fd, rtt / 2, &stop);
+                {
+                    let mut st = stats.lock().unwrap();
+                    st.cpu = pinned;
+                    st.realtime = realtime_or_say("delay line", RT_DELAY_LINE);
+                }
+                let _ = ready.send(());
+                delay_worker(&dirs, primary, &bells, t, &stop, &stats);
             }));
-            rx.recv_timeout(Duration::from_secs(5))
+        }
+        for _ in 0..n {
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
                 .expect("delay line ready");
         }
-        DelayLine { stop, threads }
+        DelayLine {
+            stop,
+            threads,
+            dirs,
+            workers,
+        }
+    }
+
+    /// What the line measured since the last call.
+    pub fn lateness(&self) -> Lateness {
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|d| {
+                let mut late = std::mem::take(&mut d.state.lock().unwrap().late_ns);
+                late.sort_unstable();
+                (d.name, late)
+            })
+            .collect();
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| {
+                let mut w = w.lock().unwrap();
+                let mut wake = std::mem::take(&mut w.wake_late_ns);
+                wake.sort_unstable();
+                let r = WorkerReport {
+                    cpu: w.cpu,
+                    realtime: w.realtime,
+                    wake_late_ns: wake,
+                    rescued: w.rescued,
+                    nivcsw: w.nivcsw,
+                    faults: w.faults,
+                };
+                (w.rescued, w.nivcsw, w.faults) = (0, 0, 0);
+                r
+            })
+            .collect();
+        Lateness { dirs, workers }
     }
 }
 
-impl Drop for DelayLine {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+impl Direction {
+    /// Opens the sockets of one direction, in the calling thread's namespace.
+    fn open(name: &'static str, from: &str, to: &str, delay_ns: u64) -> Direction {
+        let rx = packet_socket(from, true);
+        let tx = packet_socket(to, false);
+        for fd in [&rx, &tx] {
+            set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1);
+        }
+        set_int(
+            rx.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            1,
+        );
+        setsockopt(&rx, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+        Direction {
+            name,
+            rx,
+            tx,
+            delay_ns,
+            state: Mutex::new(DirState {
+                buf: vec![0u8; FRAME_MAX],
+                queue: VecDeque::with_capacity(4096),
+                spare: Vec::new(),
+                last_deadline: 0,
+                late_ns: Vec::with_capacity(4096),
+            }),
         }
     }
-}
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-fn delay_loop(rx: &OwnedFd, tx: &OwnedFd, delay: Duration, stop: &AtomicBool) {
-    let delay = delay.as_nanos() as u64;
-    // Frames up to a 64 KB GSO super-frame plus the 10-byte virtio header.
-    let mut buf = vec![0u8; 70_000];
-    let mut queue: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
-    let mut spare: Vec<Vec<u8>> = Vec::new();
-    let mut last_deadline = 0u64;
-    // Sleep in poll until this close to a deadline, then spin: timer slack would make us late.
-    const SPIN_NS: u64 = 300_000;
-    while !stop.load(Ordering::Relaxed) {
-        let now = now_ns();
-        let wait_ns = match queue.front() {
-            Some(&(d, _)) => d.saturating_sub(now).saturating_sub(SPIN_NS),
-            None => 50_000_000,
-        };
-        if wait_ns > 0 {
-            let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(rx), PollFlags::POLLIN)];
-            let ts = TimeSpec::from_duration(Duration::from_nanos(wait_ns));
-            let _ = nix::poll::ppoll(&mut fds, Some(ts), None);
+    /// Sends every frame due `grace_ns` ago, then reads every frame waiting. Returns the next
+    /// deadline, how many frames were sent and whether frames were queued.
+    fn service(&self, grace_ns: u64) -> (Option<u64>, u64, bool) {
+        let mut st = self.state.lock().unwrap();
+        let st = &mut *st;
+        let mut sent = 0;
+        while let Some(&(d, _)) = st.queue.front() {
+            let now = now_ns();
+            if d + grace_ns > now {
+                break;
+            }
+            st.late_ns.push(now - d);
+            let (_, frame) = st.queue.pop_front().unwrap();
+            let _ = nix::sys::socket::send(self.tx.as_raw_fd(), &frame, MsgFlags::empty());
+            st.spare.push(frame);
+            sent += 1;
         }
-        // Read every frame waiting.
+        let mut queued = false;
         loop {
             let mut cmsg = nix::cmsg_space!(TimeSpec);
-            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut iov = [IoSliceMut::new(&mut st.buf)];
             let r = recvmsg::<()>(
-                rx.as_raw_fd(),
+                self.rx.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
                 MsgFlags::MSG_DONTWAIT,
@@ -546,25 +748,185 @@ fn delay_loop(rx: &OwnedFd, tx: &OwnedFd, delay: Duration, stop: &AtomicBool) {
                 }
             }
             let len = msg.bytes;
-            let deadline = (ts + delay).max(last_deadline);
-            last_deadline = deadline;
-            let mut v = spare.pop().unwrap_or_default();
+            let deadline = (ts + self.delay_ns).max(st.last_deadline);
+            st.last_deadline = deadline;
+            let mut v = st
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(FRAME_MAX));
             v.clear();
-            v.extend_from_slice(&buf[..len]);
-            queue.push_back((deadline, v));
+            v.extend_from_slice(&st.buf[..len]);
+            st.queue.push_back((deadline, v));
+            queued = true;
         }
-        // Send what is due, spinning for the last few hundred microseconds.
-        while let Some(&(d, _)) = queue.front() {
-            let now = now_ns();
-            if d > now + SPIN_NS {
-                break;
-            }
-            while now_ns() < d {
-                std::hint::spin_loop();
-            }
-            let (_, frame) = queue.pop_front().unwrap();
-            let _ = nix::sys::socket::send(tx.as_raw_fd(), &frame, MsgFlags::empty());
-            spare.push(frame);
+        (st.queue.front().map(|&(d, _)| d), sent, queued)
+    }
+}
+
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
+}
+
+/// One thread of the line: services both directions, spinning for the deadlines of those it is
+/// the primary of, and waking at the deadlines of the others to send what is still due.
+///
+/// `bells[me]` wakes this thread; it rings the others' whenever it queues frames, so that every
+/// thread knows every deadline even when another one drained the socket it polls.
+fn delay_worker(
+    dirs: &[Direction; 2],
+    primary: [bool; 2],
+    bells: &[EventFd],
+    me: usize,
+    stop: &AtomicBool,
+    stats: &Mutex<WorkerStats>,
+) {
+    let mut usage = thread_usage();
+    let (mut wake_late, mut rescued) = (Vec::with_capacity(4096), 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        // Before looking at the queues: a ring from now on makes the ppoll below return.
+        let _ = bells[me].read();
+        let mut spin_until = None;
+        let mut wake_at = u64::MAX;
+        let mut queued = false;
+        for (k, d) in dirs.iter().enumerate() {
+            let grace = if primary[k] { 0 } else { BACKUP_GRACE_NS };
+            let (next, sent, q) = d.service(grace);
+            queued |= q;
+            if !primary[k] {
+                rescued += sent;
+            }
+            if let Some(next) = next {
+                if primary[k] {
+                    spin_until = Some(spin_until.map_or(next, |s: u64| s.min(next)));
+                    wake_at = wake_at.min(next.saturating_sub(SPIN_NS));
+                } else {
+                    wake_at = wake_at.min(next + BACKUP_GRACE_NS);
+                }
+            }
+        }
+        if queued {
+            for (j, bell) in bells.iter().enumerate() {
+                if j != me {
+                    let _ = bell.write(1);
+                }
+            }
+        }
+        let now = now_ns();
+        if wake_at <= now {
+            // A deadline of ours is less than SPIN_NS away.
+            if let Some(s) = spin_until.filter(|&s| s <= now + SPIN_NS) {
+                while now_ns() < s {
+                    std::hint::spin_loop();
+                }
+            }
+        } else {
+            let wait_ns = (wake_at - now).min(50_000_000);
+            let mut fds = [
+                PollFd::new(dirs[0].rx.as_fd(), PollFlags::POLLIN),
+                PollFd::new(dirs[1].rx.as_fd(), PollFlags::POLLIN),
+                PollFd::new(bells[me].as_fd(), PollFlags::POLLIN),
+            ];
+            let ts = TimeSpec::from_duration(Duration::from_nanos(wait_ns));
+            let r = nix::poll::ppoll(&mut fds, Some(ts), None);
+            if r == Ok(0) && wake_at != u64::MAX {
+                wake_late.push(now_ns().saturating_sub(now + wait_ns));
+            }
+        }
+        if !wake_late.is_empty() || rescued > 0 {
+            let u = thread_usage();
+            let mut st = stats.lock().unwrap();
+            st.wake_late_ns.append(&mut wake_late);
+            st.rescued += std::mem::take(&mut rescued);
+            st.nivcsw += u.0 - usage.0;
+            st.faults += u.1 - usage.1;
+            usage = u;
+        }
+    }
+}
+
+/// What a delay line measured: how late it sent its frames (send time − deadline), per
+/// direction, and per thread how late it woke from its timed sleeps.
+pub struct Lateness {
+    dirs: Vec<(&'static str, Vec<u64>)>,
+    workers: Vec<WorkerReport>,
+}
+
+struct WorkerReport {
+    cpu: Option<usize>,
+    realtime: bool,
+    wake_late_ns: Vec<u64>,
+    rescued: u64,
+    nivcsw: u64,
+    faults: u64,
+}
+
+/// The `p` quantile of sorted nanoseconds, in µs.
+fn quantile_us(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+impl std::fmt::Display for Lateness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (dir, late) in &self.dirs {
+            let over = |us: u64| late.iter().filter(|&&l| l > us * 1000).count();
+            write!(
+                f,
+                "{dir}: {} frames late by p50 {:.1} µs, p99 {:.1}, p99.9 {:.1}, max {:.1}; \
+                 >100 µs {}, >1 ms {}; ",
+                late.len(),
+                quantile_us(late, 0.5),
+                quantile_us(late, 0.99),
+                quantile_us(late, 0.999),
+                quantile_us(late, 1.0),
+                over(100),
+                over(1000),
+            )?;
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            let wake = &w.wake_late_ns;
+            write!(
+                f,
+                "{}thread {i} (cpu {}, {}): {} timed wake-ups late by p50 {:.1} µs, p99 {:.1}, \
+                 max {:.1}; {} frames rescued; {} preemptions, {} page faults",
+                if i > 0 { "; " } else { "" },
+                w.cpu.map_or("any".to_string(), |c| c.to_string()),
+                if w.realtime { "SCHED_FIFO" } else { "normal" },
+                wake.len(),
+                quantile_us(wake, 0.5),
+                quantile_us(wake, 0.99),
+                quantile_us(wake, 1.0),
+                w.rescued,
+                w.nivcsw,
+                w.faults,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The calling thread's involuntary context switches and page faults so far.
+fn thread_usage() -> (u64, u64) {
+    // SAFETY: `rusage` is a plain C struct of integers, for which all-zero bytes are valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a live `rusage` the kernel fills in for the calling thread.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    if r != 0 {
+        return (0, 0);
+    }
+    (ru.ru_nivcsw as u64, (ru.ru_minflt + ru.ru_majflt) as u64)
 }
