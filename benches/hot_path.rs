@@ -9,9 +9,11 @@
 //! timed runs it counts the allocations that `Worker::handle` makes over whole steady-state
 //! cycles, which must be zero.
 //!
-//! Run: `cargo bench --bench hot_path`.
+//! Run: `cargo bench --bench hot_path`. With `HOT_PATH_CYCLES=N` in the environment the binary
+//! skips criterion and only replays N cycles of the first mix through one worker, for
+//! `scripts/hot-path-instructions`, which counts instructions per packet under callgrind.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 
 use metro::capture::LinkType;
 use metro::decode;
@@ -74,5 +76,29 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// Replays `cycles` cycles of the first mix (`clients` client hosts) through one worker.
+fn replay_only(cycles: u32, clients: u32) {
+    let mut mix = traffic::Mix::new(FLOWS, clients, 4);
+    let mut w = Worker::new(0, &WorkerConfig::default());
+    for _ in 0..cycles {
+        mix.cycle(|f| w.handle(LinkType::Ethernet, f));
+    }
+    let stats = w.take_interval(Default::default());
+    println!(
+        "{cycles} cycles of {} packets, {} samples",
+        mix.len(),
+        stats.counters.samples
+    );
+}
+
 criterion_group!(benches, hot_path);
-criterion_main!(benches);
+
+fn main() {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+    if let Some(cycles) = env("HOT_PATH_CYCLES") {
+        replay_only(cycles, env("HOT_PATH_CLIENTS").unwrap_or(100));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

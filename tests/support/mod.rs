@@ -10,8 +10,7 @@
 //! The threads whose timing is part of every RTT measured (the delay line's, the servers') run
 //! under `SCHED_FIFO` when the kernel allows it ([`realtime`]); otherwise they say so and go on.
 //!
-//! The packet-socket, scheduling and resource-usage helpers here use `libc` directly; each `unsafe`
-//! block says what it relies on.
+//! The packet-socket helpers here use `libc` directly; each `unsafe` block says what it relies on.
 
 #![allow(dead_code)]
 
@@ -469,16 +468,16 @@ pub const RT_SERVER: i32 = 10;
 pub fn realtime(priority: i32) -> Result<(), String> {
     // Real-time threads have no timer slack; this is for the case they stay normal.
     let _ = nix::sys::prctl::set_timerslack(1);
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: `pthread_self()` is the calling thread, alive for the call; `param` is a live
-    // `sched_param` that the function only reads.
-    let r = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
-    if r == 0 {
+    // chrt (util-linux) sets the policy of one thread by its id, without unsafe code here.
+    let tid = nix::unistd::gettid().to_string();
+    let out = Command::new("chrt")
+        .args(["--fifo", "--pid", &priority.to_string(), &tid])
+        .output()
+        .map_err(|e| format!("cannot run chrt: {e}"))?;
+    if out.status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::from_raw_os_error(r).to_string())
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
 }
 
@@ -921,12 +920,12 @@ fn now_ns() -> u64 {
 
 /// The calling thread's involuntary context switches and page faults so far.
 fn thread_usage() -> (u64, u64) {
-    // SAFETY: `rusage` is a plain C struct of integers, for which all-zero bytes are valid.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a live `rusage` the kernel fills in for the calling thread.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-    if r != 0 {
-        return (0, 0);
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_THREAD) {
+        Ok(u) => (
+            u.involuntary_context_switches() as u64,
+            (u.minor_page_faults() + u.major_page_faults()) as u64,
+        ),
+        Err(_) => (0, 0),
     }
-    (ru.ru_nivcsw as u64, (ru.ru_minflt + ru.ru_majflt) as u64)
 }
