@@ -404,9 +404,7 @@ fn hundred_thousand_packets_a_second_for_ten_seconds_without_loss() {
         return;
     }
     let _g = heavy();
-    let a = Netns::new("a");
-    let b = Netns::new("b");
-    wire_two(&a, &b);
+    let (a, b) = wired_pair();
     // The frames are addressed to another MAC, so b's stack drops them after the capture taps.
     let metro = Metro::start(
         &b,
@@ -514,9 +512,7 @@ fn interface_down_up_is_survived_and_removal_ends_the_run() {
         return;
     }
     let _g = heavy();
-    let a = Netns::new("a");
-    let b = Netns::new("b");
-    wire_two(&a, &b);
+    let (a, b) = wired_pair();
     let mut metro = Metro::start(
         &b,
         &[
@@ -580,9 +576,7 @@ fn an_address_added_mid_run_is_local_from_then_on() {
         return;
     }
     let _g = heavy();
-    let a = Netns::new("la");
-    let b = Netns::new("lb");
-    wire_two(&a, &b);
+    let (a, b) = wired_pair();
     a.ip(&["addr", "add", "10.82.0.1/24", "dev", "eth0"]);
     b.ip(&["addr", "add", "10.82.0.2/24", "dev", "eth0"]);
     let server = echo_server(&b, vec!["10.82.0.2:7000".parse().unwrap()]);

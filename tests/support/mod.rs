@@ -150,18 +150,22 @@ pub fn disable_ipv6(ns: &Netns) {
     ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
 }
 
-/// Joins two namespaces with a veth pair, `eth0` in both (fixed MACs), with IPv6 off.
-pub fn wire_two(a: &Netns, b: &Netns) {
-    disable_ipv6(a);
-    disable_ipv6(b);
+/// Two new namespaces `a` and `b` joined by a veth pair, `eth0` in both (fixed MACs), with IPv6
+/// off.
+pub fn wired_pair() -> (Netns, Netns) {
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    disable_ipv6(&a);
+    disable_ipv6(&b);
     veth(
-        a,
+        &a,
         "eth0",
         "02:00:00:00:03:01",
-        b,
+        &b,
         "eth0",
         "02:00:00:00:03:02",
     );
+    (a, b)
 }
 
 /// Wires three namespaces as `cli — mid — srv` for a delay line in `mid`: veths with fixed MACs
@@ -661,18 +665,11 @@ impl DelayLine {
             .workers
             .iter()
             .map(|w| {
+                // Take what was measured; the thread's CPU and policy stay for the next report.
                 let mut w = w.lock().unwrap();
-                let mut wake = std::mem::take(&mut w.wake_late_ns);
-                wake.sort_unstable();
-                let r = WorkerReport {
-                    cpu: w.cpu,
-                    realtime: w.realtime,
-                    wake_late_ns: wake,
-                    rescued: w.rescued,
-                    nivcsw: w.nivcsw,
-                    faults: w.faults,
-                };
-                (w.rescued, w.nivcsw, w.faults) = (0, 0, 0);
+                let mut r = std::mem::take(&mut *w);
+                (w.cpu, w.realtime) = (r.cpu, r.realtime);
+                r.wake_late_ns.sort_unstable();
                 r
             })
             .collect();
@@ -852,16 +849,7 @@ fn delay_worker(
 /// direction, and per thread how late it woke from its timed sleeps.
 pub struct Lateness {
     dirs: Vec<(&'static str, Vec<u64>)>,
-    workers: Vec<WorkerReport>,
-}
-
-struct WorkerReport {
-    cpu: Option<usize>,
-    realtime: bool,
-    wake_late_ns: Vec<u64>,
-    rescued: u64,
-    nivcsw: u64,
-    faults: u64,
+    workers: Vec<WorkerStats>,
 }
 
 /// The `p` quantile of sorted nanoseconds, in µs.
