@@ -126,6 +126,12 @@ impl Packet {
     pub fn rst(&self) -> bool {
         self.tcp_flags & flags::RST != 0
     }
+
+    /// True when the FIN or RST flag is set: the connection is closing.
+    #[inline]
+    pub fn closing(&self) -> bool {
+        self.tcp_flags & (flags::FIN | flags::RST) != 0
+    }
 }
 
 /// Why an ACK that advanced the window gave no sample.

@@ -166,7 +166,6 @@ struct Parsed {
     hash: u64,
     /// 0 when the segment came from the key's side A, 1 from side B.
     side: u8,
-    closing: bool,
     ts_ns: u64,
     packet: Packet,
 }
@@ -257,7 +256,6 @@ impl Worker {
         p.key = key;
         p.hash = hash;
         p.side = side as u8;
-        p.closing = seg.is_closing();
         p.ts_ns = frame.ts_ns;
         let ts = seg.timestamps();
         let (tsval, tsecr) = ts.unwrap_or((0, 0));
@@ -319,7 +317,7 @@ impl Engine {
         let (entry, _) = self
             .table
             .upsert(&p.key, p.hash, now, &mut |v: &mut FlowRtt| v.release(pool));
-        if p.closing {
+        if p.packet.closing() {
             entry.set_closing();
         }
         let side = usize::from(p.side & 1);

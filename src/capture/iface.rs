@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use nix::errno::Errno;
 use nix::ifaddrs::getifaddrs;
 use nix::net::if_::{if_nameindex, if_nametoindex, InterfaceFlags};
+use nix::sys::socket::SockaddrStorage;
 
 use super::filter::Framing;
 use super::LinkType;
@@ -130,13 +131,20 @@ pub fn lookup(name: &str) -> Result<Interface, IfaceError> {
         let Some(addr) = ifa.address else { continue };
         if let Some(ll) = addr.as_link_addr() {
             iface.hatype = ll.hatype();
-        } else if let Some(v4) = addr.as_sockaddr_in() {
-            iface.addrs.push(IpAddr::V4(v4.ip()));
-        } else if let Some(v6) = addr.as_sockaddr_in6() {
-            iface.addrs.push(IpAddr::V6(v6.ip()));
+        } else if let Some(ip) = ip_of(&addr) {
+            iface.addrs.push(ip);
         }
     }
     Ok(iface)
+}
+
+/// The IP address in a `getifaddrs` entry, if it holds one (IPv4 or IPv6).
+fn ip_of(addr: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        Some(IpAddr::V4(v4.ip()))
+    } else {
+        addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+    }
 }
 
 /// Whether the interface with `name` and `index` is still there, and up, and its addresses now
@@ -158,13 +166,7 @@ pub fn status(name: &str, index: u32) -> (Status, Option<Vec<IpAddr>>) {
         } else {
             Status::Down
         });
-        if let Some(a) = ifa.address {
-            if let Some(v4) = a.as_sockaddr_in() {
-                addrs.push(IpAddr::V4(v4.ip()));
-            } else if let Some(v6) = a.as_sockaddr_in6() {
-                addrs.push(IpAddr::V6(v6.ip()));
-            }
-        }
+        addrs.extend(ifa.address.as_ref().and_then(ip_of));
     }
     match found {
         Some(s) => (s, Some(addrs)),
