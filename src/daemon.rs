@@ -12,6 +12,8 @@
 //!   lost it). The signals are blocked in every thread and taken by one thread with `sigwait`,
 //!   so no signal handler (and no `unsafe`) is needed.
 //! - When every instance reads a file, metro exits 0 once the files are read and reported.
+//! - An instance whose interface disappears sends its last interval, waits for an interface of
+//!   that name to be back and up, and captures it again (go-metro's pcap handle just failed).
 //! - A missing configuration file makes metro wait 5 s and exit 0, as go-metro does so that
 //!   supervisord does not mark the service as flapping; metro also logs why.
 //!
@@ -30,14 +32,14 @@ use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
 
-use crate::capture::expr;
 use crate::capture::file::{FileError, FileSource, FileStats};
 use crate::capture::filter::Framing;
+use crate::capture::{expr, iface};
 use crate::cli::{exit, Cli};
 use crate::config::{self, msg, Config, ConfigError, Instance, Source};
 use crate::decode::{Addr, Skip};
 use crate::flow::Ttl;
-use crate::live::{self, IntervalReport, KernelStats, LiveConfig};
+use crate::live::{self, IntervalReport, KernelStats, LiveConfig, LiveError};
 use crate::logging::{Logger, CRITICAL};
 use crate::report::statsd::{Names, QueueSink, Reporter, ReporterConfig, QUEUE_METRICS};
 use crate::report::Merged;
@@ -111,6 +113,22 @@ pub fn shutdown_signals() -> SigSet {
         s.add(sig);
     }
     s
+}
+
+/// How often a daemon looks for an interface that disappeared.
+const IFACE_RETRY: Duration = Duration::from_millis(250);
+
+/// Waits until an interface called `name` exists and is up; false if `stop` came first.
+fn wait_for_interface(name: &str, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return false;
+        }
+        if iface::lookup(name).is_ok_and(|i| i.up) {
+            return true;
+        }
+        thread::sleep(IFACE_RETRY);
+    }
 }
 
 fn spawn_signal_thread(signals: SigSet, stop: Arc<AtomicBool>) -> Receiver<Signal> {
@@ -445,7 +463,30 @@ impl Daemon {
         let spawned = thread::Builder::new()
             .name(format!("metro-live-{idx}"))
             .spawn(move || {
-                let result = live::run(&cfg, &stop, &mut |r: &IntervalReport| reporter.report(r));
+                let mut restarted = false;
+                let result = loop {
+                    let r = live::run(&cfg, &stop, &mut |r: &IntervalReport| reporter.report(r));
+                    // A daemon outlives its interface: a container's veth or a VPN's tun that is
+                    // re-created gets captured again, rather than ending in a restart loop.
+                    let vanished = match &r {
+                        Err(LiveError::InterfaceGone(_)) => true,
+                        // Gone again between the wait and the opening of the sockets.
+                        Err(LiveError::InterfaceDown(_) | LiveError::Interface(_)) => restarted,
+                        _ => false,
+                    };
+                    if !vanished {
+                        break r;
+                    }
+                    warn!(
+                        "interface {:?} disappeared: waiting for it to come back",
+                        cfg.interface
+                    );
+                    if !wait_for_interface(&cfg.interface, &stop) {
+                        break Ok(());
+                    }
+                    info!("interface {:?} is back: capture restarts", cfg.interface);
+                    restarted = true;
+                };
                 reporter.sink().flush_wait(SHUTDOWN_WAIT);
                 let _ = done.send(Done::Live {
                     idx,

@@ -622,7 +622,7 @@ impl Reporter<'_> {
                         link_up = false;
                     }
                     Status::Gone => {
-                        error!("interface {name} disappeared: stopping");
+                        error!("interface {name} disappeared");
                         return Err(LiveError::InterfaceGone(name.clone()));
                     }
                     _ => {}

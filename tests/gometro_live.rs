@@ -12,7 +12,7 @@ mod support;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -505,5 +505,109 @@ fn duty_cycle_captures_only_during_its_on_phases() {
         (ratio / expected - 1.0).abs() < 0.25,
         "metro saw {ratio:.3} of the link's packets; its capture time is {expected:.3} of its run"
     );
+    mark_ran(NAME);
+}
+
+/// Exchanges `n` messages of `MSG` bytes with the echo server at `to`, from `ns`.
+fn exchanges(ns: &Netns, to: SocketAddr, n: usize) {
+    ns.spawn(move || {
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+        c.set_nodelay(true).unwrap();
+        let mut b = [0u8; MSG];
+        for _ in 0..n {
+            c.write_all(&b).unwrap();
+            c.read_exact(&mut b).unwrap();
+        }
+    })
+    .join()
+    .expect("client");
+}
+
+/// A daemon outlives its interface: when an instance's interface disappears (a container's veth
+/// or a VPN's tun re-created), metro logs it, waits, and captures the new interface of the same
+/// name; the whitelisted pair's gauges come back, and metro still stops cleanly on SIGTERM. (The
+/// ad-hoc `--interface` mode ends instead, with status 2: `live.rs` tests that.)
+#[test]
+fn a_recreated_interface_is_captured_again() {
+    const NAME: &str = "a_recreated_interface_is_captured_again";
+    if !root_or_skip(NAME) {
+        return;
+    }
+    let _g = heavy();
+    let (a, b) = wired_pair();
+    let address = |a: &Netns, b: &Netns| {
+        a.ip(&["addr", "add", "10.83.0.1/24", "dev", "eth0"]);
+        b.ip(&["addr", "add", "10.83.0.2/24", "dev", "eth0"]);
+    };
+    address(&a, &b);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    b.spawn(move || {
+        let l = TcpListener::bind(("0.0.0.0", PORT)).unwrap();
+        let _ = ready_tx.send(());
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            thread::spawn(move || {
+                let mut m = [0u8; MSG];
+                while c.read_exact(&mut m).is_ok() && c.write_all(&m).is_ok() {}
+            });
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let s = a
+        .spawn(|| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .join()
+        .unwrap();
+    let rx = Receiver::on(s);
+    let cfg = CfgFile::new(
+        "recreated",
+        &format!(
+            "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {}\n  log_level: info\n  report_interval: 1\n  workers: 1\ninstances:\n  - interface: eth0\n    ips: [10.83.0.2]\n",
+            rx.port
+        ),
+    );
+    let mut metro = Metro::start(&a, &[&cfg.arg()]);
+    let server = SocketAddr::from(([10, 83, 0, 2], PORT));
+    let has_rtt = |m: &[support::statsd::Metric]| m.iter().any(|m| m.name == "system.net.tcp.rtt");
+
+    exchanges(&a, server, 20);
+    assert!(
+        has_rtt(&rx.wait_for(has_rtt, Duration::from_secs(5))),
+        "no gauge before the interface went: {}",
+        metro.stderr_now()
+    );
+
+    a.ip(&["link", "del", "eth0"]);
+    metro.wait_stderr(
+        "interface \"eth0\" disappeared: waiting for it to come back",
+        Duration::from_secs(5),
+    );
+    thread::sleep(Duration::from_millis(600));
+    veth(
+        &a,
+        "eth0",
+        "02:00:00:00:03:01",
+        &b,
+        "eth0",
+        "02:00:00:00:03:02",
+    );
+    address(&a, &b);
+    metro.wait_stderr(
+        "interface \"eth0\" is back: capture restarts",
+        Duration::from_secs(5),
+    );
+    metro.wait_stderr("capturing on eth0", Duration::from_secs(5));
+    let before = rx.metrics().len();
+    exchanges(&a, server, 20);
+    let after = rx.wait_for(
+        |m| has_rtt(&m[before.min(m.len())..]),
+        Duration::from_secs(5),
+    );
+    assert!(
+        has_rtt(&after[before..]),
+        "no gauge after the interface came back: {}",
+        metro.stderr_now()
+    );
+    let out = metro.stop_with(Signal::SIGTERM);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
     mark_ran(NAME);
 }
