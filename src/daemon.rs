@@ -13,7 +13,7 @@
 //!   so no signal handler (and no `unsafe`) is needed.
 //! - When every instance reads a file, metro exits 0 once the files are read and reported.
 //! - An instance whose interface disappears sends its last interval, waits for an interface of
-//!   that name to be back and up, and captures it again (go-metro's pcap handle just failed).
+//!   that name to be back and up, and captures it again.
 //! - A missing configuration file makes metro wait 5 s and exit 0, as go-metro does so that
 //!   supervisord does not mark the service as flapping; metro also logs why.
 //!
