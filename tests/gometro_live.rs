@@ -582,14 +582,7 @@ fn a_recreated_interface_is_captured_again() {
         Duration::from_secs(5),
     );
     thread::sleep(Duration::from_millis(600));
-    veth(
-        &a,
-        "eth0",
-        "02:00:00:00:03:01",
-        &b,
-        "eth0",
-        "02:00:00:00:03:02",
-    );
+    wire_eth0(&a, &b);
     address(&a, &b);
     metro.wait_stderr(
         "interface \"eth0\" is back: capture restarts",

@@ -157,15 +157,20 @@ pub fn wired_pair() -> (Netns, Netns) {
     let b = Netns::new("b");
     disable_ipv6(&a);
     disable_ipv6(&b);
+    wire_eth0(&a, &b);
+    (a, b)
+}
+
+/// (Re)creates the veth pair of [`wired_pair`]: `eth0` in `a` and in `b`, with its fixed MACs.
+pub fn wire_eth0(a: &Netns, b: &Netns) {
     veth(
-        &a,
+        a,
         "eth0",
         "02:00:00:00:03:01",
-        &b,
+        b,
         "eth0",
         "02:00:00:00:03:02",
     );
-    (a, b)
 }
 
 /// Wires three namespaces as `cli — mid — srv` for a delay line in `mid`: veths with fixed MACs
