@@ -72,12 +72,7 @@ impl Bed {
 
     /// A DogStatsD socket on `cli`'s loopback.
     fn statsd(&self) -> Receiver {
-        let s = self
-            .cli
-            .spawn(|| UdpSocket::bind("127.0.0.1:0").unwrap())
-            .join()
-            .unwrap();
-        Receiver::on(s)
+        statsd_in(&self.cli)
     }
 
     /// Packets through `cli`'s eth0 so far, both ways (what a capture there can see).
@@ -93,6 +88,15 @@ impl Bed {
             })
             .sum()
     }
+}
+
+/// A DogStatsD socket on the loopback of `ns`, where metro runs.
+fn statsd_in(ns: &Netns) -> Receiver {
+    let s = ns
+        .spawn(|| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .join()
+        .unwrap();
+    Receiver::on(s)
 }
 
 /// Request/response traffic from `cli` over `conns` connections until dropped, with the
@@ -540,24 +544,10 @@ fn a_recreated_interface_is_captured_again() {
         b.ip(&["addr", "add", "10.83.0.2/24", "dev", "eth0"]);
     };
     address(&a, &b);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    b.spawn(move || {
-        let l = TcpListener::bind(("0.0.0.0", PORT)).unwrap();
-        let _ = ready_tx.send(());
-        for c in l.incoming() {
-            let Ok(mut c) = c else { break };
-            thread::spawn(move || {
-                let mut m = [0u8; MSG];
-                while c.read_exact(&mut m).is_ok() && c.write_all(&m).is_ok() {}
-            });
-        }
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let s = a
-        .spawn(|| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .join()
+    echo_server(&b, vec![SocketAddr::from(([0, 0, 0, 0], PORT))])
+        .recv_timeout(Duration::from_secs(5))
         .unwrap();
-    let rx = Receiver::on(s);
+    let rx = statsd_in(&a);
     let cfg = CfgFile::new(
         "recreated",
         &format!(

@@ -18,30 +18,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// A server that echoes whatever each connection sends, until the peer closes.
-fn echo_server(ns: &Netns, addrs: Vec<SocketAddr>) -> mpsc::Receiver<()> {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    for addr in addrs {
-        let ready = ready_tx.clone();
-        ns.spawn(move || {
-            let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-            let _ = ready.send(());
-            for c in l.incoming() {
-                let Ok(mut c) = c else { break };
-                thread::spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = c.read(&mut buf) {
-                        if n == 0 || c.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-    }
-    ready_rx
-}
-
 /// Fan-out symmetry: with 2 and with 4 workers, 40 concurrent kernel TCP connections (IPv4 and
 /// IPv6) each have both directions on one worker, as metro's own flow records show.
 #[test]

@@ -19,12 +19,13 @@ pub mod statsd;
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IoSliceMut, Read};
+use std::io::{BufRead, BufReader, IoSliceMut, Read, Write};
 use std::mem::size_of;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -142,6 +143,30 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// A server that echoes whatever each connection sends, until the peer closes.
+pub fn echo_server(ns: &Netns, addrs: Vec<SocketAddr>) -> mpsc::Receiver<()> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    for addr in addrs {
+        let ready = ready_tx.clone();
+        ns.spawn(move || {
+            let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+            let _ = ready.send(());
+            for c in l.incoming() {
+                let Ok(mut c) = c else { break };
+                thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    ready_rx
 }
 
 /// Turns IPv6 off in a namespace, so router solicitations and MLD stay out of captures.
