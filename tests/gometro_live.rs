@@ -578,7 +578,8 @@ fn a_recreated_interface_is_captured_again() {
         "interface \"eth0\" is back: capture restarts",
         Duration::from_secs(5),
     );
-    metro.wait_stderr("capturing on eth0", Duration::from_secs(5));
+    // Traffic only once the new sockets are capturing: the second "capturing on" of the run.
+    metro.wait_stderr_times("capturing on eth0", 2, Duration::from_secs(5));
     let before = rx.metrics().len();
     exchanges(&a, server, 20);
     let after = rx.wait_for(

@@ -298,21 +298,33 @@ impl Metro {
 
     /// Waits until a line of metro's stderr contains `what`; panics on timeout or exit.
     pub fn wait_stderr(&mut self, what: &str, timeout: Duration) {
+        self.wait_stderr_times(what, 1, timeout);
+    }
+
+    /// Waits until `n` lines of metro's stderr contain `what`; panics on timeout or exit.
+    pub fn wait_stderr_times(&mut self, what: &str, n: usize, timeout: Duration) {
         let t0 = Instant::now();
         loop {
-            if self.stderr.lock().unwrap().iter().any(|l| l.contains(what)) {
+            let seen = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(what))
+                .count();
+            if seen >= n {
                 return;
             }
             if let Ok(Some(st)) = self.child.try_wait() {
                 thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "metro exited ({st}) before printing {what:?}; stderr:\n{}",
+                    "metro exited ({st}) before printing {what:?} {n} times; stderr:\n{}",
                     self.stderr.lock().unwrap().join("\n")
                 );
             }
             assert!(
                 t0.elapsed() < timeout,
-                "metro did not print {what:?} within {timeout:?}; stderr:\n{}",
+                "metro did not print {what:?} {n} times within {timeout:?}; stderr:\n{}",
                 self.stderr.lock().unwrap().join("\n")
             );
             thread::sleep(Duration::from_millis(20));
