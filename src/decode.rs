@@ -140,6 +140,12 @@ mod field {
     pub const OPTIONS: usize = 20;
 }
 
+/// Splits a complete TCP header into its fixed part and its options.
+#[inline]
+fn split_tcp(tcp: &[u8]) -> Result<(&[u8; field::OPTIONS], &[u8]), Skip> {
+    tcp.split_first_chunk().ok_or(Skip::Truncated)
+}
+
 /// Byte offsets in an untagged Ethernet II frame carrying IPv4 without options: the layout of
 /// nearly every frame on a busy link, which [`decode`] reads directly before falling back to the
 /// general walk (RFC 894, RFC 791 §3.1).
@@ -177,6 +183,8 @@ mod option {
     pub const NOP: u8 = 1;
     pub const TIMESTAMP: u8 = 8;
     pub const TIMESTAMP_LEN: usize = 10;
+    /// NOP, NOP, then the timestamp option's kind and length, as one big-endian word.
+    pub const NOP_NOP_TIMESTAMP: u32 = u32::from_be_bytes([NOP, NOP, TIMESTAMP, 10]);
 }
 
 /// A zero-copy view of one TCP segment inside a captured frame.
@@ -187,8 +195,10 @@ mod option {
 pub struct Segment<'a> {
     src: Addr,
     dst: Addr,
-    /// The TCP header, options included, known to be complete.
-    tcp: &'a [u8],
+    /// The fixed 20 bytes of the TCP header.
+    tcp: &'a [u8; 20],
+    /// The TCP options, complete.
+    opts: &'a [u8],
     payload_len: u32,
 }
 
@@ -282,15 +292,15 @@ impl<'a> Segment<'a> {
     /// The TCP timestamp option (RFC 7323 §3), as `(TSval, TSecr)`, if present and well-formed.
     #[inline]
     pub fn timestamps(&self) -> Option<(u32, u32)> {
-        let opts = &self.tcp[field::OPTIONS..];
+        let opts = self.opts;
         // Fast path: the layout every stack sends, NOP NOP TS.
-        if opts.len() >= 12
-            && opts[0] == option::NOP
-            && opts[1] == option::NOP
-            && opts[2] == option::TIMESTAMP
-            && opts[3] as usize == option::TIMESTAMP_LEN
-        {
-            return Some((be32(&opts[4..8]), be32(&opts[8..12])));
+        if let Some(o) = opts.first_chunk::<12>() {
+            if u32::from_be_bytes([o[0], o[1], o[2], o[3]]) == option::NOP_NOP_TIMESTAMP {
+                return Some((
+                    u32::from_be_bytes([o[4], o[5], o[6], o[7]]),
+                    u32::from_be_bytes([o[8], o[9], o[10], o[11]]),
+                ));
+            }
         }
         let mut i = 0;
         while i < opts.len() {
@@ -423,7 +433,7 @@ fn decode_general(link: LinkType, data: &[u8], wire_len: u32) -> Result<Segment<
 #[inline(always)]
 fn eth_ipv4_tcp(data: &[u8]) -> Option<Segment<'_>> {
     use eth_ipv4 as f;
-    let fixed = data.get(..f::TCP + field::OPTIONS)?;
+    let fixed = data.first_chunk::<{ f::TCP + field::OPTIONS }>()?;
     if be16(&fixed[f::ETHERTYPE]) != ethertype::IPV4
         || fixed[f::VERSION_IHL] != f::V4_NO_OPTIONS
         || fixed[f::PROTOCOL] != ip_number::TCP.0
@@ -432,9 +442,10 @@ fn eth_ipv4_tcp(data: &[u8]) -> Option<Segment<'_>> {
         return None;
     }
     let tcp_len = usize::from(fixed[f::TCP + field::DATA_OFFSET] >> 4) * 4;
-    let tcp = data.get(f::TCP..f::TCP + tcp_len)?;
+    let opts = data.get(f::TCP + field::OPTIONS..f::TCP + tcp_len)?;
+    let (_, tcp) = fixed.split_last_chunk::<{ field::OPTIONS }>()?;
     let total = usize::from(be16(&fixed[f::TOTAL_LEN]));
-    let payload = total.checked_sub(20 + tcp_len).filter(|_| tcp_len >= 20)?;
+    let payload = total.checked_sub(20 + tcp_len)?;
     let b = |r: std::ops::Range<usize>| {
         [
             fixed[r.start],
@@ -447,6 +458,7 @@ fn eth_ipv4_tcp(data: &[u8]) -> Option<Segment<'_>> {
         src: Addr::v4(b(f::SRC)),
         dst: Addr::v4(b(f::DST)),
         tcp,
+        opts,
         payload_len: payload as u32,
     })
 }
@@ -503,12 +515,16 @@ fn ipv4(data: &[u8], wire_len: usize) -> Result<Segment<'_>, Skip> {
         0 => wire_len,
         n => n,
     };
-    let tcp = tcp(&data[ihl..])?;
-    let payload = total.checked_sub(ihl + tcp.len()).ok_or(Skip::Malformed)?;
+    let tcp_all = tcp(&data[ihl..])?;
+    let payload = total
+        .checked_sub(ihl + tcp_all.len())
+        .ok_or(Skip::Malformed)?;
+    let (tcp, opts) = split_tcp(tcp_all)?;
     Ok(Segment {
         src: Addr::v4(ip.source()),
         dst: Addr::v4(ip.destination()),
         tcp,
+        opts,
         payload_len: payload as u32,
     })
 }
@@ -546,14 +562,16 @@ fn ipv6(data: &[u8], wire_len: usize) -> Result<Segment<'_>, Skip> {
         0 => wire_len.saturating_sub(ip.slice().len()),
         n => n,
     };
-    let tcp = tcp(tcp_bytes)?;
+    let tcp_all = tcp(tcp_bytes)?;
     let payload = payload_total
-        .checked_sub(ext_len + tcp.len())
+        .checked_sub(ext_len + tcp_all.len())
         .ok_or(Skip::Malformed)?;
+    let (tcp, opts) = split_tcp(tcp_all)?;
     Ok(Segment {
         src: Addr::v6(ip.source()),
         dst: Addr::v6(ip.destination()),
         tcp,
+        opts,
         payload_len: payload as u32,
     })
 }

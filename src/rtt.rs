@@ -662,7 +662,7 @@ impl Half {
         i + 1
     }
 
-    #[inline]
+    #[inline(always)]
     fn on_ack(
         &mut self,
         pool: &mut SegPool,

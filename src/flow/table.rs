@@ -2,7 +2,7 @@
 //!
 //! One worker owns one table, so there is no lock anywhere in it. It is an open-addressing hash
 //! table with linear probing and backward-shift deletion (no tombstones), over entries of a fixed
-//! 128 bytes: the key, a 24-bit hash tag, a state byte, the last-seen time and the caller's
+//! 128 bytes: the key, a tag word (30 hash bits and 2 state bits), the last-seen time and the caller's
 //! per-flow value.
 //!
 //! Bounds, because a sniffer on a busy gateway sees hostile traffic too:
@@ -19,12 +19,14 @@
 
 use super::key::FlowKey;
 
-/// The state byte's bits.
-mod state {
+/// The bits of an entry's tag word: two state bits, then 30 bits of the key's hash.
+mod tag {
     /// The slot holds a flow.
-    pub const OCCUPIED: u8 = 0x01;
+    pub const OCCUPIED: u32 = 0x01;
     /// A FIN or RST was seen: the flow expires after `exp_ttl` instead of `idle_ttl`.
-    pub const CLOSING: u8 = 0x02;
+    pub const CLOSING: u32 = 0x02;
+    /// The state bits; the rest is the hash.
+    pub const STATE: u32 = OCCUPIED | CLOSING;
 }
 
 /// How long flows live without traffic, in nanoseconds of packet time.
@@ -42,8 +44,9 @@ pub struct Ttl {
 #[derive(Clone, Copy, Default)]
 pub struct Entry<V> {
     key: FlowKey,
-    tag: [u8; 3],
-    state: u8,
+    /// State bits and hash bits (see [`tag`]): one compare rejects most slots that are not the
+    /// flow's, and zero means free.
+    tag: u32,
     last_seen: u64,
     /// The caller's per-flow state.
     pub value: V,
@@ -65,17 +68,17 @@ impl<V> Entry<V> {
     /// Marks the flow as closing (FIN or RST seen), so it expires after `exp_ttl`.
     #[inline]
     pub fn set_closing(&mut self) {
-        self.state |= state::CLOSING;
+        self.tag |= tag::CLOSING;
     }
 
     #[inline]
     fn occupied(&self) -> bool {
-        self.state & state::OCCUPIED != 0
+        self.tag & tag::OCCUPIED != 0
     }
 
     #[inline]
     fn expired(&self, now: u64, ttl: &Ttl) -> bool {
-        let limit = if self.state & state::CLOSING != 0 {
+        let limit = if self.tag & tag::CLOSING != 0 {
             ttl.closed_ns
         } else {
             ttl.idle_ns
@@ -120,10 +123,11 @@ fn same_key(x: &FlowKey, y: &FlowKey) -> bool {
         && (x.a_port, x.b_port) == (y.a_port, y.b_port)
 }
 
+/// The tag of an occupied, open entry for `hash`: its top 30 bits (the slot index comes from the
+/// low bits), and the occupied bit.
 #[inline]
-fn tag_of(hash: u64) -> [u8; 3] {
-    let t = (hash >> 40) as u32;
-    [t as u8, (t >> 8) as u8, (t >> 16) as u8]
+fn tag_of(hash: u64) -> u32 {
+    ((hash >> 32) as u32 & !tag::STATE) | tag::OCCUPIED
 }
 
 impl<V: Default + Copy> FlowTable<V> {
@@ -189,14 +193,14 @@ impl<V: Default + Copy> FlowTable<V> {
             if !e.occupied() {
                 break;
             }
-            if e.tag == tag && same_key(&e.key, key) {
+            if e.tag & !tag::CLOSING == tag && same_key(&e.key, key) {
                 let ttl = self.ttl;
                 let e = &mut self.slots[i];
                 let fresh = e.expired(now, &ttl);
                 if fresh {
                     release(&mut e.value);
                     e.value = V::default();
-                    e.state = state::OCCUPIED;
+                    e.tag = tag;
                     self.stats.expired += 1;
                     self.stats.created += 1;
                 }
@@ -221,7 +225,6 @@ impl<V: Default + Copy> FlowTable<V> {
         *e = Entry {
             key: *key,
             tag,
-            state: state::OCCUPIED,
             last_seen: now,
             value: V::default(),
         };
