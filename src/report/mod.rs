@@ -6,7 +6,7 @@ pub mod merge;
 pub mod statsd;
 pub mod table;
 
-pub use merge::{Counters, IntervalStats, Merged, PairHist, PairKey, PairSummary};
+pub use merge::{Counters, IntervalStats, Merged, PairHist, PairKey, PairRecorder, PairSummary};
 
 /// Nanoseconds to milliseconds, the unit of every reported RTT.
 #[inline]
