@@ -76,16 +76,24 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
-/// Replays `cycles` cycles of the first mix (`clients` client hosts) through one worker.
+/// Replays `cycles` cycles of the first mix (`clients` client hosts) through one worker, and
+/// prints the time per packet after two warm-up cycles (one run; compare runs interleaved).
 fn replay_only(cycles: u32, clients: u32) {
     let mut mix = traffic::Mix::new(FLOWS, clients, 4);
     let mut w = Worker::new(0, &WorkerConfig::default());
-    for _ in 0..cycles {
+    // Two cycles to warm up, then the rest timed.
+    let warm = cycles.min(2);
+    for _ in 0..warm {
         mix.cycle(|f| w.handle(LinkType::Ethernet, f));
     }
+    let t = std::time::Instant::now();
+    for _ in warm..cycles {
+        mix.cycle(|f| w.handle(LinkType::Ethernet, f));
+    }
+    let ns = t.elapsed().as_nanos() as f64 / ((cycles - warm) as f64 * mix.len() as f64);
     let stats = w.take_interval(Default::default());
     println!(
-        "{cycles} cycles of {} packets, {} samples",
+        "{cycles} cycles of {} packets, {} samples, {ns:.1} ns per packet after {warm}",
         mix.len(),
         stats.counters.samples
     );
