@@ -675,12 +675,21 @@ impl Merged {
     /// Adds one worker's interval that is of no use afterwards (the offline path): a pair new
     /// here takes the recorder's moments as they are.
     pub fn absorb(&mut self, s: IntervalStats) {
-        self.counters.add(&s.counters);
-        for r in &s.pairs {
+        let IntervalStats {
+            index,
+            pairs,
+            spare,
+            counters,
+        } = s;
+        drop((index, spare));
+        self.counters.add(&counters);
+        // Each recorder is freed as soon as it is converted, so that the recorders and the
+        // histograms made from them are not all in memory at once.
+        for r in pairs {
             match self.pairs.entry(r.key) {
-                Entry::Occupied(mut e) => e.get_mut().merge_recorder(r),
+                Entry::Occupied(mut e) => e.get_mut().merge_recorder(&r),
                 Entry::Vacant(e) => {
-                    e.insert(PairHist::from(r));
+                    e.insert(PairHist::from(&r));
                 }
             }
         }
