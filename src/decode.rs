@@ -196,7 +196,7 @@ pub struct Segment<'a> {
     src: Addr,
     dst: Addr,
     /// The fixed 20 bytes of the TCP header.
-    tcp: &'a [u8; 20],
+    tcp: &'a [u8; field::OPTIONS],
     /// The TCP options, complete.
     opts: &'a [u8],
     payload_len: u32,
@@ -245,30 +245,6 @@ impl<'a> Segment<'a> {
         self.tcp[field::FLAGS]
     }
 
-    /// True when the ACK flag is set.
-    #[inline]
-    pub fn has_ack(&self) -> bool {
-        self.flags() & flags::ACK != 0
-    }
-
-    /// True when the SYN flag is set.
-    #[inline]
-    pub fn is_syn(&self) -> bool {
-        self.flags() & flags::SYN != 0
-    }
-
-    /// True when the FIN or RST flag is set: the connection is closing.
-    #[inline]
-    pub fn is_closing(&self) -> bool {
-        self.flags() & (flags::FIN | flags::RST) != 0
-    }
-
-    /// True when the RST flag is set.
-    #[inline]
-    pub fn is_rst(&self) -> bool {
-        self.flags() & flags::RST != 0
-    }
-
     /// Payload bytes, from the IP header's length fields (not from what was captured).
     #[inline]
     pub fn payload_len(&self) -> u32 {
@@ -295,11 +271,8 @@ impl<'a> Segment<'a> {
         let opts = self.opts;
         // Fast path: the layout every stack sends, NOP NOP TS.
         if let Some(o) = opts.first_chunk::<12>() {
-            if u32::from_be_bytes([o[0], o[1], o[2], o[3]]) == option::NOP_NOP_TIMESTAMP {
-                return Some((
-                    u32::from_be_bytes([o[4], o[5], o[6], o[7]]),
-                    u32::from_be_bytes([o[8], o[9], o[10], o[11]]),
-                ));
+            if be32(&o[..4]) == option::NOP_NOP_TIMESTAMP {
+                return Some((be32(&o[4..8]), be32(&o[8..12])));
             }
         }
         let mut i = 0;
@@ -442,6 +415,7 @@ fn eth_ipv4_tcp(data: &[u8]) -> Option<Segment<'_>> {
         return None;
     }
     let tcp_len = usize::from(fixed[f::TCP + field::DATA_OFFSET] >> 4) * 4;
+    // A data offset below five words makes this range end before it starts: `None`, too.
     let opts = data.get(f::TCP + field::OPTIONS..f::TCP + tcp_len)?;
     let (_, tcp) = fixed.split_last_chunk::<{ field::OPTIONS }>()?;
     let total = usize::from(be16(&fixed[f::TOTAL_LEN]));

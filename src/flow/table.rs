@@ -2,8 +2,8 @@
 //!
 //! One worker owns one table, so there is no lock anywhere in it. It is an open-addressing hash
 //! table with linear probing and backward-shift deletion (no tombstones), over entries of a fixed
-//! 128 bytes: the key, a tag word (30 hash bits and 2 state bits), the last-seen time and the caller's
-//! per-flow value.
+//! 128 bytes: the key, a tag word (30 hash bits and 2 state bits), the last-seen time and the
+//! caller's per-flow value.
 //!
 //! Bounds, because a sniffer on a busy gateway sees hostile traffic too:
 //! - at most `max_flows` entries; when full, a new flow evicts the least recently seen of a few

@@ -246,13 +246,6 @@ impl PairHist {
         }
     }
 
-    /// Forgets every sample, keeping the memory.
-    pub fn reset(&mut self) {
-        self.rtt.reset();
-        self.jitter.reset();
-        self.m = Moments::EMPTY;
-    }
-
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.m.count
