@@ -672,12 +672,7 @@ pub fn interface_addresses(name: &str) -> Option<Vec<Addr>> {
     if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
         for i in ifs.filter(|i| i.interface_name == name) {
             seen = true;
-            let Some(a) = i.address else { continue };
-            if let Some(v4) = a.as_sockaddr_in() {
-                out.push(Addr::from(IpAddr::V4(v4.ip())));
-            } else if let Some(v6) = a.as_sockaddr_in6() {
-                out.push(Addr::from(IpAddr::V6(v6.ip())));
-            }
+            out.extend(i.address.as_ref().and_then(iface::ip_of).map(Addr::from));
         }
     }
     seen.then_some(out)

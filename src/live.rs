@@ -277,6 +277,17 @@ fn validate(cfg: &LiveConfig) -> Result<(), LiveError> {
     Ok(())
 }
 
+/// The local addresses workers use: the configured ones, plus the interface's own.
+fn local_with(configured: &[Addr], iface: &[IpAddr]) -> Vec<Addr> {
+    let mut local = configured.to_vec();
+    for a in iface.iter().map(|ip| Addr::from(*ip)) {
+        if !local.contains(&a) {
+            local.push(a);
+        }
+    }
+    local
+}
+
 /// What the reporter holds for one worker.
 struct Lane {
     fresh: Sender<IntervalStats>,
@@ -339,12 +350,7 @@ pub fn run(
     }
 
     let mut wcfg = cfg.worker.clone();
-    for ip in &itf.addrs {
-        let a = Addr::from(*ip);
-        if !wcfg.local.contains(&a) {
-            wcfg.local.push(a);
-        }
-    }
+    wcfg.local = local_with(&cfg.worker.local, &itf.addrs);
     if cfg.whitelist.is_some() {
         wcfg.whitelist = cfg.whitelist.clone();
     }
@@ -675,12 +681,7 @@ impl Reporter<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut local = self.cfg.worker.local.clone();
-        for a in addrs.iter().map(|ip| Addr::from(*ip)) {
-            if !local.contains(&a) {
-                local.push(a);
-            }
-        }
+        let local = local_with(&self.cfg.worker.local, &addrs);
         for (id, lane) in self.lanes.iter().enumerate() {
             if lane.local.try_send(local.clone()).is_err() {
                 // Workers read their queue at every loop turn; a full one means a worker stalled.

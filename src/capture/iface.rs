@@ -139,7 +139,7 @@ pub fn lookup(name: &str) -> Result<Interface, IfaceError> {
 }
 
 /// The IP address in a `getifaddrs` entry, if it holds one (IPv4 or IPv6).
-fn ip_of(addr: &SockaddrStorage) -> Option<IpAddr> {
+pub fn ip_of(addr: &SockaddrStorage) -> Option<IpAddr> {
     if let Some(v4) = addr.as_sockaddr_in() {
         Some(IpAddr::V4(v4.ip()))
     } else {
