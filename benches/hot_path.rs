@@ -10,8 +10,9 @@
 //! cycles, which must be zero.
 //!
 //! Run: `cargo bench --bench hot_path`. With `HOT_PATH_CYCLES=N` in the environment the binary
-//! skips criterion and only replays N cycles of the first mix through one worker, for
-//! `scripts/hot-path-instructions`, which counts instructions per packet under callgrind.
+//! skips criterion and only replays N cycles of the first mix through one worker, printing the
+//! time per packet (run two builds alternately to compare them on a noisy machine); this is also
+//! what `scripts/hot-path-instructions` counts instructions of under callgrind.
 
 use criterion::{criterion_group, Criterion, Throughput};
 
