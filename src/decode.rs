@@ -73,11 +73,10 @@ impl Addr {
     /// Wraps an IPv4 address (as its four bytes in network order).
     #[inline]
     pub fn v4(octets: [u8; 4]) -> Addr {
-        let mut b = [0u8; 16];
-        b[10] = 0xff;
-        b[11] = 0xff;
-        b[12..].copy_from_slice(&octets);
-        Addr(b)
+        // Built as one 128-bit word, which stays in registers; byte stores would be written to
+        // the stack piecewise and then read back whole, which the CPU cannot forward.
+        let v = (0xffff_u128 << 32) | u128::from(u32::from_be_bytes(octets));
+        Addr(v.to_be_bytes())
     }
 
     /// Wraps an IPv6 address (as its sixteen bytes in network order).

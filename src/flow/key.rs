@@ -47,29 +47,21 @@ impl FlowKey {
     #[inline]
     pub fn new(src: Addr, sport: u16, dst: Addr, dport: u16) -> (FlowKey, Side) {
         // Any total order will do, as long as both directions agree; whole 128-bit words compare
-        // in two instructions where a byte-wise comparison loops.
+        // in two instructions where a byte-wise comparison loops. Which way a packet goes is a
+        // coin toss to the branch predictor, so the swap is done with masks, not a branch.
         let (s, d) = (u128::from_ne_bytes(src.0), u128::from_ne_bytes(dst.0));
-        if (s, sport) <= (d, dport) {
-            (
-                FlowKey {
-                    a: src,
-                    b: dst,
-                    a_port: sport,
-                    b_port: dport,
-                },
-                Side::A,
-            )
-        } else {
-            (
-                FlowKey {
-                    a: dst,
-                    b: src,
-                    a_port: dport,
-                    b_port: sport,
-                },
-                Side::B,
-            )
-        }
+        let swap = (s, sport) > (d, dport);
+        let m = 0u128.wrapping_sub(u128::from(swap));
+        let x = (s ^ d) & m;
+        let pm = 0u16.wrapping_sub(u16::from(swap));
+        let px = (sport ^ dport) & pm;
+        let key = FlowKey {
+            a: Addr((s ^ x).to_ne_bytes()),
+            b: Addr((d ^ x).to_ne_bytes()),
+            a_port: sport ^ px,
+            b_port: dport ^ px,
+        };
+        (key, if swap { Side::B } else { Side::A })
     }
 
     /// The (address, port) of one side.
