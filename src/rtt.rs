@@ -541,7 +541,9 @@ impl FlowRtt {
             Some(ack) => self.halves[side ^ 1].on_ack(pool, ack, t, p.tsecr()),
             None => None,
         };
-        if p.seq_len > 0 && !p.rst() {
+        // `&`, not `&&`: one branch, where the outcome follows the packet's kind, is one chance
+        // to mispredict instead of two.
+        if (p.seq_len > 0) & !p.rst() {
             self.halves[side].on_data(pool, p, t);
         }
         sample
@@ -627,7 +629,7 @@ impl Half {
         }
         let resend = seq_lt(seq, c.snd_max);
         // A second segment in flight, or a resend of the one in flight, needs a ring.
-        if c.ring == 0 && self.inline.len() > 0 && c.flags & half::PAUSED == 0 {
+        if (c.ring == 0) & (self.inline.len() > 0) & (c.flags & half::PAUSED == 0) {
             c.ring = self.promote(pool);
         }
         if c.ring != 0 {
@@ -671,10 +673,9 @@ impl Half {
         tsecr: Option<u32>,
     ) -> Option<Sample> {
         let mut c = self.load();
-        if c.flags & half::SND == 0 {
-            return None;
-        }
-        if c.flags & half::ACK != 0 && seq_le(ack, c.ack_max) {
+        // Nothing sent yet, or nothing new acknowledged: one branch for both (see on_packet).
+        let stale = (c.flags & half::ACK != 0) & seq_le(ack, c.ack_max);
+        if (c.flags & half::SND == 0) | stale {
             return None;
         }
         let first = c.flags & half::ACK == 0;
