@@ -5,6 +5,7 @@
 //! Two shapes: `few_pairs` (100 client hosts × 4 servers, as on a server or a benchmark host)
 //! and `many_pairs` (every flow from its own client host, as on a busy gateway), where each
 //! sample lands in a different pair's histogram and costs cache misses.
+//! The benchmark pins itself to the last core, as live workers are pinned.
 //! Criterion reports time per cycle and packets per second; divide for ns per packet. Before the
 //! timed runs it counts the allocations that `Worker::handle` makes over whole steady-state
 //! cycles, which must be zero.
@@ -103,6 +104,11 @@ fn replay_only(cycles: u32, clients: u32) {
 criterion_group!(benches, hot_path);
 
 fn main() {
+    // Pinned to one core, as live workers are: a thread that migrates mid-run measures the
+    // migration too.
+    if let Some(last) = core_affinity::get_core_ids().and_then(|c| c.last().copied()) {
+        core_affinity::set_for_current(last);
+    }
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
     if let Some(cycles) = env("HOT_PATH_CYCLES") {
         replay_only(cycles, env("HOT_PATH_CLIENTS").unwrap_or(100));
