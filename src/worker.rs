@@ -228,6 +228,14 @@ impl Worker {
     /// [`Worker::flow_keys`]) first applies what is pending.
     #[inline]
     pub fn handle(&mut self, link: LinkType, frame: &Frame<'_>) {
+        // The queue is a ring whose write position, once it is full, holds the oldest segment:
+        // apply that one where it lies first, then decode the new frame into its place. In that
+        // order nothing decoded has to be kept across the apply step.
+        let i = self.pending_next;
+        if self.pending_len == LOOKAHEAD {
+            self.engine.apply(&self.pending[i]);
+            self.pending_len -= 1;
+        }
         let c = &mut self.engine.stats.counters;
         c.packets += 1;
         let seg = match decode::decode(link, frame.data, frame.wire_len) {
@@ -243,14 +251,7 @@ impl Worker {
         let slot = self.engine.table.slot_addr(hash);
         prefetch(slot);
         prefetch(slot.wrapping_add(64));
-        // The queue is a ring whose write position, once it is full, holds the oldest segment:
-        // apply that one where it lies, then decode the new one over it.
-        let i = self.pending_next;
-        if self.pending_len == LOOKAHEAD {
-            self.engine.apply(&self.pending[i]);
-        } else {
-            self.pending_len += 1;
-        }
+        self.pending_len += 1;
         self.pending_next = (i + 1) % LOOKAHEAD;
         let p = &mut self.pending[i];
         p.key = key;
