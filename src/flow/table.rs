@@ -376,6 +376,26 @@ mod tests {
     }
 
     #[test]
+    fn grows_at_an_eighth_full_and_stops_at_the_cap() {
+        // 1,000 flows at half load need 2,048 slots: the cap.
+        let mut t = FlowTable::<u64>::new(1000, TTL);
+        assert_eq!(t.slots.len(), INITIAL_SLOTS);
+        for n in 0..128 {
+            up(&mut t, &key(n), 1);
+        }
+        assert_eq!(t.slots.len(), 1024, "128 flows are an eighth of 1,024 slots");
+        up(&mut t, &key(128), 1);
+        assert_eq!(t.slots.len(), 2048, "the 129th flow doubles the table");
+        for n in 129..1000 {
+            up(&mut t, &key(n), 1);
+        }
+        assert_eq!(t.slots.len(), 2048, "no growth past the cap");
+        assert_eq!(t.len(), 1000);
+        assert!((0..1000).all(|n| !up(&mut t, &key(n), 2)), "every flow is found");
+        assert_eq!(t.stats().evicted, 0);
+    }
+
+    #[test]
     fn full_table_evicts_the_least_recently_seen_and_counts_it() {
         let mut t = FlowTable::<u64>::new(8, TTL);
         for n in 0..8 {
