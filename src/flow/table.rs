@@ -383,7 +383,11 @@ mod tests {
         for n in 0..128 {
             up(&mut t, &key(n), 1);
         }
-        assert_eq!(t.slots.len(), 1024, "128 flows are an eighth of 1,024 slots");
+        assert_eq!(
+            t.slots.len(),
+            1024,
+            "128 flows are an eighth of 1,024 slots"
+        );
         up(&mut t, &key(128), 1);
         assert_eq!(t.slots.len(), 2048, "the 129th flow doubles the table");
         for n in 129..1000 {
@@ -391,7 +395,10 @@ mod tests {
         }
         assert_eq!(t.slots.len(), 2048, "no growth past the cap");
         assert_eq!(t.len(), 1000);
-        assert!((0..1000).all(|n| !up(&mut t, &key(n), 2)), "every flow is found");
+        assert!(
+            (0..1000).all(|n| !up(&mut t, &key(n), 2)),
+            "every flow is found"
+        );
         assert_eq!(t.stats().evicted, 0);
     }
 
