@@ -106,7 +106,7 @@ const INITIAL_SLOTS: usize = 1024;
 /// a lookup probes 1.07 slots on average, against 1.5 at half load (Knuth's `(1 + 1/(1 − α))/2`),
 /// and each extra probe is a branch the CPU mispredicts: on the benchmark mix this is worth about
 /// 5 % of the time a packet takes. Growth stops at the size `max_flows` needs at half load, so the
-/// memory bound is unchanged; slots left empty are never touched, so they cost no cache.
+/// memory bound is unchanged; an empty slot costs cache only when a probe ends on it.
 const GROW_AT_LOAD: usize = 8;
 
 /// A bounded flow table owned by one worker.
