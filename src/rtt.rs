@@ -257,7 +257,8 @@ struct Inline {
     flags: u8,
     /// The half's flags (see [`half`]), stored here to use the padding.
     half_flags: u8,
-    /// The caller's cookie for this half (see [`FlowRtt::cookie`]), also in the padding.
+    /// The low half of the caller's cookie for this half (see [`FlowRtt::cookie`]), also in
+    /// the padding.
     cookie: u16,
 }
 
@@ -448,12 +449,13 @@ pub struct SegPool {
 }
 
 impl SegPool {
-    /// A pool that will hold at most `max_rings` rings (about 4.5 KB each).
+    /// A pool that will hold at most `max_rings` rings (about 4.5 KB each), and never more
+    /// than 65,535: a half keeps its ring's number + 1 in 16 bits.
     pub fn new(max_rings: usize) -> SegPool {
         SegPool {
             rings: Vec::new(),
             free: Vec::new(),
-            max_rings,
+            max_rings: max_rings.min(usize::from(u16::MAX)),
             stats: RttStats::default(),
         }
     }
@@ -494,7 +496,9 @@ struct Core {
     ack_max: u32,
     last_rtt: u32,
     /// Pool index + 1 of the borrowed ring; 0 when the half uses its inline slot.
-    ring: u32,
+    ring: u16,
+    /// The high half of the caller's cookie (see [`FlowRtt::cookie`]).
+    cookie_hi: u16,
 }
 
 /// A working copy of a half's [`Core`] with its flags, which are stored in the inline slot's
@@ -553,23 +557,26 @@ impl FlowRtt {
     pub fn release(&mut self, pool: &mut SegPool) {
         for h in &mut self.halves {
             if h.core.ring != 0 {
-                pool.release(h.core.ring - 1);
+                pool.release(u32::from(h.core.ring) - 1);
                 h.core.ring = 0;
             }
         }
     }
 
-    /// A 16-bit value the caller may keep with the half whose data `side` sends (the worker
-    /// caches the half's reporting slot here). Zero for a new flow.
+    /// A 32-bit value the caller may keep with the half whose data `side` sends (the worker
+    /// caches how the half is reported here). Zero for a new flow.
     #[inline]
-    pub fn cookie(&self, side: usize) -> u16 {
-        self.halves[side].inline.cookie
+    pub fn cookie(&self, side: usize) -> u32 {
+        let h = &self.halves[side];
+        u32::from(h.core.cookie_hi) << 16 | u32::from(h.inline.cookie)
     }
 
     /// Sets the caller's cookie for the half whose data `side` sends.
     #[inline]
-    pub fn set_cookie(&mut self, side: usize, v: u16) {
-        self.halves[side].inline.cookie = v;
+    pub fn set_cookie(&mut self, side: usize, v: u32) {
+        let h = &mut self.halves[side];
+        h.core.cookie_hi = (v >> 16) as u16;
+        h.inline.cookie = v as u16;
     }
 
     /// Whether half `side` currently borrows a ring (for tests and statistics).
@@ -585,7 +592,7 @@ impl Half {
             snd_max: self.core.snd_max,
             ack_max: self.core.ack_max,
             last_rtt: self.core.last_rtt,
-            ring: self.core.ring,
+            ring: u32::from(self.core.ring),
             flags: self.inline.half_flags,
         }
     }
@@ -596,7 +603,9 @@ impl Half {
             snd_max: w.snd_max,
             ack_max: w.ack_max,
             last_rtt: w.last_rtt,
-            ring: w.ring,
+            // Pool indexes fit 16 bits (see SegPool::new).
+            ring: w.ring as u16,
+            cookie_hi: self.core.cookie_hi,
         };
         self.inline.half_flags = w.flags;
     }

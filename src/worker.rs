@@ -18,7 +18,7 @@ use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Addr};
 use crate::flow::{FlowKey, FlowTable, TableStats, Ttl};
 use crate::report::merge::{IntervalStats, PairKey};
-use crate::rtt::{FlowRtt, Method, Packet, RttStats, SegPool};
+use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
 
 /// An address range, `ADDR/PREFIX` (IPv4 or IPv6); a bare address is a /32 or /128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +159,17 @@ const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 /// so the cache misses of a large table overlap instead of stalling one after another.
 const LOOKAHEAD: usize = 8;
 
+/// What a half's cookie (see [`FlowRtt::cookie`]) holds: the epoch it was decided in (high 16
+/// bits; see [`Engine::new_epoch`]), and then how the half is reported (low 16 bits): its pair's
+/// slot in the interval's statistics + 1, or [`cookie::FILTERED`]. A cookie from another epoch,
+/// or with a slot of 0 (the slot did not fit), is undecided: the pair is looked up.
+mod cookie {
+    /// The low bits.
+    pub const SLOT: u32 = 0xffff;
+    /// The half is not reported (its acknowledging end is local, or not whitelisted).
+    pub const FILTERED: u32 = 0xffff;
+}
+
 /// A decoded segment waiting for its turn: the owned, parsed form of [`decode::Segment`].
 #[derive(Clone, Copy, Default)]
 struct Parsed {
@@ -191,6 +202,9 @@ struct Engine {
     stats: IntervalStats,
     samples: Vec<SampleRecord>,
     next_sweep_ns: u64,
+    /// The current epoch, in the cookie's high bits: never 0, so that a new flow's zeroed
+    /// cookies are undecided.
+    epoch: u32,
     table_seen: TableStats,
     rtt_seen: RttStats,
 }
@@ -209,6 +223,7 @@ impl Worker {
                 stats: IntervalStats::default(),
                 samples: Vec::new(),
                 next_sweep_ns: 0,
+                epoch: 1 << 16,
                 table_seen: TableStats::default(),
                 rtt_seen: RttStats::default(),
             },
@@ -276,6 +291,7 @@ impl Worker {
     pub fn set_local(&mut self, local: Vec<Addr>) {
         self.flush();
         self.engine.local = local;
+        self.engine.new_epoch();
     }
 
     /// Applies every pending segment.
@@ -327,39 +343,31 @@ impl Engine {
         };
         // The segment's sender acknowledged; the data came from the other side.
         let data_side = side ^ 1;
-        let (acker, acker_port) = if side == 0 {
-            (p.key.a, p.key.a_port)
-        } else {
-            (p.key.b, p.key.b_port)
-        };
-        let (sender, sender_port) = if side == 0 {
-            (p.key.b, p.key.b_port)
-        } else {
-            (p.key.a, p.key.a_port)
-        };
         let c = &mut self.stats.counters;
         c.samples += 1;
-        let reported = !self.local.contains(&acker)
-            && self
-                .whitelist
-                .as_ref()
-                .is_none_or(|w| w.iter().any(|n| n.contains(&acker)));
-        if !reported {
-            c.filtered += 1;
-            return;
+        // The half's cookie says how it is reported in this interval, once that is decided.
+        let mut cookie = entry.value.cookie(data_side);
+        if cookie.wrapping_sub(self.epoch + 1) < cookie::SLOT {
+            match cookie & cookie::SLOT {
+                cookie::FILTERED => c.filtered += 1,
+                slot => {
+                    self.stats
+                        .record_slot((slot - 1) as usize, sample.rtt_ns, sample.jitter_ns)
+                }
+            }
+        } else {
+            cookie = record_first(
+                &mut self.stats,
+                &self.local,
+                &self.whitelist,
+                p,
+                data_side,
+                &sample,
+            ) | self.epoch;
+            entry.value.set_cookie(data_side, cookie);
         }
-        let pair = PairKey {
-            src: sender,
-            dst: acker,
-        };
-        let hint = entry.value.cookie(data_side);
-        let slot = self
-            .stats
-            .record(pair, hint, sample.rtt_ns, sample.jitter_ns);
-        if slot != hint {
-            entry.value.set_cookie(data_side, slot);
-        }
-        if self.keep_samples {
+        if self.keep_samples && cookie & cookie::SLOT != cookie::FILTERED {
+            let ((sender, sender_port), (acker, acker_port)) = p.key.ends(data_side);
             self.samples.push(SampleRecord {
                 ts_ns: now,
                 src: sender,
@@ -369,6 +377,19 @@ impl Engine {
                 rtt_ns: sample.rtt_ns,
                 method: sample.method,
             });
+        }
+    }
+
+    /// Starts a new epoch: every cookie is stale from now on. Once in 65,535 epochs the
+    /// numbers wrap, and every cookie is cleared so that none from long ago looks current.
+    fn new_epoch(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1 << 16);
+        if self.epoch == 0 {
+            for v in self.table.values_mut() {
+                v.set_cookie(0, 0);
+                v.set_cookie(1, 0);
+            }
+            self.epoch = 1 << 16;
         }
     }
 
@@ -383,7 +404,10 @@ impl Engine {
     /// [`IntervalStats`], ideally one handed back by the reporter so its memory is reused).
     fn take_interval(&mut self, mut fresh: IntervalStats) -> IntervalStats {
         fresh.clear();
+        self.stats.settle();
         let mut done = std::mem::replace(&mut self.stats, fresh);
+        // The cookies name slots of the interval handed over.
+        self.new_epoch();
         let t = self.table.stats();
         let r = self.pool.stats();
         let c = &mut done.counters;
@@ -403,6 +427,35 @@ impl Engine {
         self.rtt_seen = r;
         done
     }
+}
+
+/// Decides how a half is reported in this interval, and records its sample (the first of the
+/// interval, or one whose pair's slot did not fit the cookie). Returns the cookie's low bits.
+#[cold]
+#[inline(never)]
+fn record_first(
+    stats: &mut IntervalStats,
+    local: &[Addr],
+    whitelist: &Option<Vec<Net>>,
+    p: &Parsed,
+    data_side: usize,
+    sample: &Sample,
+) -> u32 {
+    let ((sender, _), (acker, _)) = p.key.ends(data_side);
+    let reported = !local.contains(&acker)
+        && whitelist
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|n| n.contains(&acker)));
+    if !reported {
+        stats.counters.filtered += 1;
+        return cookie::FILTERED;
+    }
+    let pair = PairKey {
+        src: sender,
+        dst: acker,
+    };
+    // 0 (no slot that fits) leaves the cookie undecided: the next sample looks again.
+    u32::from(stats.record(pair, 0, sample.rtt_ns, sample.jitter_ns))
 }
 
 #[cfg(test)]

@@ -174,6 +174,14 @@ impl<V: Default + Copy> FlowTable<V> {
         self.slots.iter().filter(|e| e.occupied())
     }
 
+    /// Every live flow's value, to change in place.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.slots
+            .iter_mut()
+            .filter(|e| e.occupied())
+            .map(|e| &mut e.value)
+    }
+
     /// Where the slot `hash`'s probe begins lives (two cache lines from there), for a caller
     /// that prefetches it so that a later [`FlowTable::upsert`] finds it in cache.
     #[inline]

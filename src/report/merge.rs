@@ -31,6 +31,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use hdrhistogram::Histogram;
 
+use crate::capture::ring::prefetch;
 use crate::decode::{Addr, Skip};
 use crate::flow::TableStats;
 use crate::rtt::RttStats;
@@ -407,6 +408,16 @@ impl PairRecorder {
     /// Records one sample, and the jitter it makes with the previous sample of its flow.
     #[inline(always)]
     fn record(&mut self, rtt_ns: u64, jitter_ns: Option<u64>) {
+        if let Some(d) = self.record_moments(rtt_ns, jitter_ns) {
+            self.add_counts(d);
+        }
+    }
+
+    /// Records the sample's moments now, and returns its counts increments for the caller to
+    /// apply later ([`PairRecorder::add_counts`]). On the slow path (see below) it records
+    /// everything itself and returns `None`.
+    #[inline(always)]
+    fn record_moments(&mut self, rtt_ns: u64, jitter_ns: Option<u64>) -> Option<Counts> {
         // Unclamped: values below the range count at index 0 (as the range's lowest, when
         // converted), values beyond it fall past the counts (the slow path clamps them).
         let i = JITTER_LEN + RTT.index(rtt_ns);
@@ -414,7 +425,6 @@ impl PairRecorder {
         // The fast path: the RTT within the counts, and neither the first sample (srtt starts
         // at it) nor one that could overflow a count (no count exceeds the samples).
         if i < self.counts.len() && m.count.wrapping_sub(1) < FAST_SAMPLES {
-            self.counts[i] += 1;
             // The counts end before 2^63 ns, so the RTT is a non-negative i64, which converts
             // to f64 in one instruction (a u64 takes six).
             let r = rtt_ns as i64 as f64;
@@ -423,14 +433,40 @@ impl PairRecorder {
             m.sum_ns += u128::from(rtt_ns);
             m.min_ns = m.min_ns.min(rtt_ns);
             m.max_ns = m.max_ns.max(rtt_ns);
-            if let Some(j) = jitter_ns {
-                self.counts[JITTER.index(j)] += 1;
-                m.jitter_count += 1;
-                m.jitter_sum_ns += u128::from(j);
-            }
+            // No jitter adds nothing, to index 0: one add either way, no branch.
+            let (jitter, jitter_add) = match jitter_ns {
+                Some(j) => {
+                    m.jitter_count += 1;
+                    m.jitter_sum_ns += u128::from(j);
+                    (JITTER.index(j) as u32, 1)
+                }
+                None => (0, 0),
+            };
+            Some(Counts {
+                pair: 0,
+                rtt: i as u32,
+                jitter,
+                jitter_add,
+            })
         } else {
             self.record_slowly(i, rtt_ns, jitter_ns);
+            None
         }
+    }
+
+    /// Applies the counts increments [`PairRecorder::record_moments`] returned.
+    #[inline(always)]
+    fn add_counts(&mut self, d: Counts) {
+        self.counts[d.rtt as usize] += 1;
+        self.counts[d.jitter as usize] += d.jitter_add;
+    }
+
+    /// Asks the CPU to load the counts lines `d` will increment.
+    #[inline(always)]
+    fn prefetch_counts(&self, d: &Counts) {
+        let base = self.counts.as_ptr();
+        prefetch(base.wrapping_add(d.rtt as usize).cast());
+        prefetch(base.wrapping_add(d.jitter as usize).cast());
     }
 
     /// [`PairRecorder::record`] for a pair's first sample, for an RTT beyond the counts (which
@@ -586,18 +622,62 @@ impl Counters {
     }
 }
 
+/// One sample's counts increments, waiting for their cache lines: the pair's slot, the RTT's
+/// counts index, and the jitter's index with what to add there (0 when there is no jitter).
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    pair: u32,
+    rtt: u32,
+    jitter: u32,
+    jitter_add: u32,
+}
+
+impl Counts {
+    /// An empty place in the queue: no pair has this slot.
+    const NONE: Counts = Counts {
+        pair: u32::MAX,
+        rtt: 0,
+        jitter: 0,
+        jitter_add: 0,
+    };
+}
+
+/// Samples whose counts increments wait for their cache lines. With thousands of pairs, a
+/// pair's counts are rarely cached, and their address is known only once the pair's recorder is
+/// loaded: incremented at once, each sample would wait for two misses in a row. Instead the
+/// recorder takes the sample's moments at once, the counts lines are prefetched, and the
+/// increments are applied `DEFER` samples later, when the lines have arrived.
+const DEFER: usize = 8;
+
 /// What a worker hands the reporter for one interval: its pairs and its counters.
 ///
 /// Interval objects are recycled between worker and reporter, so their maps and counts arrays
-/// keep their memory from one interval to the next.
-#[derive(Default)]
+/// keep their memory from one interval to the next. A worker calls [`IntervalStats::settle`]
+/// before handing one over.
 pub struct IntervalStats {
     index: PairMap<u32>,
     pairs: Vec<PairRecorder>,
     /// Zeroed counts arrays of the pairs of earlier intervals.
     spare: Vec<Box<[u32]>>,
+    /// Counts increments not yet applied: a ring whose next write position holds the oldest
+    /// (or [`Counts::NONE`]).
+    deferred: [Counts; DEFER],
+    deferred_next: usize,
     /// The worker's counters for the interval.
     pub counters: Counters,
+}
+
+impl Default for IntervalStats {
+    fn default() -> IntervalStats {
+        IntervalStats {
+            index: PairMap::default(),
+            pairs: Vec::new(),
+            spare: Vec::new(),
+            deferred: [Counts::NONE; DEFER],
+            deferred_next: 0,
+            counters: Counters::default(),
+        }
+    }
 }
 
 impl IntervalStats {
@@ -607,13 +687,59 @@ impl IntervalStats {
     #[inline]
     pub fn record(&mut self, key: PairKey, hint: u16, rtt_ns: u64, jitter_ns: Option<u64>) -> u16 {
         // No hint (0) wraps to an index that no slot has.
-        if let Some(p) = self.pairs.get_mut(usize::from(hint).wrapping_sub(1)) {
+        let slot = usize::from(hint).wrapping_sub(1);
+        if let Some(p) = self.pairs.get_mut(slot) {
             if p.key.same(&key) {
-                p.record(rtt_ns, jitter_ns);
+                if let Some(mut d) = p.record_moments(rtt_ns, jitter_ns) {
+                    p.prefetch_counts(&d);
+                    d.pair = slot as u32;
+                    self.defer(d);
+                }
                 return hint;
             }
         }
         self.record_looked_up(key, rtt_ns, jitter_ns)
+    }
+
+    /// Records a sample for the pair in `slot`: a number [`IntervalStats::record`] returned for
+    /// it in this interval, minus one.
+    #[inline]
+    pub fn record_slot(&mut self, slot: usize, rtt_ns: u64, jitter_ns: Option<u64>) {
+        let Some(p) = self.pairs.get_mut(slot) else {
+            debug_assert!(false, "slot {slot} is not of this interval");
+            return;
+        };
+        if let Some(mut d) = p.record_moments(rtt_ns, jitter_ns) {
+            p.prefetch_counts(&d);
+            d.pair = slot as u32;
+            self.defer(d);
+        }
+    }
+
+    /// Queues counts increments, applying the oldest queued ones when the queue is full.
+    #[inline(always)]
+    fn defer(&mut self, d: Counts) {
+        let i = self.deferred_next;
+        self.deferred_next = (i + 1) % DEFER;
+        let old = std::mem::replace(&mut self.deferred[i], d);
+        if let Some(p) = self.pairs.get_mut(old.pair as usize) {
+            p.add_counts(old);
+        }
+    }
+
+    /// Applies every queued counts increment. Call before handing the interval over: until
+    /// then, the counts may lag the moments by a few samples.
+    pub fn settle(&mut self) {
+        for d in std::mem::replace(&mut self.deferred, [Counts::NONE; DEFER]) {
+            if let Some(p) = self.pairs.get_mut(d.pair as usize) {
+                p.add_counts(d);
+            }
+        }
+    }
+
+    /// True when no counts increment is queued.
+    fn settled(&self) -> bool {
+        self.deferred.iter().all(|d| d.pair == Counts::NONE.pair)
     }
 
     /// [`IntervalStats::record`] without a (valid) hint.
@@ -633,13 +759,16 @@ impl IntervalStats {
         u16::try_from(i + 1).unwrap_or(0)
     }
 
-    /// Every pair with samples, with its recorder.
+    /// Every pair with samples, with its recorder. The interval must be settled.
     pub fn pairs(&self) -> impl Iterator<Item = (&PairKey, &PairRecorder)> {
+        debug_assert!(self.settled(), "IntervalStats::settle first");
         self.pairs.iter().map(|p| (&p.key, p))
     }
 
     /// Empties the interval, keeping its allocations for the next one.
     pub fn clear(&mut self) {
+        // Queued increments belong to pairs being dropped.
+        self.deferred = [Counts::NONE; DEFER];
         self.index.clear();
         for p in self.pairs.drain(..) {
             self.spare.push(p.into_counts());
@@ -667,12 +796,14 @@ impl Merged {
 
     /// Adds one worker's interval that is of no use afterwards (the offline path): a pair new
     /// here takes the recorder's moments as they are.
-    pub fn absorb(&mut self, s: IntervalStats) {
+    pub fn absorb(&mut self, mut s: IntervalStats) {
+        s.settle();
         let IntervalStats {
             index,
             pairs,
             spare,
             counters,
+            ..
         } = s;
         drop((index, spare));
         self.counters.add(&counters);
@@ -743,9 +874,12 @@ mod tests {
             one.record(key(1, 2), 0, v, None);
         }
         let mut m = Merged::default();
+        a.settle();
         m.add(&a);
+        b.settle();
         m.add(&b);
         let mut m1 = Merged::default();
+        one.settle();
         m1.add(&one);
         let (x, y) = (m.summaries(), m1.summaries());
         assert_eq!(
@@ -760,12 +894,14 @@ mod tests {
         let mut s = IntervalStats::default();
         s.record(key(1, 2), 0, 5_000_000, None);
         s.clear();
+        s.settle();
         assert_eq!(s.pairs().count(), 0);
         assert_eq!(
             s.record(key(3, 4), 1, 7_000_000, None),
             1,
             "a stale hint is checked"
         );
+        s.settle();
         let (_, h) = s.pairs().next().unwrap();
         assert_eq!(h.count(), 1);
         assert_eq!(h.summary().min_ns, 7_000_000);
@@ -859,6 +995,7 @@ mod tests {
         let jitter_values: Vec<u64> = (0..rtts.len())
             .filter_map(|n| jitters[n % jitters.len()])
             .collect();
+        s.settle();
         let (_, r) = s.pairs().next().unwrap();
         let h = PairHist::from(r);
         assert_same_hist(&h.rtt, &direct(RTT_SIGFIG, rtts), &format!("{what}: rtt"));
@@ -958,6 +1095,7 @@ mod tests {
         s.record(key(1, 2), 1, 30_000_000, Some(40_000_000_000));
         s.record(key(1, 2), 1, 500_000_000_000, None);
         assert!(s.pairs[0].counts.len() > before, "grew for 30 ms and 100 s");
+        s.settle();
         let (_, r) = s.pairs().next().unwrap();
         let h = PairHist::from(r);
         assert_same_hist(
@@ -1006,7 +1144,9 @@ mod tests {
             }
         }
         let mut added = Merged::default();
+        a.settle();
         added.add(&a);
+        b.settle();
         added.add(&b);
         let mut absorbed = Merged::default();
         absorbed.absorb(a);
@@ -1046,6 +1186,7 @@ mod tests {
                 hint = s.record(key(1, 2), hint, v, j);
                 reference.record(v, j);
             }
+            s.settle();
             let (_, r) = s.pairs().next().unwrap();
             assert_eq!(r.summary(), reference.summary(key(1, 2)), "{n} samples");
         }
