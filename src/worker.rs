@@ -347,23 +347,27 @@ impl Engine {
         c.samples += 1;
         // The half's cookie says how it is reported in this interval, once that is decided.
         let mut cookie = entry.value.cookie(data_side);
-        if cookie.wrapping_sub(self.epoch + 1) < cookie::SLOT {
-            match cookie & cookie::SLOT {
-                cookie::FILTERED => c.filtered += 1,
+        let known = cookie.wrapping_sub(self.epoch + 1) < cookie::SLOT
+            && match cookie & cookie::SLOT {
+                cookie::FILTERED => {
+                    c.filtered += 1;
+                    true
+                }
                 slot => {
                     self.stats
                         .record_slot((slot - 1) as usize, sample.rtt_ns, sample.jitter_ns)
                 }
-            }
-        } else {
-            cookie = record_first(
-                &mut self.stats,
-                &self.local,
-                &self.whitelist,
-                p,
-                data_side,
-                &sample,
-            ) | self.epoch;
+            };
+        if !known {
+            cookie = self.epoch
+                | record_first(
+                    &mut self.stats,
+                    &self.local,
+                    &self.whitelist,
+                    p,
+                    data_side,
+                    &sample,
+                );
             entry.value.set_cookie(data_side, cookie);
         }
         if self.keep_samples && cookie & cookie::SLOT != cookie::FILTERED {

@@ -702,18 +702,19 @@ impl IntervalStats {
     }
 
     /// Records a sample for the pair in `slot`: a number [`IntervalStats::record`] returned for
-    /// it in this interval, minus one.
+    /// it in this interval, minus one. False (nothing recorded) when the interval has no such
+    /// slot.
     #[inline]
-    pub fn record_slot(&mut self, slot: usize, rtt_ns: u64, jitter_ns: Option<u64>) {
+    pub fn record_slot(&mut self, slot: usize, rtt_ns: u64, jitter_ns: Option<u64>) -> bool {
         let Some(p) = self.pairs.get_mut(slot) else {
-            debug_assert!(false, "slot {slot} is not of this interval");
-            return;
+            return false;
         };
         if let Some(mut d) = p.record_moments(rtt_ns, jitter_ns) {
             p.prefetch_counts(&d);
             d.pair = slot as u32;
             self.defer(d);
         }
+        true
     }
 
     /// Queues counts increments, applying the oldest queued ones when the queue is full.
