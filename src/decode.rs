@@ -192,8 +192,7 @@ mod option {
 /// further checks.
 #[derive(Clone)]
 pub struct Segment<'a> {
-    src: Addr,
-    dst: Addr,
+    addrs: Addrs,
     /// The fixed 20 bytes of the TCP header.
     tcp: &'a [u8; field::OPTIONS],
     /// The TCP options, complete.
@@ -201,17 +200,39 @@ pub struct Segment<'a> {
     payload_len: u32,
 }
 
+/// A segment's source and destination addresses, IPv4 kept as numbers until asked for.
+#[derive(Clone, Copy)]
+enum Addrs {
+    V4(u32, u32),
+    V6(Addr, Addr),
+}
+
 impl<'a> Segment<'a> {
     /// Source IP address.
     #[inline]
     pub fn src(&self) -> Addr {
-        self.src
+        match self.addrs {
+            Addrs::V4(s, _) => Addr::v4(s.to_be_bytes()),
+            Addrs::V6(s, _) => s,
+        }
     }
 
     /// Destination IP address.
     #[inline]
     pub fn dst(&self) -> Addr {
-        self.dst
+        match self.addrs {
+            Addrs::V4(_, d) => Addr::v4(d.to_be_bytes()),
+            Addrs::V6(_, d) => d,
+        }
+    }
+
+    /// For IPv4, the source and destination addresses as numbers (the wire's big-endian read).
+    #[inline]
+    pub fn v4(&self) -> Option<(u32, u32)> {
+        match self.addrs {
+            Addrs::V4(s, d) => Some((s, d)),
+            Addrs::V6(..) => None,
+        }
     }
 
     /// Source TCP port.
@@ -298,9 +319,9 @@ impl<'a> Segment<'a> {
 impl fmt::Debug for Segment<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Segment")
-            .field("src", &self.src)
+            .field("src", &self.src())
             .field("sport", &self.src_port())
-            .field("dst", &self.dst)
+            .field("dst", &self.dst())
             .field("dport", &self.dst_port())
             .field("seq", &self.seq())
             .field("ack", &self.ack())
@@ -428,8 +449,7 @@ fn eth_ipv4_tcp(data: &[u8]) -> Option<Segment<'_>> {
         ]
     };
     Some(Segment {
-        src: Addr::v4(b(f::SRC)),
-        dst: Addr::v4(b(f::DST)),
+        addrs: Addrs::V4(u32::from_be_bytes(b(f::SRC)), u32::from_be_bytes(b(f::DST))),
         tcp,
         opts,
         payload_len: payload as u32,
@@ -494,8 +514,10 @@ fn ipv4(data: &[u8], wire_len: usize) -> Result<Segment<'_>, Skip> {
         .ok_or(Skip::Malformed)?;
     let (tcp, opts) = split_tcp(tcp_all)?;
     Ok(Segment {
-        src: Addr::v4(ip.source()),
-        dst: Addr::v4(ip.destination()),
+        addrs: Addrs::V4(
+            u32::from_be_bytes(ip.source()),
+            u32::from_be_bytes(ip.destination()),
+        ),
         tcp,
         opts,
         payload_len: payload as u32,
@@ -541,8 +563,7 @@ fn ipv6(data: &[u8], wire_len: usize) -> Result<Segment<'_>, Skip> {
         .ok_or(Skip::Malformed)?;
     let (tcp, opts) = split_tcp(tcp_all)?;
     Ok(Segment {
-        src: Addr::v6(ip.source()),
-        dst: Addr::v6(ip.destination()),
+        addrs: Addrs::V6(Addr::v6(ip.source()), Addr::v6(ip.destination())),
         tcp,
         opts,
         payload_len: payload as u32,

@@ -556,7 +556,7 @@ fn work(
         }
     }
     let flows = if ctl.dump_flows {
-        w.flow_keys().copied().collect()
+        w.flow_keys().collect()
     } else {
         Vec::new()
     };

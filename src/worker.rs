@@ -16,7 +16,7 @@ use std::str::FromStr;
 use crate::capture::ring::prefetch;
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Addr};
-use crate::flow::{FlowKey, FlowTable, TableStats, Ttl};
+use crate::flow::{FlowKey, FlowTable, Key4, TableStats, Ttl};
 use crate::report::merge::{IntervalStats, PairKey};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
 
@@ -98,7 +98,7 @@ impl FromStr for Net {
 /// How a worker is set up; the same for every worker of a capture.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Most flows a worker tracks at once.
+    /// Most flows a worker tracks at once (IPv4 and IPv6 together).
     pub max_flows: usize,
     /// Most segment rings a worker lends to halves with several segments in flight.
     pub max_rings: usize,
@@ -115,8 +115,9 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            // 256 Ki flows × 128 B entries at ≤ 50 % load: at most 64 MiB per worker, grown on
-            // demand; a busy gateway sees tens of thousands of concurrent connections.
+            // 256 Ki flows × 128 B entries at ≤ 50 % load: at most 64 MiB per worker and address
+            // family (each family's table grows to what its own flows need), grown on demand; a
+            // busy gateway sees tens of thousands of concurrent connections.
             max_flows: 256 * 1024,
             // 4096 rings × 4.5 KB: at most 18 MiB, for that many bulk halves at once.
             max_rings: 4096,
@@ -173,12 +174,28 @@ mod cookie {
 /// A decoded segment waiting for its turn: the owned, parsed form of [`decode::Segment`].
 #[derive(Clone, Copy, Default)]
 struct Parsed {
-    key: FlowKey,
+    /// The flow's key when `v6` is false (both addresses IPv4).
+    key4: Key4,
+    /// The flow's key when `v6` is true.
+    key6: FlowKey,
+    v6: bool,
     hash: u64,
     /// 0 when the segment came from the key's side A, 1 from side B.
     side: u8,
     ts_ns: u64,
     packet: Packet,
+}
+
+impl Parsed {
+    /// The endpoint on `side` of the segment's flow key and then the other, each as (address,
+    /// port).
+    fn ends(&self, side: usize) -> ((Addr, u16), (Addr, u16)) {
+        if self.v6 {
+            self.key6.ends(side)
+        } else {
+            self.key4.ends(side)
+        }
+    }
 }
 
 /// One worker's pipeline state: the segments decoded ahead, and the engine that applies them.
@@ -194,7 +211,12 @@ pub struct Worker {
 /// Everything a segment is applied to. Kept apart from the queue so that a queued segment can
 /// be applied where it lies, without copying it out first.
 struct Engine {
-    table: FlowTable<FlowRtt>,
+    /// IPv4 flows, under the compact key.
+    table: FlowTable<Key4, FlowRtt>,
+    /// IPv6 flows.
+    table6: FlowTable<FlowKey, FlowRtt>,
+    /// Flows both tables may hold together.
+    max_flows: usize,
     pool: SegPool,
     local: Vec<Addr>,
     whitelist: Option<Vec<Net>>,
@@ -216,6 +238,8 @@ impl Worker {
             id,
             engine: Engine {
                 table: FlowTable::new(cfg.max_flows, cfg.ttl),
+                table6: FlowTable::new(cfg.max_flows, cfg.ttl),
+                max_flows: cfg.max_flows.max(1),
                 pool: SegPool::new(cfg.max_rings),
                 local: cfg.local.clone(),
                 whitelist: cfg.whitelist.clone(),
@@ -261,16 +285,27 @@ impl Worker {
             }
         };
         c.tcp += 1;
-        let (key, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
-        let hash = key.hash64();
-        let slot = self.engine.table.slot_addr(hash);
+        let p = &mut self.pending[i];
+        let (side, slot) = match seg.v4() {
+            Some((src, dst)) => {
+                let (k, side) = Key4::new(src, seg.src_port(), dst, seg.dst_port());
+                p.key4 = k;
+                p.v6 = false;
+                p.hash = k.hash64();
+                (side, self.engine.table.slot_addr(p.hash))
+            }
+            None => {
+                let (k, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
+                p.key6 = k;
+                p.v6 = true;
+                p.hash = k.hash64();
+                (side, self.engine.table6.slot_addr(p.hash))
+            }
+        };
         prefetch(slot);
         prefetch(slot.wrapping_add(64));
         self.pending_len += 1;
         self.pending_next = (i + 1) % LOOKAHEAD;
-        let p = &mut self.pending[i];
-        p.key = key;
-        p.hash = hash;
         p.side = side as u8;
         p.ts_ns = frame.ts_ns;
         let ts = seg.timestamps();
@@ -317,9 +352,10 @@ impl Worker {
     }
 
     /// The keys of the flows the worker tracks now.
-    pub fn flow_keys(&mut self) -> impl Iterator<Item = &FlowKey> {
+    pub fn flow_keys(&mut self) -> impl Iterator<Item = FlowKey> + '_ {
         self.flush();
-        self.engine.table.iter().map(|e| e.key())
+        let e = &self.engine;
+        (e.table.iter().map(|e| e.key().full())).chain(e.table6.iter().map(|e| *e.key()))
     }
 }
 
@@ -331,14 +367,38 @@ impl Engine {
             self.sweep(now);
         }
         let pool = &mut self.pool;
-        let (entry, _) = self
-            .table
-            .upsert(&p.key, p.hash, now, &mut |v: &mut FlowRtt| v.release(pool));
-        if p.packet.closing() {
-            entry.set_closing();
-        }
+        let release = &mut |v: &mut FlowRtt| v.release(pool);
+        let closing = p.packet.closing();
+        // One `max_flows` bounds both families' tables together: each may hold what the other
+        // leaves. If the other holds all of it, this one is empty (so the flow is new): the other
+        // gives one up.
+        let flow = if p.v6 {
+            let others = self.table.len();
+            if others >= self.max_flows {
+                self.table.evict(p.hash, release);
+            }
+            let (e, _) = self
+                .table6
+                .upsert_sharing(&p.key6, p.hash, now, others, release);
+            if closing {
+                e.set_closing();
+            }
+            &mut e.value
+        } else {
+            let others = self.table6.len();
+            if others >= self.max_flows {
+                self.table6.evict(p.hash, release);
+            }
+            let (e, _) = self
+                .table
+                .upsert_sharing(&p.key4, p.hash, now, others, release);
+            if closing {
+                e.set_closing();
+            }
+            &mut e.value
+        };
         let side = usize::from(p.side & 1);
-        let Some(sample) = entry.value.on_packet(pool, side, &p.packet, now) else {
+        let Some(sample) = flow.on_packet(pool, side, &p.packet, now) else {
             return;
         };
         // The segment's sender acknowledged; the data came from the other side.
@@ -346,7 +406,7 @@ impl Engine {
         let c = &mut self.stats.counters;
         c.samples += 1;
         // The half's cookie says how it is reported in this interval, once that is decided.
-        let mut cookie = entry.value.cookie(data_side);
+        let mut cookie = flow.cookie(data_side);
         let known = cookie.wrapping_sub(self.epoch + 1) < cookie::SLOT
             && match cookie & cookie::SLOT {
                 cookie::FILTERED => {
@@ -368,10 +428,10 @@ impl Engine {
                     data_side,
                     &sample,
                 );
-            entry.value.set_cookie(data_side, cookie);
+            flow.set_cookie(data_side, cookie);
         }
         if self.keep_samples && cookie & cookie::SLOT != cookie::FILTERED {
-            let ((sender, sender_port), (acker, acker_port)) = p.key.ends(data_side);
+            let ((sender, sender_port), (acker, acker_port)) = p.ends(data_side);
             self.samples.push(SampleRecord {
                 ts_ns: now,
                 src: sender,
@@ -389,7 +449,7 @@ impl Engine {
     fn new_epoch(&mut self) {
         self.epoch = self.epoch.wrapping_add(1 << 16);
         if self.epoch == 0 {
-            for v in self.table.values_mut() {
+            for v in self.table.values_mut().chain(self.table6.values_mut()) {
                 v.set_cookie(0, 0);
                 v.set_cookie(1, 0);
             }
@@ -400,6 +460,8 @@ impl Engine {
     fn sweep(&mut self, now: u64) {
         let pool = &mut self.pool;
         self.table
+            .expire(now, &mut |v: &mut FlowRtt| v.release(pool));
+        self.table6
             .expire(now, &mut |v: &mut FlowRtt| v.release(pool));
         self.next_sweep_ns = now.saturating_add(SWEEP_EVERY_NS);
     }
@@ -412,7 +474,12 @@ impl Engine {
         let mut done = std::mem::replace(&mut self.stats, fresh);
         // The cookies name slots of the interval handed over.
         self.new_epoch();
-        let t = self.table.stats();
+        let (t4, t6) = (self.table.stats(), self.table6.stats());
+        let t = TableStats {
+            created: t4.created + t6.created,
+            evicted: t4.evicted + t6.evicted,
+            expired: t4.expired + t6.expired,
+        };
         let r = self.pool.stats();
         let c = &mut done.counters;
         c.table = TableStats {
@@ -426,7 +493,7 @@ impl Engine {
             pool_exhausted: r.pool_exhausted - self.rtt_seen.pool_exhausted,
             ring_full: r.ring_full - self.rtt_seen.ring_full,
         };
-        c.active_flows = self.table.len() as u64;
+        c.active_flows = (self.table.len() + self.table6.len()) as u64;
         self.table_seen = t;
         self.rtt_seen = r;
         done
@@ -445,7 +512,7 @@ fn record_first(
     data_side: usize,
     sample: &Sample,
 ) -> u32 {
-    let ((sender, _), (acker, _)) = p.key.ends(data_side);
+    let ((sender, _), (acker, _)) = p.ends(data_side);
     let reported = !local.contains(&acker)
         && whitelist
             .as_ref()

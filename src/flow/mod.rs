@@ -4,5 +4,5 @@
 pub mod key;
 pub mod table;
 
-pub use key::{FlowKey, Side};
-pub use table::{Entry, FlowTable, TableStats, Ttl};
+pub use key::{FlowKey, Key4, Side};
+pub use table::{Entry, FlowTable, TableKey, TableStats, Ttl};

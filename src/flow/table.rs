@@ -15,9 +15,46 @@
 //!   timestamps so a file replays exactly as live traffic would.
 //!
 //! The table knows nothing about what the value means: callers pass a closure that releases
-//! whatever a value holds when its flow is dropped.
+//! whatever a value holds when its flow is dropped. Nor does it know the key's layout, only how
+//! to compare and hash it ([`TableKey`]): a worker keeps IPv4 flows under a 16-byte key, which
+//! orders, hashes and compares in a few instructions, and IPv6 flows under the full one.
 
-use super::key::FlowKey;
+use super::key::{FlowKey, Key4};
+
+/// What the table needs of a key.
+pub trait TableKey: Copy + Default {
+    /// Equality, in as few wide compares as the layout allows.
+    fn same(&self, other: &Self) -> bool;
+    /// The key's 64-bit hash: the slot comes from its low bits, the tag from its high ones.
+    fn hash64(&self) -> u64;
+}
+
+impl TableKey for FlowKey {
+    /// Three wide compares (the derived `==` compares the arrays byte-wise).
+    #[inline]
+    fn same(&self, y: &FlowKey) -> bool {
+        u128::from_ne_bytes(self.a.0) == u128::from_ne_bytes(y.a.0)
+            && u128::from_ne_bytes(self.b.0) == u128::from_ne_bytes(y.b.0)
+            && (self.a_port, self.b_port) == (y.a_port, y.b_port)
+    }
+
+    #[inline]
+    fn hash64(&self) -> u64 {
+        FlowKey::hash64(self)
+    }
+}
+
+impl TableKey for Key4 {
+    #[inline]
+    fn same(&self, y: &Key4) -> bool {
+        self == y
+    }
+
+    #[inline]
+    fn hash64(&self) -> u64 {
+        Key4::hash64(self)
+    }
+}
 
 /// The bits of an entry's tag word: two state bits, then 30 bits of the key's hash.
 mod tag {
@@ -42,8 +79,8 @@ pub struct Ttl {
 /// to exactly two cache lines, when `V` is at most 80 bytes.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Default)]
-pub struct Entry<V> {
-    key: FlowKey,
+pub struct Entry<K, V> {
+    key: K,
     /// State bits and hash bits (see [`tag`]): one compare rejects most slots that are not the
     /// flow's, and zero means free.
     tag: u32,
@@ -52,10 +89,10 @@ pub struct Entry<V> {
     pub value: V,
 }
 
-impl<V> Entry<V> {
+impl<K, V> Entry<K, V> {
     /// The flow's normalised key.
     #[inline]
-    pub fn key(&self) -> &FlowKey {
+    pub fn key(&self) -> &K {
         &self.key
     }
 
@@ -110,8 +147,8 @@ const INITIAL_SLOTS: usize = 1024;
 const GROW_AT_LOAD: usize = 8;
 
 /// A bounded flow table owned by one worker.
-pub struct FlowTable<V> {
-    slots: Vec<Entry<V>>,
+pub struct FlowTable<K, V> {
+    slots: Vec<Entry<K, V>>,
     mask: usize,
     len: usize,
     max_flows: usize,
@@ -121,14 +158,6 @@ pub struct FlowTable<V> {
     evict_cursor: usize,
 }
 
-/// Key equality as three wide compares (the derived `==` compares the arrays byte-wise).
-#[inline]
-fn same_key(x: &FlowKey, y: &FlowKey) -> bool {
-    u128::from_ne_bytes(x.a.0) == u128::from_ne_bytes(y.a.0)
-        && u128::from_ne_bytes(x.b.0) == u128::from_ne_bytes(y.b.0)
-        && (x.a_port, x.b_port) == (y.a_port, y.b_port)
-}
-
 /// The tag of an occupied, open entry for `hash`: its top 30 bits (the slot index comes from the
 /// low bits), and the occupied bit.
 #[inline]
@@ -136,9 +165,9 @@ fn tag_of(hash: u64) -> u32 {
     ((hash >> 32) as u32 & !tag::STATE) | tag::OCCUPIED
 }
 
-impl<V: Default + Copy> FlowTable<V> {
+impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     /// A table holding at most `max_flows` flows (at least 1), with the given TTLs.
-    pub fn new(max_flows: usize, ttl: Ttl) -> FlowTable<V> {
+    pub fn new(max_flows: usize, ttl: Ttl) -> FlowTable<K, V> {
         let max_flows = max_flows.max(1);
         let max_slots = (max_flows * 2).next_power_of_two();
         let n = INITIAL_SLOTS.min(max_slots);
@@ -170,8 +199,19 @@ impl<V: Default + Copy> FlowTable<V> {
     }
 
     /// Every live flow, in table order.
-    pub fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
+    pub fn iter(&self) -> impl Iterator<Item = &Entry<K, V>> {
         self.slots.iter().filter(|e| e.occupied())
+    }
+
+    /// Evicts one flow as a full table would (for an owner making room in a budget it shares
+    /// with another table, see [`FlowTable::upsert_sharing`]); `hash` is the new flow's, which
+    /// seeds the choice.
+    #[cold]
+    #[inline(never)]
+    pub fn evict(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) {
+        if self.len > 0 {
+            self.evict_one(hash, release);
+        }
     }
 
     /// Every live flow's value, to change in place.
@@ -186,7 +226,7 @@ impl<V: Default + Copy> FlowTable<V> {
     /// that prefetches it so that a later [`FlowTable::upsert`] finds it in cache.
     #[inline]
     pub fn slot_addr(&self, hash: u64) -> *const u8 {
-        (&self.slots[hash as usize & self.mask] as *const Entry<V>).cast()
+        (&self.slots[hash as usize & self.mask] as *const Entry<K, V>).cast()
     }
 
     /// Finds the flow for `key` (with `hash = key.hash64()`), creating it if needed, and marks
@@ -195,11 +235,27 @@ impl<V: Default + Copy> FlowTable<V> {
     #[inline]
     pub fn upsert(
         &mut self,
-        key: &FlowKey,
+        key: &K,
         hash: u64,
         now: u64,
         release: &mut impl FnMut(&mut V),
-    ) -> (&mut Entry<V>, bool) {
+    ) -> (&mut Entry<K, V>, bool) {
+        self.upsert_sharing(key, hash, now, 0, release)
+    }
+
+    /// [`FlowTable::upsert`] for a table that shares its `max_flows` with another, which holds
+    /// `others` flows now: a new flow evicts one of this table's once they are `max_flows`
+    /// together. (When the other holds all of them, this one is empty, and the owner must make
+    /// room there first.)
+    #[inline]
+    pub fn upsert_sharing(
+        &mut self,
+        key: &K,
+        hash: u64,
+        now: u64,
+        others: usize,
+        release: &mut impl FnMut(&mut V),
+    ) -> (&mut Entry<K, V>, bool) {
         let tag = tag_of(hash);
         let mut i = hash as usize & self.mask;
         loop {
@@ -207,7 +263,7 @@ impl<V: Default + Copy> FlowTable<V> {
             if !e.occupied() {
                 break;
             }
-            if e.tag & !tag::CLOSING == tag && same_key(&e.key, key) {
+            if e.tag & !tag::CLOSING == tag && e.key.same(key) {
                 let ttl = self.ttl;
                 let e = &mut self.slots[i];
                 let fresh = e.expired(now, &ttl);
@@ -224,7 +280,7 @@ impl<V: Default + Copy> FlowTable<V> {
             i = (i + 1) & self.mask;
         }
         // Not found: make room, then insert.
-        if self.len >= self.max_flows {
+        if self.len > 0 && self.len + others >= self.max_flows {
             self.evict_one(hash, release);
         } else if (self.len + 1) * GROW_AT_LOAD > self.slots.len()
             && self.slots.len() < self.max_slots
@@ -359,18 +415,19 @@ mod tests {
         FlowKey::new(Addr::v4(b), 1000, Addr::v4([10, 0, 0, 1]), 80).0
     }
 
-    fn up(t: &mut FlowTable<u64>, k: &FlowKey, now: u64) -> bool {
+    fn up(t: &mut FlowTable<FlowKey, u64>, k: &FlowKey, now: u64) -> bool {
         t.upsert(k, k.hash64(), now, &mut |_| {}).1
     }
 
     #[test]
     fn entry_is_128_bytes_with_an_80_byte_value() {
-        assert_eq!(std::mem::size_of::<Entry<[u64; 10]>>(), 128);
+        assert_eq!(std::mem::size_of::<Entry<FlowKey, [u64; 10]>>(), 128);
+        assert_eq!(std::mem::size_of::<Entry<Key4, [u64; 10]>>(), 128);
     }
 
     #[test]
     fn finds_what_it_inserted_across_growth() {
-        let mut t = FlowTable::<u64>::new(100_000, TTL);
+        let mut t = FlowTable::<FlowKey, u64>::new(100_000, TTL);
         for n in 0..5000 {
             assert!(up(&mut t, &key(n), 1));
             t.upsert(&key(n), key(n).hash64(), 1, &mut |_| {}).0.value = u64::from(n);
@@ -386,7 +443,7 @@ mod tests {
     #[test]
     fn grows_at_an_eighth_full_and_stops_at_the_cap() {
         // 1,000 flows at half load need 2,048 slots: the cap.
-        let mut t = FlowTable::<u64>::new(1000, TTL);
+        let mut t = FlowTable::<FlowKey, u64>::new(1000, TTL);
         assert_eq!(t.slots.len(), INITIAL_SLOTS);
         for n in 0..128 {
             up(&mut t, &key(n), 1);
@@ -412,7 +469,7 @@ mod tests {
 
     #[test]
     fn full_table_evicts_the_least_recently_seen_and_counts_it() {
-        let mut t = FlowTable::<u64>::new(8, TTL);
+        let mut t = FlowTable::<FlowKey, u64>::new(8, TTL);
         for n in 0..8 {
             up(&mut t, &key(n), 100 + u64::from(n));
         }
@@ -429,7 +486,7 @@ mod tests {
 
     #[test]
     fn idle_and_closed_flows_expire_on_packet_time() {
-        let mut t = FlowTable::<u64>::new(64, TTL);
+        let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
         up(&mut t, &key(1), 0);
         up(&mut t, &key(2), 0);
         t.upsert(&key(2), key(2).hash64(), 0, &mut |_| {})
@@ -446,7 +503,7 @@ mod tests {
 
     #[test]
     fn expired_flow_found_on_lookup_starts_afresh() {
-        let mut t = FlowTable::<u64>::new(64, TTL);
+        let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
         t.upsert(&key(1), key(1).hash64(), 0, &mut |_| {}).0.value = 7;
         let (e, new) = t.upsert(&key(1), key(1).hash64(), 20_000, &mut |_| {});
         assert!(new);
@@ -455,7 +512,7 @@ mod tests {
 
     #[test]
     fn deletion_keeps_probe_chains_intact() {
-        let mut t = FlowTable::<u64>::new(512, TTL);
+        let mut t = FlowTable::<FlowKey, u64>::new(512, TTL);
         for n in 0..400 {
             up(&mut t, &key(n), u64::from(n % 2) * 50_000);
         }
