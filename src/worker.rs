@@ -16,7 +16,7 @@ use std::str::FromStr;
 use crate::capture::ring::prefetch;
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Addr};
-use crate::flow::{FlowKey, FlowTable, Key4, TableStats, Ttl};
+use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
 use crate::report::merge::{IntervalStats, PairKey};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
 
@@ -369,33 +369,30 @@ impl Engine {
         let pool = &mut self.pool;
         let release = &mut |v: &mut FlowRtt| v.release(pool);
         let closing = p.packet.closing();
-        // One `max_flows` bounds both families' tables together: each may hold what the other
-        // leaves. If the other holds all of it, this one is empty (so the flow is new): the other
-        // gives one up.
         let flow = if p.v6 {
-            let others = self.table.len();
-            if others >= self.max_flows {
-                self.table.evict(p.hash, release);
-            }
-            let (e, _) = self
-                .table6
-                .upsert_sharing(&p.key6, p.hash, now, others, release);
-            if closing {
-                e.set_closing();
-            }
-            &mut e.value
+            let (key, max) = (&p.key6, self.max_flows);
+            flow_in(
+                &mut self.table6,
+                &mut self.table,
+                max,
+                key,
+                p.hash,
+                now,
+                closing,
+                release,
+            )
         } else {
-            let others = self.table6.len();
-            if others >= self.max_flows {
-                self.table6.evict(p.hash, release);
-            }
-            let (e, _) = self
-                .table
-                .upsert_sharing(&p.key4, p.hash, now, others, release);
-            if closing {
-                e.set_closing();
-            }
-            &mut e.value
+            let (key, max) = (&p.key4, self.max_flows);
+            flow_in(
+                &mut self.table,
+                &mut self.table6,
+                max,
+                key,
+                p.hash,
+                now,
+                closing,
+                release,
+            )
         };
         let side = usize::from(p.side & 1);
         let Some(sample) = flow.on_packet(pool, side, &p.packet, now) else {
@@ -498,6 +495,33 @@ impl Engine {
         self.rtt_seen = r;
         done
     }
+}
+
+/// Finds or creates the flow `key` (hashed to `hash`) in `table`, marked seen at `now` and, when
+/// `closing`, as closing. `table` and `other` (the other address family's) hold `max_flows` flows
+/// together: each may hold what the other leaves, and if the other holds all of them, this one is
+/// empty (so the flow is new) and the other gives one up.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn flow_in<'t, K: TableKey, O: TableKey>(
+    table: &'t mut FlowTable<K, FlowRtt>,
+    other: &mut FlowTable<O, FlowRtt>,
+    max_flows: usize,
+    key: &K,
+    hash: u64,
+    now: u64,
+    closing: bool,
+    release: &mut impl FnMut(&mut FlowRtt),
+) -> &'t mut FlowRtt {
+    let others = other.len();
+    if others >= max_flows {
+        other.evict(hash, release);
+    }
+    let (e, _) = table.upsert_sharing(key, hash, now, others, release);
+    if closing {
+        e.set_closing();
+    }
+    &mut e.value
 }
 
 /// Decides how a half is reported in this interval, and records its sample (the first of the
