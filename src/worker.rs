@@ -368,29 +368,27 @@ impl Engine {
         }
         let pool = &mut self.pool;
         let release = &mut |v: &mut FlowRtt| v.release(pool);
-        let closing = p.packet.closing();
+        let (max, hash, closing) = (self.max_flows, p.hash, p.packet.closing());
         let flow = if p.v6 {
-            let (key, max) = (&p.key6, self.max_flows);
             flow_in(
                 &mut self.table6,
                 &mut self.table,
-                max,
-                key,
-                p.hash,
+                &p.key6,
+                hash,
                 now,
                 closing,
+                max,
                 release,
             )
         } else {
-            let (key, max) = (&p.key4, self.max_flows);
             flow_in(
                 &mut self.table,
                 &mut self.table6,
-                max,
-                key,
-                p.hash,
+                &p.key4,
+                hash,
                 now,
                 closing,
+                max,
                 release,
             )
         };
@@ -497,8 +495,8 @@ impl Engine {
     }
 }
 
-/// Finds or creates the flow `key` (hashed to `hash`) in `table`, marked seen at `now` and, when
-/// `closing`, as closing. `table` and `other` (the other address family's) hold `max_flows` flows
+/// Finds or creates the flow `key` (hashed to `hash`) in `table`, marks it seen at `now`, and
+/// closing if `closing`. `table` and `other` (the other address family's) hold `max_flows` flows
 /// together: each may hold what the other leaves, and if the other holds all of them, this one is
 /// empty (so the flow is new) and the other gives one up.
 #[inline(always)]
@@ -506,11 +504,11 @@ impl Engine {
 fn flow_in<'t, K: TableKey, O: TableKey>(
     table: &'t mut FlowTable<K, FlowRtt>,
     other: &mut FlowTable<O, FlowRtt>,
-    max_flows: usize,
     key: &K,
     hash: u64,
     now: u64,
     closing: bool,
+    max_flows: usize,
     release: &mut impl FnMut(&mut FlowRtt),
 ) -> &'t mut FlowRtt {
     let others = other.len();
