@@ -159,6 +159,7 @@ const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 /// each new segment's table slot when it is decoded, and matches it `LOOKAHEAD` segments later,
 /// so the cache misses of a large table overlap instead of stalling one after another.
 const LOOKAHEAD: usize = 8;
+const _: () = assert!(LOOKAHEAD.is_power_of_two());
 
 /// What a half's cookie (see [`FlowRtt::cookie`]) holds: the epoch it was decided in (high 16
 /// bits; see [`Engine::new_epoch`]), and then how the half is reported (low 16 bits): its pair's
@@ -270,7 +271,8 @@ impl Worker {
         // The queue is a ring whose write position, once it is full, holds the oldest segment:
         // apply that one where it lies first, then decode the new frame into its place. In that
         // order nothing decoded has to be kept across the apply step.
-        let i = self.pending_next;
+        // Masked, so that the compiler sees it in range (the position always is).
+        let i = self.pending_next & (LOOKAHEAD - 1);
         if self.pending_len == LOOKAHEAD {
             self.engine.apply(&self.pending[i]);
             self.pending_len -= 1;
@@ -284,7 +286,6 @@ impl Worker {
                 return;
             }
         };
-        c.tcp += 1;
         let p = &mut self.pending[i];
         let (side, slot) = match seg.v4() {
             Some((src, dst)) => {
@@ -467,6 +468,9 @@ impl Engine {
         fresh.clear();
         self.stats.settle();
         let mut done = std::mem::replace(&mut self.stats, fresh);
+        // Every packet is TCP or skipped for one reason: counted once, not on every packet.
+        let c = &mut done.counters;
+        c.tcp = c.packets - c.skipped.iter().sum::<u64>();
         // The cookies name slots of the interval handed over.
         self.new_epoch();
         let (t4, t6) = (self.table.stats(), self.table6.stats());
@@ -476,7 +480,6 @@ impl Engine {
             expired: t4.expired + t6.expired,
         };
         let r = self.pool.stats();
-        let c = &mut done.counters;
         c.table = TableStats {
             created: t.created - self.table_seen.created,
             evicted: t.evicted - self.table_seen.evicted,
