@@ -1,7 +1,7 @@
 //! Where frames come from.
 //!
 //! Every source hands the worker the same thing: a [`Frame`], a slice of bytes it borrows for the
-//! length of one call, with the time the frame was captured. Files are read by [`file`]; live
+//! length of one call, with the time the frame was captured. Files are read by [`file`](mod@file); live
 //! interfaces by the TPACKET_V3 ring ([`ring`]), behind a kernel filter metro builds itself
 //! ([`filter`]), narrowed by a libpcap expression when `-f` gives one ([`expr`]), on an interface
 //! found by name ([`iface`]). The worker never learns which one it
