@@ -46,12 +46,8 @@ impl FlowKey {
     /// The endpoint on `side` (0: `a`, 1: `b`) and then the other, each as (address, port).
     #[inline]
     pub fn ends(&self, side: usize) -> ((Addr, u16), (Addr, u16)) {
-        let (a, b) = ((self.a, self.a_port), (self.b, self.b_port));
-        if side & 1 == 0 {
-            (a, b)
-        } else {
-            (b, a)
-        }
+        let s = if side & 1 == 0 { Side::A } else { Side::B };
+        (self.endpoint(s), self.endpoint(s.other()))
     }
 
     /// Normalises a packet's (source, destination) into a key, and says which side sent it.
