@@ -688,15 +688,9 @@ impl IntervalStats {
     pub fn record(&mut self, key: PairKey, hint: u16, rtt_ns: u64, jitter_ns: Option<u64>) -> u16 {
         // No hint (0) wraps to an index that no slot has.
         let slot = usize::from(hint).wrapping_sub(1);
-        if let Some(p) = self.pairs.get_mut(slot) {
-            if p.key.same(&key) {
-                if let Some(mut d) = p.record_moments(rtt_ns, jitter_ns) {
-                    p.prefetch_counts(&d);
-                    d.pair = slot as u32;
-                    self.defer(d);
-                }
-                return hint;
-            }
+        if self.pairs.get(slot).is_some_and(|p| p.key.same(&key)) {
+            self.record_slot(slot, rtt_ns, jitter_ns);
+            return hint;
         }
         self.record_looked_up(key, rtt_ns, jitter_ns)
     }
