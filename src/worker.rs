@@ -399,10 +399,22 @@ impl Engine {
         };
         // The segment's sender acknowledged; the data came from the other side.
         let data_side = side ^ 1;
+        // Kept first, and decided apart from the cookie, so that nothing of the sample has to
+        // outlive the recording below (6 instructions a packet of spills and reloads).
+        if self.keep_samples {
+            keep_sample(
+                &mut self.samples,
+                &self.local,
+                &self.whitelist,
+                p,
+                data_side,
+                &sample,
+            );
+        }
         let c = &mut self.stats.counters;
         c.samples += 1;
         // The half's cookie says how it is reported in this interval, once that is decided.
-        let mut cookie = flow.cookie(data_side);
+        let cookie = flow.cookie(data_side);
         let known = cookie.wrapping_sub(self.epoch + 1) < cookie::SLOT
             && match cookie & cookie::SLOT {
                 cookie::FILTERED => {
@@ -415,7 +427,7 @@ impl Engine {
                 }
             };
         if !known {
-            cookie = self.epoch
+            let cookie = self.epoch
                 | record_first(
                     &mut self.stats,
                     &self.local,
@@ -425,18 +437,6 @@ impl Engine {
                     &sample,
                 );
             flow.set_cookie(data_side, cookie);
-        }
-        if self.keep_samples && cookie & cookie::SLOT != cookie::FILTERED {
-            let ((sender, sender_port), (acker, acker_port)) = p.ends(data_side);
-            self.samples.push(SampleRecord {
-                ts_ns: now,
-                src: sender,
-                sport: sender_port,
-                dst: acker,
-                dport: acker_port,
-                rtt_ns: sample.rtt_ns,
-                method: sample.method,
-            });
         }
     }
 
@@ -525,6 +525,41 @@ fn flow_in<'t, K: TableKey, O: TableKey>(
     &mut e.value
 }
 
+/// True when samples of the half whose acknowledging end is `acker` are reported: it is not a
+/// local address, and whitelisted if there is a whitelist.
+#[inline]
+fn reported(local: &[Addr], whitelist: &Option<Vec<Net>>, acker: &Addr) -> bool {
+    !local.contains(acker)
+        && whitelist
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|n| n.contains(acker)))
+}
+
+/// Keeps a sample for `--samples`, if its half is reported.
+#[cold]
+#[inline(never)]
+fn keep_sample(
+    samples: &mut Vec<SampleRecord>,
+    local: &[Addr],
+    whitelist: &Option<Vec<Net>>,
+    p: &Parsed,
+    data_side: usize,
+    sample: &Sample,
+) {
+    let ((sender, sender_port), (acker, acker_port)) = p.ends(data_side);
+    if reported(local, whitelist, &acker) {
+        samples.push(SampleRecord {
+            ts_ns: p.ts_ns,
+            src: sender,
+            sport: sender_port,
+            dst: acker,
+            dport: acker_port,
+            rtt_ns: sample.rtt_ns,
+            method: sample.method,
+        });
+    }
+}
+
 /// Decides how a half is reported in this interval, and records its sample (the first of the
 /// interval, or one whose pair's slot did not fit the cookie). Returns the cookie's low bits.
 #[cold]
@@ -538,11 +573,7 @@ fn record_first(
     sample: &Sample,
 ) -> u32 {
     let ((sender, _), (acker, _)) = p.ends(data_side);
-    let reported = !local.contains(&acker)
-        && whitelist
-            .as_ref()
-            .is_none_or(|w| w.iter().any(|n| n.contains(&acker)));
-    if !reported {
+    if !reported(local, whitelist, &acker) {
         stats.counters.filtered += 1;
         return cookie::FILTERED;
     }
