@@ -504,6 +504,11 @@ fn work(
     let mut quit_at: Option<Instant> = None;
     let mut last_error = None;
     loop {
+        // Address updates first: frames that arrived after one was sent are then judged with
+        // the new addresses, even when they woke this worker from its wait.
+        if let Ok(local) = ctl.local.try_recv() {
+            w.set_local(local);
+        }
         let mut walked = 0;
         while walked < BLOCKS_PER_TURN {
             let Some(block) = ring.next_block() else {
@@ -515,9 +520,6 @@ fn work(
                 w.handle(link, &frame);
             }
             walked += 1;
-        }
-        if let Ok(local) = ctl.local.try_recv() {
-            w.set_local(local);
         }
         if let Ok(fresh) = ctl.fresh.try_recv() {
             // The reporter waits for this reply; it only hangs up when it is gone itself.

@@ -31,7 +31,6 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use hdrhistogram::Histogram;
 
-use crate::capture::ring::prefetch;
 use crate::decode::{Addr, Skip};
 use crate::flow::TableStats;
 use crate::rtt::RttStats;
@@ -461,14 +460,6 @@ impl PairRecorder {
         self.counts[d.jitter as usize] += d.jitter_add;
     }
 
-    /// Asks the CPU to load the counts lines `d` will increment.
-    #[inline(always)]
-    fn prefetch_counts(&self, d: &Counts) {
-        let base = self.counts.as_ptr();
-        prefetch(base.wrapping_add(d.rtt as usize).cast());
-        prefetch(base.wrapping_add(d.jitter as usize).cast());
-    }
-
     /// [`PairRecorder::record`] for a pair's first sample, for an RTT beyond the counts (which
     /// grow by whole buckets, as HdrHistogram's do, up to the range's end, where they clamp), and
     /// past [`FAST_SAMPLES`] (where counts saturate, as HdrHistogram's do).
@@ -622,9 +613,9 @@ impl Counters {
     }
 }
 
-/// One sample's counts increments, waiting for their cache lines: the pair's slot, the RTT's
-/// counts index, and the jitter's index with what to add there (0 when there is no jitter).
-#[derive(Debug, Clone, Copy)]
+/// One sample's counts increments, waiting in the log: the pair's slot, the RTT's counts index,
+/// and the jitter's index with what to add there (0 when there is no jitter).
+#[derive(Debug, Clone, Copy, Default)]
 struct Counts {
     pair: u32,
     rtt: u32,
@@ -632,22 +623,28 @@ struct Counts {
     jitter_add: u32,
 }
 
-impl Counts {
-    /// An empty place in the queue: no pair has this slot.
-    const NONE: Counts = Counts {
-        pair: u32::MAX,
-        rtt: 0,
-        jitter: 0,
-        jitter_add: 0,
-    };
-}
+/// Samples whose counts increments wait in the log before they are applied, pair by pair.
+///
+/// With thousands of pairs (a gateway), each pair's counts lie in pages of their own, and a
+/// sample's two increments, made at once, cost two cache misses and often two TLB misses:
+/// prefetching does not hide them. Instead the recorder takes the sample's exact moments at once
+/// and appends its increments to the log, which is written in sequence. When the log is full
+/// (and before an interval is handed over) it is sorted by pair, in linear time, and each
+/// pair's increments are applied together, so each pair's counts are fetched once per flush
+/// instead of once per sample. 8,192 entries: 128 KiB of log and as much sorted, which stay in
+/// a core's cache.
+const LOG: usize = 8192;
 
-/// Samples whose counts increments wait for their cache lines. With thousands of pairs, a
-/// pair's counts are rarely cached, and their address is known only once the pair's recorder is
-/// loaded: incremented at once, each sample would wait for two misses in a row. Instead the
-/// recorder takes the sample's moments at once, the counts lines are prefetched, and the
-/// increments are applied `DEFER` samples later, when the lines have arrived.
-const DEFER: usize = 8;
+/// Up to this many pairs, every pair's counts lines in use stay cached, and the log is applied
+/// as it is, without sorting it first.
+const SORT_ABOVE_PAIRS: usize = 256;
+
+/// The log's length at which it is flushed, for `pairs` pairs: about four entries a pair, so
+/// that each pair's counts are fetched for several increments, and no longer than that, so that
+/// with few pairs (whose counts stay cached anyway) the log stays small too.
+fn flush_at(pairs: usize) -> usize {
+    (pairs * 4).clamp(512, LOG)
+}
 
 /// What a worker hands the reporter for one interval: its pairs and its counters.
 ///
@@ -659,10 +656,13 @@ pub struct IntervalStats {
     pairs: Vec<PairRecorder>,
     /// Zeroed counts arrays of the pairs of earlier intervals.
     spare: Vec<Box<[u32]>>,
-    /// Counts increments not yet applied: a ring whose next write position holds the oldest
-    /// (or [`Counts::NONE`]).
-    deferred: [Counts; DEFER],
-    deferred_next: usize,
+    /// Counts increments not yet applied, at most [`LOG`].
+    log: Vec<Counts>,
+    /// For a flush: the log sorted by pair ([`LOG`] long), and each pair's place in it.
+    sorted: Vec<Counts>,
+    starts: Vec<u32>,
+    /// The log's length that triggers a flush (see [`flush_at`]).
+    flush_at: usize,
     /// The worker's counters for the interval.
     pub counters: Counters,
 }
@@ -673,8 +673,10 @@ impl Default for IntervalStats {
             index: PairMap::default(),
             pairs: Vec::new(),
             spare: Vec::new(),
-            deferred: [Counts::NONE; DEFER],
-            deferred_next: 0,
+            log: Vec::with_capacity(LOG),
+            sorted: vec![Counts::default(); LOG],
+            starts: Vec::new(),
+            flush_at: flush_at(0),
             counters: Counters::default(),
         }
     }
@@ -704,37 +706,58 @@ impl IntervalStats {
             return false;
         };
         if let Some(mut d) = p.record_moments(rtt_ns, jitter_ns) {
-            p.prefetch_counts(&d);
             d.pair = slot as u32;
-            self.defer(d);
+            if self.log.len() >= self.flush_at {
+                self.flush();
+            }
+            self.log.push(d);
         }
         true
     }
 
-    /// Queues counts increments, applying the oldest queued ones when the queue is full.
-    #[inline(always)]
-    fn defer(&mut self, d: Counts) {
-        let i = self.deferred_next;
-        self.deferred_next = (i + 1) % DEFER;
-        let old = std::mem::replace(&mut self.deferred[i], d);
-        if let Some(p) = self.pairs.get_mut(old.pair as usize) {
-            p.add_counts(old);
+    /// Applies the log's counts increments, pair by pair.
+    #[inline(never)]
+    fn flush(&mut self) {
+        if self.pairs.len() <= SORT_ABOVE_PAIRS {
+            for d in &self.log {
+                self.pairs[d.pair as usize].add_counts(*d);
+            }
+            self.log.clear();
+            return;
         }
+        // A counting sort by pair: count each pair's entries, turn the counts into places,
+        // then place every entry (stable, in linear time).
+        let starts = &mut self.starts;
+        starts.clear();
+        starts.resize(self.pairs.len() + 1, 0);
+        for d in &self.log {
+            starts[d.pair as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        for d in &self.log {
+            let at = &mut starts[d.pair as usize];
+            self.sorted[*at as usize] = *d;
+            *at += 1;
+        }
+        for d in &self.sorted[..self.log.len()] {
+            self.pairs[d.pair as usize].add_counts(*d);
+        }
+        self.log.clear();
     }
 
-    /// Applies every queued counts increment. Call before handing the interval over: until
-    /// then, the counts may lag the moments by a few samples.
+    /// Applies every counts increment in the log. Call before handing the interval over: until
+    /// then, the counts may lag the moments by up to [`LOG`] samples.
     pub fn settle(&mut self) {
-        for d in std::mem::replace(&mut self.deferred, [Counts::NONE; DEFER]) {
-            if let Some(p) = self.pairs.get_mut(d.pair as usize) {
-                p.add_counts(d);
-            }
+        if !self.log.is_empty() {
+            self.flush();
         }
     }
 
     /// True when no counts increment is queued.
     fn settled(&self) -> bool {
-        self.deferred.iter().all(|d| d.pair == Counts::NONE.pair)
+        self.log.is_empty()
     }
 
     /// [`IntervalStats::record`] without a (valid) hint.
@@ -747,6 +770,10 @@ impl IntervalStats {
                 e.insert(i as u32);
                 let counts = self.spare.pop().unwrap_or_else(PairRecorder::fresh_counts);
                 self.pairs.push(PairRecorder::new(key, counts));
+                self.flush_at = flush_at(self.pairs.len());
+                // Room for a flush's sort, grown here, where allocating is expected, rather
+                // than in a flush on the hot path (`starts` is empty between flushes).
+                self.starts.reserve(self.pairs.len() + 1);
                 i
             }
         };
@@ -762,8 +789,9 @@ impl IntervalStats {
 
     /// Empties the interval, keeping its allocations for the next one.
     pub fn clear(&mut self) {
-        // Queued increments belong to pairs being dropped.
-        self.deferred = [Counts::NONE; DEFER];
+        // Logged increments belong to pairs being dropped.
+        self.log.clear();
+        self.flush_at = flush_at(0);
         self.index.clear();
         for p in self.pairs.drain(..) {
             self.spare.push(p.into_counts());
@@ -1161,6 +1189,37 @@ mod tests {
         let h = &added.pairs[&key(1, 2)];
         assert_same_hist(&h.rtt, &one.rtt, "merged rtt");
         assert_same_hist(&h.jitter, &one.jitter, "merged jitter");
+    }
+
+    #[test]
+    fn logged_counts_reach_their_own_pair_when_the_log_is_sorted() {
+        // More pairs than are applied unsorted, and several logs' worth of samples, so that
+        // the log is sorted by pair and flushed mid-stream as well as when settled.
+        let keys: Vec<PairKey> = (0..600)
+            .map(|i| key((i / 20) as u8 + 1, (i % 20) as u8 + 100))
+            .collect();
+        let mut rng = Rng(17);
+        let mut s = IntervalStats::default();
+        let mut hints = vec![0u16; keys.len()];
+        let mut want: HashMap<PairKey, PairHist> = HashMap::new();
+        for n in 0..30_000 {
+            let i = (rng.next() % keys.len() as u64) as usize;
+            let v = rng.log_uniform(10, 30);
+            let j = (n % 4 != 0).then(|| rng.log_uniform(5, 25));
+            hints[i] = s.record(keys[i], hints[i], v, j);
+            want.entry(keys[i]).or_default().record(v, j);
+        }
+        assert!(s.pairs.len() > SORT_ABOVE_PAIRS);
+        assert!(30_000 > 2 * flush_at(s.pairs.len()));
+        s.settle();
+        let mut m = Merged::default();
+        m.add(&s);
+        assert_eq!(m.pairs.len(), want.len());
+        for (k, h) in &want {
+            let got = &m.pairs[k];
+            assert_same_hist(&got.rtt, &h.rtt, &format!("{k:?} rtt"));
+            assert_same_hist(&got.jitter, &h.jitter, &format!("{k:?} jitter"));
+        }
     }
 
     #[test]
