@@ -628,11 +628,12 @@ struct Counts {
 /// With thousands of pairs (a gateway), each pair's counts lie in pages of their own, and a
 /// sample's two increments, made at once, cost two cache misses and often two TLB misses:
 /// prefetching does not hide them. Instead the recorder takes the sample's exact moments at once
-/// and appends its increments to the log, which is written in sequence. When the log is full
-/// (and before an interval is handed over) it is sorted by pair, in linear time, and each
-/// pair's increments are applied together, so each pair's counts are fetched once per flush
-/// instead of once per sample. 8,192 entries: 128 KiB of log and as much sorted, which stay in
-/// a core's cache.
+/// and appends its increments to the log, which is written in sequence. When the log reaches
+/// [`flush_at`] entries (and before an interval is handed over) it is applied; with more than
+/// [`SORT_ABOVE_PAIRS`] pairs it is first sorted by pair, in linear time, so that each pair's
+/// increments are applied together and its counts are fetched once per flush instead of once
+/// per sample. At most 8,192 entries: 128 KiB of log and as much sorted, which stay in a core's
+/// cache.
 const LOG: usize = 8192;
 
 /// Up to this many pairs, every pair's counts lines in use stay cached, and the log is applied
@@ -755,7 +756,7 @@ impl IntervalStats {
         }
     }
 
-    /// True when no counts increment is queued.
+    /// True when no counts increment waits in the log.
     fn settled(&self) -> bool {
         self.log.is_empty()
     }
