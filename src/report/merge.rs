@@ -749,7 +749,7 @@ impl IntervalStats {
     }
 
     /// Applies every counts increment in the log. Call before handing the interval over: until
-    /// then, the counts may lag the moments by up to [`LOG`] samples.
+    /// then, the counts may lag the moments by a few thousand samples.
     pub fn settle(&mut self) {
         if !self.log.is_empty() {
             self.flush();
