@@ -719,30 +719,29 @@ impl IntervalStats {
     /// Applies the log's counts increments, pair by pair.
     #[inline(never)]
     fn flush(&mut self) {
-        if self.pairs.len() <= SORT_ABOVE_PAIRS {
+        let n = self.log.len();
+        let in_order: &[Counts] = if self.pairs.len() <= SORT_ABOVE_PAIRS {
+            &self.log
+        } else {
+            // A counting sort by pair: count each pair's entries, turn the counts into places,
+            // then place every entry (stable, in linear time).
+            let starts = &mut self.starts;
+            starts.clear();
+            starts.resize(self.pairs.len() + 1, 0);
             for d in &self.log {
-                self.pairs[d.pair as usize].add_counts(*d);
+                starts[d.pair as usize + 1] += 1;
             }
-            self.log.clear();
-            return;
-        }
-        // A counting sort by pair: count each pair's entries, turn the counts into places,
-        // then place every entry (stable, in linear time).
-        let starts = &mut self.starts;
-        starts.clear();
-        starts.resize(self.pairs.len() + 1, 0);
-        for d in &self.log {
-            starts[d.pair as usize + 1] += 1;
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        for d in &self.log {
-            let at = &mut starts[d.pair as usize];
-            self.sorted[*at as usize] = *d;
-            *at += 1;
-        }
-        for d in &self.sorted[..self.log.len()] {
+            for i in 1..starts.len() {
+                starts[i] += starts[i - 1];
+            }
+            for d in &self.log {
+                let at = &mut starts[d.pair as usize];
+                self.sorted[*at as usize] = *d;
+                *at += 1;
+            }
+            &self.sorted[..n]
+        };
+        for d in in_order {
             self.pairs[d.pair as usize].add_counts(*d);
         }
         self.log.clear();
