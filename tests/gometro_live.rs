@@ -298,8 +298,8 @@ fn check_report(r: &Report, i: usize, extra: bool) -> Option<f64> {
 ///
 /// The kernel's srtt weights its last ~8 samples, so a scheduling stall of the delay line (this
 /// machine is small and shared) moves it by a millisecond for a while, where metro's medians do
-/// not move: a miss of that one bound is measured again (twice at most), as in `live.rs`. Everything else
-/// must hold on every run.
+/// not move: a miss of that one bound is measured again (twice at most), as in `live.rs`.
+/// Everything else must hold on every run.
 #[test]
 fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() {
     const NAME: &str = "live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm";
