@@ -673,6 +673,8 @@ impl Half {
         i + 1
     }
 
+    /// Works on the half in place rather than on a [`Work`] copy: the fields it changes are
+    /// stored as soon as they are known, so that fewer values stay live across the ACK matcher.
     #[inline(always)]
     fn on_ack(
         &mut self,
@@ -681,38 +683,46 @@ impl Half {
         t: u64,
         tsecr: Option<u32>,
     ) -> Option<Sample> {
-        let mut c = self.load();
+        let flags = self.inline.half_flags;
+        let prev = self.core.ack_max;
         // Nothing sent yet, or nothing new acknowledged: one branch for both (see on_packet).
-        let stale = (c.flags & half::ACK != 0) & seq_le(ack, c.ack_max);
-        if (c.flags & half::SND == 0) | stale {
+        let stale = (flags & half::ACK != 0) & seq_le(ack, prev);
+        if (flags & half::SND == 0) | stale {
             return None;
         }
-        let first = c.flags & half::ACK == 0;
-        let prev = c.ack_max;
-        c.ack_max = ack;
-        c.flags |= half::ACK;
-        let result = if c.ring != 0 {
-            let idx = c.ring - 1;
+        let first = flags & half::ACK == 0;
+        self.core.ack_max = ack;
+        self.inline.half_flags = flags | half::ACK;
+        let snd_max = self.core.snd_max;
+        // Tracking pauses only while something is tracked, so it resumes when nothing is left.
+        let result = if self.core.ring != 0 {
+            let idx = u32::from(self.core.ring) - 1;
             let ring = &mut *pool.rings[idx as usize];
-            let r = ack_on(&mut c, ring, first, prev, ack, tsecr);
+            let r = ack_on(ring, snd_max, first, prev, ack, tsecr);
             if ring.len() == 0 {
                 pool.release(idx);
-                c.ring = 0;
+                self.core.ring = 0;
                 self.inline.clear();
                 self.inline.set_start(ack);
+                self.inline.half_flags &= !half::PAUSED;
             }
             r
         } else {
-            ack_on(&mut c, &mut self.inline, first, prev, ack, tsecr)
+            let r = ack_on(&mut self.inline, snd_max, first, prev, ack, tsecr);
+            if self.inline.len() == 0 {
+                self.inline.half_flags &= !half::PAUSED;
+            }
+            r
         };
-        let sample = match result {
+        match result {
             Ok((sent, method)) => {
                 let rtt_ns = t.saturating_sub(sent);
                 let clipped = rtt_ns.min(u64::from(u32::MAX)) as u32;
-                let jitter_ns =
-                    (c.flags & half::LAST != 0).then(|| u64::from(clipped.abs_diff(c.last_rtt)));
-                c.last_rtt = clipped;
-                c.flags |= half::LAST;
+                let flags = self.inline.half_flags;
+                let jitter_ns = (flags & half::LAST != 0)
+                    .then(|| u64::from(clipped.abs_diff(self.core.last_rtt)));
+                self.core.last_rtt = clipped;
+                self.inline.half_flags = flags | half::LAST;
                 Some(Sample {
                     rtt_ns,
                     method,
@@ -727,9 +737,7 @@ impl Half {
                 pool.stats.untracked += 1;
                 None
             }
-        };
-        self.store(c);
-        sample
+        }
     }
 }
 
@@ -834,17 +842,16 @@ fn append<T: Track>(c: &mut Work, tr: &mut T, stats: &mut RttStats, seq: u32, s:
 /// Returns the send time to time from and the method.
 #[inline]
 fn ack_on<T: Track>(
-    c: &mut Work,
     tr: &mut T,
+    snd_max: u32,
     first: bool,
     prev: u32,
     ack: u32,
     tsecr: Option<u32>,
 ) -> Result<(u64, Method), NoSample> {
-    if seq_gt(ack, c.snd_max) {
+    if seq_gt(ack, snd_max) {
         // Acknowledges bytes this capture never saw sent.
         tr.clear();
-        c.flags &= !half::PAUSED;
         return Err(NoSample::Untracked);
     }
     let n = tr.len();
@@ -855,7 +862,6 @@ fn ack_on<T: Track>(
     if seq_gt(ack, last_end) {
         // The newest covered bytes were sent while tracking was paused.
         tr.clear();
-        c.flags &= !half::PAUSED;
         return Err(NoSample::Untracked);
     }
     let lo = if first || seq_lt(prev, tr.start()) {
@@ -890,7 +896,6 @@ fn ack_on<T: Track>(
     tr.drop_copies_upto(ack);
     if tr.len() == 0 {
         tr.set_start(ack);
-        c.flags &= !half::PAUSED;
     }
     result
 }
