@@ -195,7 +195,8 @@ mod half {
     pub const SND: u8 = 0x01;
     /// An ACK for this half was seen; `ack_max` is valid.
     pub const ACK: u8 = 0x02;
-    /// Tracking is paused until the tracked bytes are acknowledged.
+    /// Tracking is paused until the tracked bytes are acknowledged. Set only when a push
+    /// fails, so only while something is tracked; cleared whenever nothing is left.
     pub const PAUSED: u8 = 0x04;
     /// `last_rtt` holds the previous sample.
     pub const LAST: u8 = 0x08;
@@ -501,14 +502,11 @@ struct Core {
     cookie_hi: u16,
 }
 
-/// A working copy of a half's [`Core`] with its flags, which are stored in the inline slot's
-/// padding to keep a half at 40 bytes.
+/// A working copy of what the data path changes: `snd_max`, and the half's flags, which are
+/// stored in the inline slot's padding to keep a half at 40 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Work {
     snd_max: u32,
-    ack_max: u32,
-    last_rtt: u32,
-    ring: u32,
     flags: u8,
 }
 
@@ -587,62 +585,32 @@ impl FlowRtt {
 
 impl Half {
     #[inline]
-    fn load(&self) -> Work {
-        Work {
-            snd_max: self.core.snd_max,
-            ack_max: self.core.ack_max,
-            last_rtt: self.core.last_rtt,
-            ring: u32::from(self.core.ring),
-            flags: self.inline.half_flags,
-        }
-    }
-
-    #[inline]
-    fn store(&mut self, w: Work) {
-        self.core = Core {
-            snd_max: w.snd_max,
-            ack_max: w.ack_max,
-            last_rtt: w.last_rtt,
-            // Pool indexes fit 16 bits (see SegPool::new).
-            ring: w.ring as u16,
-            cookie_hi: self.core.cookie_hi,
-        };
-        self.inline.half_flags = w.flags;
-    }
-
-    #[inline]
     fn on_data(&mut self, pool: &mut SegPool, p: &Packet, t: u64) {
         let seq = p.seq;
         let end = seq.wrapping_add(p.seq_len);
-        let (tsval, tsflag) = if p.has_ts {
-            (p.tsval, slot::TS)
-        } else {
-            (0, 0)
+        let mut c = Work {
+            snd_max: self.core.snd_max,
+            flags: self.inline.half_flags,
         };
-        let syn = if p.syn() { slot::SYN } else { 0 };
-        let fresh = Slot {
-            t,
-            end,
-            tsval,
-            flags: syn | tsflag,
-        };
-        let mut c = self.load();
         if c.flags & half::SND == 0 {
-            c.flags |= half::SND;
-            c.snd_max = end;
+            self.inline.half_flags = c.flags | half::SND;
+            self.core.snd_max = end;
             self.inline.clear();
             self.inline.set_start(seq);
-            self.inline.push(fresh);
-            self.store(c);
+            self.inline.push(fresh(p, t, end));
             return;
         }
         let resend = seq_lt(seq, c.snd_max);
         // A second segment in flight, or a resend of the one in flight, needs a ring.
-        if (c.ring == 0) & (self.inline.len() > 0) & (c.flags & half::PAUSED == 0) {
-            c.ring = self.promote(pool);
+        let mut ring = self.core.ring;
+        if (ring == 0) & (self.inline.len() > 0) & (c.flags & half::PAUSED == 0) {
+            ring = self.promote(pool);
+            self.core.ring = ring;
         }
-        if c.ring != 0 {
-            let ring = &mut *pool.rings[(c.ring - 1) as usize];
+        // Built after the promotion, so that none of it has to outlive that call.
+        let fresh = fresh(p, t, end);
+        if ring != 0 {
+            let ring = &mut *pool.rings[usize::from(ring - 1)];
             data_on(&mut c, ring, &mut pool.stats, seq, end, resend, fresh);
         } else {
             data_on(
@@ -655,11 +623,12 @@ impl Half {
                 fresh,
             );
         }
-        self.store(c);
+        self.core.snd_max = c.snd_max;
+        self.inline.half_flags = c.flags;
     }
 
     /// Moves the inline slot into a ring from the pool; returns the ring handle, or 0.
-    fn promote(&mut self, pool: &mut SegPool) -> u32 {
+    fn promote(&mut self, pool: &mut SegPool) -> u16 {
         let Some(i) = pool.acquire() else {
             return 0;
         };
@@ -670,7 +639,8 @@ impl Half {
             ring.push(self.inline.get(0));
         }
         self.inline.clear();
-        i + 1
+        // Pool indexes fit 16 bits (see SegPool::new).
+        i as u16 + 1
     }
 
     /// Works on the half in place rather than on a [`Work`] copy: the fields it changes are
@@ -741,6 +711,20 @@ impl Half {
     }
 }
 
+/// The slot for a fresh transmission of `p`, ending at `end`, captured at `t`.
+#[inline]
+fn fresh(p: &Packet, t: u64, end: u32) -> Slot {
+    let ts = if p.has_ts { slot::TS } else { 0 };
+    let syn = if p.syn() { slot::SYN } else { 0 };
+    Slot {
+        t,
+        end,
+        // Read only under the TS flag, so it need not be cleared without it.
+        tsval: p.tsval,
+        flags: syn | ts,
+    }
+}
+
 /// Rule bookkeeping for a data segment `[seq, end)` on a half tracked by `tr`.
 #[inline]
 fn data_on<T: Track>(
@@ -752,9 +736,6 @@ fn data_on<T: Track>(
     resend: bool,
     fresh: Slot,
 ) {
-    if tr.len() == 0 && c.flags & half::PAUSED != 0 {
-        c.flags &= !half::PAUSED;
-    }
     if !resend {
         append(c, tr, stats, seq, fresh);
         c.snd_max = end;
