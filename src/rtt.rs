@@ -665,7 +665,9 @@ impl Half {
         self.inline.half_flags = flags | half::ACK;
         let snd_max = self.core.snd_max;
         // Tracking pauses only while something is tracked, so it resumes when nothing is left.
-        let result = if self.core.ring != 0 {
+        // Each branch finishes on its own: merged, the inline matcher's result went through the
+        // memory the out-of-line ring matcher returns its result in.
+        if self.core.ring != 0 {
             let idx = u32::from(self.core.ring) - 1;
             let ring = &mut *pool.rings[idx as usize];
             let r = ack_on(ring, snd_max, first, prev, ack, tsecr);
@@ -676,14 +678,24 @@ impl Half {
                 self.inline.set_start(ack);
                 self.inline.half_flags &= !half::PAUSED;
             }
-            r
+            self.finish(&mut pool.stats, r, t)
         } else {
             let r = ack_on(&mut self.inline, snd_max, first, prev, ack, tsecr);
             if self.inline.len() == 0 {
                 self.inline.half_flags &= !half::PAUSED;
             }
-            r
-        };
+            self.finish(&mut pool.stats, r, t)
+        }
+    }
+
+    /// Turns the ACK matcher's result into a sample at `t`, or counts why there is none.
+    #[inline(always)]
+    fn finish(
+        &mut self,
+        stats: &mut RttStats,
+        result: Result<(u64, Method), NoSample>,
+        t: u64,
+    ) -> Option<Sample> {
         match result {
             Ok((sent, method)) => {
                 let rtt_ns = t.saturating_sub(sent);
@@ -700,11 +712,11 @@ impl Half {
                 })
             }
             Err(NoSample::Karn) => {
-                pool.stats.karn += 1;
+                stats.karn += 1;
                 None
             }
             Err(NoSample::Untracked) => {
-                pool.stats.untracked += 1;
+                stats.untracked += 1;
                 None
             }
         }
