@@ -175,10 +175,10 @@ fn seq_ge(a: u32, b: u32) -> bool {
 
 /// Per-slot flags.
 mod slot {
-    /// The segment carried SYN.
-    pub const SYN: u8 = 0x01;
+    /// The segment carried SYN: the TCP flag's own bit, so that a fresh slot takes it as is.
+    pub const SYN: u8 = crate::decode::flags::SYN;
     /// Some of its bytes were sent again.
-    pub const RETX: u8 = 0x02;
+    pub const RETX: u8 = 0x01;
     /// A gap: bytes after it were seen before these were (reordering or capture loss).
     pub const HOLE: u8 = 0x04;
     /// `tsval` holds the segment's TSval.
@@ -727,13 +727,12 @@ impl Half {
 #[inline]
 fn fresh(p: &Packet, t: u64, end: u32) -> Slot {
     let ts = if p.has_ts { slot::TS } else { 0 };
-    let syn = if p.syn() { slot::SYN } else { 0 };
     Slot {
         t,
         end,
         // Read only under the TS flag, so it need not be cleared without it.
         tsval: p.tsval,
-        flags: syn | ts,
+        flags: (p.tcp_flags & slot::SYN) | ts,
     }
 }
 
