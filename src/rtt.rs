@@ -538,15 +538,17 @@ impl FlowRtt {
         p: &Packet,
         t: u64,
     ) -> Option<Sample> {
-        let side = side & 1;
+        // Both halves' addresses chosen at once, without a branch on the side.
+        let [h0, h1] = &mut self.halves;
+        let (sender, acked) = if side & 1 == 0 { (h0, h1) } else { (h1, h0) };
         let sample = match p.ack() {
-            Some(ack) => self.halves[side ^ 1].on_ack(pool, ack, t, p.tsecr()),
+            Some(ack) => acked.on_ack(pool, ack, t, p.tsecr()),
             None => None,
         };
         // `&`, not `&&`: one branch, where the outcome follows the packet's kind, is one chance
         // to mispredict instead of two.
         if (p.seq_len > 0) & !p.rst() {
-            self.halves[side].on_data(pool, p, t);
+            sender.on_data(pool, p, t);
         }
         sample
     }
