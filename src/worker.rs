@@ -309,8 +309,7 @@ impl Worker {
         self.pending_next = (i + 1) % LOOKAHEAD;
         p.side = side as u8;
         p.ts_ns = frame.ts_ns;
-        let ts = seg.timestamps();
-        let (tsval, tsecr) = ts.unwrap_or((0, 0));
+        let (tsval, tsecr, has_ts) = seg.timestamp_fields();
         p.packet = Packet {
             seq: seg.seq(),
             seq_len: seg.seq_len(),
@@ -318,7 +317,7 @@ impl Worker {
             tsval,
             tsecr,
             tcp_flags: seg.flags(),
-            has_ts: ts.is_some(),
+            has_ts,
         };
     }
 
