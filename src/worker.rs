@@ -159,6 +159,9 @@ const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 /// each new segment's table slot when it is decoded, and matches it `LOOKAHEAD` segments later,
 /// so the cache misses of a large table overlap instead of stalling one after another.
 const LOOKAHEAD: usize = 8;
+/// The queue's slots: room for a new segment beside the `LOOKAHEAD` waiting ones, rounded up to a
+/// power of two.
+const QUEUE: usize = 2 * LOOKAHEAD;
 const _: () = assert!(LOOKAHEAD.is_power_of_two());
 
 /// What a half's cookie (see [`FlowRtt::cookie`]) holds: the epoch it was decided in (high 16
@@ -203,9 +206,11 @@ impl Parsed {
 pub struct Worker {
     id: usize,
     engine: Engine,
-    pending: [Parsed; LOOKAHEAD],
-    /// Where the next decoded segment goes; once the queue is full, also the oldest one.
+    /// A ring of [`QUEUE`] slots, of which the `pending_len` before `pending_next` wait.
+    pending: [Parsed; QUEUE],
+    /// Where the next decoded segment goes.
     pending_next: usize,
+    /// Segments waiting, at most `LOOKAHEAD` between frames.
     pending_len: usize,
 }
 
@@ -252,7 +257,7 @@ impl Worker {
                 table_seen: TableStats::default(),
                 rtt_seen: RttStats::default(),
             },
-            pending: [Parsed::default(); LOOKAHEAD],
+            pending: [Parsed::default(); QUEUE],
             pending_next: 0,
             pending_len: 0,
         }
@@ -268,15 +273,6 @@ impl Worker {
     /// [`Worker::flow_keys`]) first applies what is pending.
     #[inline]
     pub fn handle(&mut self, link: LinkType, frame: &Frame<'_>) {
-        // The queue is a ring whose write position, once it is full, holds the oldest segment:
-        // apply that one where it lies first, then decode the new frame into its place. In that
-        // order nothing decoded has to be kept across the apply step.
-        // Masked, so that the compiler sees it in range (the position always is).
-        let i = self.pending_next & (LOOKAHEAD - 1);
-        if self.pending_len == LOOKAHEAD {
-            self.engine.apply(&self.pending[i]);
-            self.pending_len -= 1;
-        }
         let c = &mut self.engine.stats.counters;
         c.packets += 1;
         let seg = match decode::decode(link, frame.data, frame.wire_len) {
@@ -286,6 +282,10 @@ impl Worker {
                 return;
             }
         };
+        // The new segment goes to a free slot, so that the oldest is applied after it is
+        // decoded: nothing of the frame has to be kept across the apply step, which ends the
+        // function. Masked, so that the compiler sees it in range (the position always is).
+        let i = self.pending_next & (QUEUE - 1);
         let p = &mut self.pending[i];
         let (side, slot) = match seg.v4() {
             Some((src, dst)) => {
@@ -305,8 +305,7 @@ impl Worker {
         };
         prefetch(slot);
         prefetch(slot.wrapping_add(64));
-        self.pending_len += 1;
-        self.pending_next = (i + 1) % LOOKAHEAD;
+        self.pending_next = (i + 1) % QUEUE;
         p.side = side as u8;
         p.ts_ns = frame.ts_ns;
         let (tsval, tsecr, has_ts) = seg.timestamp_fields();
@@ -319,6 +318,13 @@ impl Worker {
             tcp_flags: seg.flags(),
             has_ts,
         };
+        if self.pending_len == LOOKAHEAD {
+            // The oldest waiting segment, decoded `LOOKAHEAD` frames ago.
+            self.engine
+                .apply(&self.pending[(i + QUEUE - LOOKAHEAD) % QUEUE]);
+        } else {
+            self.pending_len += 1;
+        }
     }
 
     /// Replaces the local addresses (the interface's changed): halves they acknowledge are not
@@ -332,7 +338,7 @@ impl Worker {
     /// Applies every pending segment.
     pub fn flush(&mut self) {
         while self.pending_len > 0 {
-            let i = (self.pending_next + LOOKAHEAD - self.pending_len) % LOOKAHEAD;
+            let i = (self.pending_next + QUEUE - self.pending_len) % QUEUE;
             self.engine.apply(&self.pending[i]);
             self.pending_len -= 1;
         }
