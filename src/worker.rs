@@ -18,7 +18,7 @@ use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Addr};
 use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
 use crate::report::merge::{IntervalStats, PairKey};
-use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
+use crate::rtt::{FlowRtt, Method, Packet, RttStats, SegPool};
 
 /// An address range, `ADDR/PREFIX` (IPv4 or IPv6); a bare address is a /32 or /128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,7 +405,9 @@ impl Engine {
         // The segment's sender acknowledged; the data came from the other side.
         let data_side = side ^ 1;
         // Kept first, and decided apart from the cookie, so that nothing of the sample has to
-        // outlive the recording below (6 instructions a packet of spills and reloads).
+        // outlive the recording below (6 instructions a packet of spills and reloads). Here and
+        // below the cold calls take the sample's fields, not a reference: one would make every
+        // sample be written to the stack for them (4 instructions a packet).
         if self.keep_samples {
             keep_sample(
                 &mut self.samples,
@@ -413,7 +415,8 @@ impl Engine {
                 &self.whitelist,
                 p,
                 data_side,
-                &sample,
+                sample.rtt_ns,
+                sample.method,
             );
         }
         let c = &mut self.stats.counters;
@@ -439,7 +442,8 @@ impl Engine {
                     &self.whitelist,
                     p,
                     data_side,
-                    &sample,
+                    sample.rtt_ns,
+                    sample.jitter_ns,
                 );
             flow.set_cookie(data_side, cookie);
         }
@@ -549,7 +553,8 @@ fn keep_sample(
     whitelist: &Option<Vec<Net>>,
     p: &Parsed,
     data_side: usize,
-    sample: &Sample,
+    rtt_ns: u64,
+    method: Method,
 ) {
     let ((sender, sender_port), (acker, acker_port)) = p.ends(data_side);
     if reported(local, whitelist, &acker) {
@@ -559,8 +564,8 @@ fn keep_sample(
             sport: sender_port,
             dst: acker,
             dport: acker_port,
-            rtt_ns: sample.rtt_ns,
-            method: sample.method,
+            rtt_ns,
+            method,
         });
     }
 }
@@ -575,7 +580,8 @@ fn record_first(
     whitelist: &Option<Vec<Net>>,
     p: &Parsed,
     data_side: usize,
-    sample: &Sample,
+    rtt_ns: u64,
+    jitter_ns: Option<u64>,
 ) -> u32 {
     let ((sender, _), (acker, _)) = p.ends(data_side);
     if !reported(local, whitelist, &acker) {
@@ -587,7 +593,7 @@ fn record_first(
         dst: acker,
     };
     // 0 (no slot that fits) leaves the cookie undecided: the next sample looks again.
-    u32::from(stats.record(pair, 0, sample.rtt_ns, sample.jitter_ns))
+    u32::from(stats.record(pair, 0, rtt_ns, jitter_ns))
 }
 
 #[cfg(test)]
