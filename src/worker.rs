@@ -373,7 +373,6 @@ impl Engine {
             self.sweep(now);
         }
         let pool = &mut self.pool;
-        let release = &mut |v: &mut FlowRtt| v.release(pool);
         let (max, hash, closing) = (self.max_flows, p.hash, p.packet.closing());
         let flow = if p.v6 {
             flow_in(
@@ -384,7 +383,7 @@ impl Engine {
                 now,
                 closing,
                 max,
-                release,
+                pool,
             )
         } else {
             flow_in(
@@ -395,7 +394,7 @@ impl Engine {
                 now,
                 closing,
                 max,
-                release,
+                pool,
             )
         };
         let side = usize::from(p.side & 1);
@@ -521,13 +520,13 @@ fn flow_in<'t, K: TableKey, O: TableKey>(
     now: u64,
     closing: bool,
     max_flows: usize,
-    release: &mut impl FnMut(&mut FlowRtt),
+    pool: &mut SegPool,
 ) -> &'t mut FlowRtt {
     let others = other.len();
     if others >= max_flows {
-        other.evict(hash, release);
+        other.evict(hash, |v: &mut FlowRtt| v.release(pool));
     }
-    let (e, _) = table.upsert_sharing(key, hash, now, others, release);
+    let (e, _) = table.upsert_sharing(key, hash, now, others, |v: &mut FlowRtt| v.release(pool));
     if closing {
         e.set_closing();
     }

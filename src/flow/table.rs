@@ -208,9 +208,9 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     /// seeds the choice.
     #[cold]
     #[inline(never)]
-    pub fn evict(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) {
+    pub fn evict(&mut self, hash: u64, mut release: impl FnMut(&mut V)) {
         if self.len > 0 {
-            self.evict_one(hash, release);
+            self.evict_one(hash, &mut release);
         }
     }
 
@@ -232,13 +232,17 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     /// Finds the flow for `key` (with `hash = key.hash64()`), creating it if needed, and marks
     /// it seen at `now`. A flow found expired is dropped and started afresh. Returns the entry
     /// and whether it is new. `release` is called on the value of every flow dropped on the way.
+    ///
+    /// `release` is taken by value (a closure over a reference is one register), and given by
+    /// value to the out-of-line insertion: a reference to it would have the caller store it in
+    /// memory on every call, for the few calls that drop a flow.
     #[inline]
     pub fn upsert(
         &mut self,
         key: &K,
         hash: u64,
         now: u64,
-        release: &mut impl FnMut(&mut V),
+        release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
         self.upsert_sharing(key, hash, now, 0, release)
     }
@@ -254,7 +258,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         hash: u64,
         now: u64,
         others: usize,
-        release: &mut impl FnMut(&mut V),
+        mut release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
         let tag = tag_of(hash);
         let mut i = hash as usize & self.mask;
@@ -279,9 +283,23 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             }
             i = (i + 1) & self.mask;
         }
-        // Not found: make room, then insert.
+        self.insert(key, hash, now, others, release)
+    }
+
+    /// The rest of [`FlowTable::upsert_sharing`] for a flow not found: makes room, then inserts.
+    /// Out of line: most packets find their flow.
+    #[inline(never)]
+    fn insert(
+        &mut self,
+        key: &K,
+        hash: u64,
+        now: u64,
+        others: usize,
+        mut release: impl FnMut(&mut V),
+    ) -> (&mut Entry<K, V>, bool) {
+        let tag = tag_of(hash);
         if self.len > 0 && self.len + others >= self.max_flows {
-            self.evict_one(hash, release);
+            self.evict_one(hash, &mut release);
         } else if (self.len + 1) * GROW_AT_LOAD > self.slots.len()
             && self.slots.len() < self.max_slots
         {
@@ -416,7 +434,7 @@ mod tests {
     }
 
     fn up(t: &mut FlowTable<FlowKey, u64>, k: &FlowKey, now: u64) -> bool {
-        t.upsert(k, k.hash64(), now, &mut |_| {}).1
+        t.upsert(k, k.hash64(), now, |_| {}).1
     }
 
     #[test]
@@ -430,10 +448,10 @@ mod tests {
         let mut t = FlowTable::<FlowKey, u64>::new(100_000, TTL);
         for n in 0..5000 {
             assert!(up(&mut t, &key(n), 1));
-            t.upsert(&key(n), key(n).hash64(), 1, &mut |_| {}).0.value = u64::from(n);
+            t.upsert(&key(n), key(n).hash64(), 1, |_| {}).0.value = u64::from(n);
         }
         for n in 0..5000 {
-            let (e, new) = t.upsert(&key(n), key(n).hash64(), 2, &mut |_| {});
+            let (e, new) = t.upsert(&key(n), key(n).hash64(), 2, |_| {});
             assert!(!new);
             assert_eq!(e.value, u64::from(n));
         }
@@ -474,7 +492,7 @@ mod tests {
             up(&mut t, &key(n), 100 + u64::from(n));
         }
         let mut released = 0;
-        t.upsert(&key(99), key(99).hash64(), 200, &mut |_| released += 1);
+        t.upsert(&key(99), key(99).hash64(), 200, |_| released += 1);
         assert_eq!(t.len(), 8);
         assert_eq!(t.stats().evicted, 1);
         assert_eq!(released, 1);
@@ -489,7 +507,7 @@ mod tests {
         let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
         up(&mut t, &key(1), 0);
         up(&mut t, &key(2), 0);
-        t.upsert(&key(2), key(2).hash64(), 0, &mut |_| {})
+        t.upsert(&key(2), key(2).hash64(), 0, |_| {})
             .0
             .set_closing();
         t.expire(1_001, &mut |_| {});
@@ -504,8 +522,8 @@ mod tests {
     #[test]
     fn expired_flow_found_on_lookup_starts_afresh() {
         let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
-        t.upsert(&key(1), key(1).hash64(), 0, &mut |_| {}).0.value = 7;
-        let (e, new) = t.upsert(&key(1), key(1).hash64(), 20_000, &mut |_| {});
+        t.upsert(&key(1), key(1).hash64(), 0, |_| {}).0.value = 7;
+        let (e, new) = t.upsert(&key(1), key(1).hash64(), 20_000, |_| {});
         assert!(new);
         assert_eq!(e.value, 0);
     }
