@@ -176,7 +176,10 @@ mod cookie {
 }
 
 /// A decoded segment waiting for its turn: the owned, parsed form of [`decode::Segment`].
+/// Aligned to a cache line, which makes it 128 bytes: a slot's address is then a shift of its
+/// index (96 bytes took four instructions, twice a packet).
 #[derive(Clone, Copy, Default)]
+#[repr(align(64))]
 struct Parsed {
     /// The flow's key when `v6` is false (both addresses IPv4).
     key4: Key4,
