@@ -113,14 +113,19 @@ impl<K, V> Entry<K, V> {
         self.tag & tag::OCCUPIED != 0
     }
 
+    /// The silence after which the flow expires.
     #[inline]
-    fn expired(&self, now: u64, ttl: &Ttl) -> bool {
-        let limit = if self.tag & tag::CLOSING != 0 {
+    fn limit(&self, ttl: &Ttl) -> u64 {
+        if self.tag & tag::CLOSING != 0 {
             ttl.closed_ns
         } else {
             ttl.idle_ns
-        };
-        now.saturating_sub(self.last_seen) > limit
+        }
+    }
+
+    #[inline]
+    fn expired(&self, now: u64, ttl: &Ttl) -> bool {
+        now.saturating_sub(self.last_seen) > self.limit(ttl)
     }
 }
 
@@ -270,7 +275,10 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             if e.tag & !tag::CLOSING == tag && e.key.same(key) {
                 let ttl = self.ttl;
                 let e = &mut self.slots[i];
-                let fresh = e.expired(now, &ttl);
+                // `expired`, from the last-seen time stored below: `seen - e.last_seen` is
+                // `now.saturating_sub(e.last_seen)`, and comes with it (3 instructions fewer).
+                let seen = e.last_seen.max(now);
+                let fresh = seen - e.last_seen > e.limit(&ttl);
                 if fresh {
                     release(&mut e.value);
                     e.value = V::default();
@@ -278,7 +286,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
                     self.stats.expired += 1;
                     self.stats.created += 1;
                 }
-                e.last_seen = e.last_seen.max(now);
+                e.last_seen = seen;
                 return (e, fresh);
             }
             i = (i + 1) & self.mask;
