@@ -224,8 +224,6 @@ struct Engine {
     table: FlowTable<Key4, FlowRtt>,
     /// IPv6 flows.
     table6: FlowTable<FlowKey, FlowRtt>,
-    /// Flows both tables may hold together.
-    max_flows: usize,
     pool: SegPool,
     local: Vec<Addr>,
     whitelist: Option<Vec<Net>>,
@@ -248,7 +246,6 @@ impl Worker {
             engine: Engine {
                 table: FlowTable::new(cfg.max_flows, cfg.ttl),
                 table6: FlowTable::new(cfg.max_flows, cfg.ttl),
-                max_flows: cfg.max_flows.max(1),
                 pool: SegPool::new(cfg.max_rings),
                 local: cfg.local.clone(),
                 whitelist: cfg.whitelist.clone(),
@@ -376,7 +373,7 @@ impl Engine {
             self.sweep(now);
         }
         let pool = &mut self.pool;
-        let (max, hash, closing) = (self.max_flows, p.hash, p.packet.closing());
+        let (hash, closing) = (p.hash, p.packet.closing());
         let flow = if p.v6 {
             flow_in(
                 &mut self.table6,
@@ -385,7 +382,6 @@ impl Engine {
                 hash,
                 now,
                 closing,
-                max,
                 pool,
             )
         } else {
@@ -396,7 +392,6 @@ impl Engine {
                 hash,
                 now,
                 closing,
-                max,
                 pool,
             )
         };
@@ -511,10 +506,8 @@ impl Engine {
 
 /// Finds or creates the flow `key` (hashed to `hash`) in `table`, marks it seen at `now`, and
 /// closing if `closing`. `table` and `other` (the other address family's) hold `max_flows` flows
-/// together: each may hold what the other leaves, and if the other holds all of them, this one is
-/// empty (so the flow is new) and the other gives one up.
+/// together (see [`FlowTable::upsert_sharing`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn flow_in<'t, K: TableKey, O: TableKey>(
     table: &'t mut FlowTable<K, FlowRtt>,
     other: &mut FlowTable<O, FlowRtt>,
@@ -522,14 +515,9 @@ fn flow_in<'t, K: TableKey, O: TableKey>(
     hash: u64,
     now: u64,
     closing: bool,
-    max_flows: usize,
     pool: &mut SegPool,
 ) -> &'t mut FlowRtt {
-    let others = other.len();
-    if others >= max_flows {
-        other.evict(hash, |v: &mut FlowRtt| v.release(pool));
-    }
-    let (e, _) = table.upsert_sharing(key, hash, now, others, |v: &mut FlowRtt| v.release(pool));
+    let (e, _) = table.upsert_sharing(key, hash, now, other, |v: &mut FlowRtt| v.release(pool));
     if closing {
         e.set_closing();
     }

@@ -208,17 +208,6 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         self.slots.iter().filter(|e| e.occupied())
     }
 
-    /// Evicts one flow as a full table would (for an owner making room in a budget it shares
-    /// with another table, see [`FlowTable::upsert_sharing`]); `hash` is the new flow's, which
-    /// seeds the choice.
-    #[cold]
-    #[inline(never)]
-    pub fn evict(&mut self, hash: u64, mut release: impl FnMut(&mut V)) {
-        if self.len > 0 {
-            self.evict_one(hash, &mut release);
-        }
-    }
-
     /// Every live flow's value, to change in place.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.slots
@@ -249,20 +238,33 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         now: u64,
         release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
-        self.upsert_sharing(key, hash, now, 0, release)
+        self.find_or_insert(key, hash, now, None::<&mut Self>, release)
     }
 
-    /// [`FlowTable::upsert`] for a table that shares its `max_flows` with another, which holds
-    /// `others` flows now: a new flow evicts one of this table's once they are `max_flows`
-    /// together. (When the other holds all of them, this one is empty, and the owner must make
-    /// room there first.)
+    /// [`FlowTable::upsert`] for a table that shares its `max_flows` with `other` (of the same
+    /// bound): a new flow evicts one of this table's once they hold `max_flows` together, or, when
+    /// `other` holds all of them (and this one none), one of `other`'s. `other` is looked at only
+    /// for a new flow, so that a packet of a known one does not pay for it.
     #[inline]
-    pub fn upsert_sharing(
+    pub fn upsert_sharing<O: TableKey>(
         &mut self,
         key: &K,
         hash: u64,
         now: u64,
-        others: usize,
+        other: &mut FlowTable<O, V>,
+        release: impl FnMut(&mut V),
+    ) -> (&mut Entry<K, V>, bool) {
+        self.find_or_insert(key, hash, now, Some(other), release)
+    }
+
+    /// [`FlowTable::upsert`], with the table that shares the bound if there is one.
+    #[inline(always)]
+    fn find_or_insert<O: TableKey>(
+        &mut self,
+        key: &K,
+        hash: u64,
+        now: u64,
+        other: Option<&mut FlowTable<O, V>>,
         mut release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
         let tag = tag_of(hash);
@@ -291,21 +293,32 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             }
             i = (i + 1) & self.mask;
         }
-        self.insert(key, hash, now, others, release)
+        self.insert(key, hash, now, other, release)
     }
 
-    /// The rest of [`FlowTable::upsert_sharing`] for a flow not found: makes room, then inserts.
+    /// The rest of [`FlowTable::find_or_insert`] for a flow not found: makes room, then inserts.
     /// Out of line: most packets find their flow.
     #[inline(never)]
-    fn insert(
+    fn insert<O: TableKey>(
         &mut self,
         key: &K,
         hash: u64,
         now: u64,
-        others: usize,
+        other: Option<&mut FlowTable<O, V>>,
         mut release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
         let tag = tag_of(hash);
+        // The flows the other table holds, once it has given one up if it holds them all (then
+        // this one is empty); `hash`, the new flow's, seeds the choice.
+        let others = match other {
+            Some(o) => {
+                if o.len >= self.max_flows {
+                    o.evict_one(hash, &mut release);
+                }
+                o.len
+            }
+            None => 0,
+        };
         if self.len > 0 && self.len + others >= self.max_flows {
             self.evict_one(hash, &mut release);
         } else if (self.len + 1) * GROW_AT_LOAD > self.slots.len()
