@@ -590,25 +590,28 @@ impl Half {
     fn on_data(&mut self, pool: &mut SegPool, p: &Packet, t: u64) {
         let seq = p.seq;
         let end = seq.wrapping_add(p.seq_len);
-        let mut c = Work {
-            snd_max: self.core.snd_max,
-            flags: self.inline.half_flags,
-        };
-        if c.flags & half::SND == 0 {
-            self.inline.half_flags = c.flags | half::SND;
+        let flags = self.inline.half_flags;
+        if flags & half::SND == 0 {
+            self.inline.half_flags = flags | half::SND;
             self.core.snd_max = end;
             self.inline.clear();
             self.inline.set_start(seq);
             self.inline.push(fresh(p, t, end));
             return;
         }
-        let resend = seq_lt(seq, c.snd_max);
         // A second segment in flight, or a resend of the one in flight, needs a ring.
         let mut ring = self.core.ring;
-        if (ring == 0) & (self.inline.len() > 0) & (c.flags & half::PAUSED == 0) {
+        if (ring == 0) & (self.inline.len() > 0) & (flags & half::PAUSED == 0) {
             ring = self.promote(pool);
             self.core.ring = ring;
         }
+        // Read after the promotion, so that neither has to outlive that call (a store on
+        // every data segment, for the few that promote).
+        let mut c = Work {
+            snd_max: self.core.snd_max,
+            flags: self.inline.half_flags,
+        };
+        let resend = seq_lt(seq, c.snd_max);
         // Built after the promotion, so that none of it has to outlive that call.
         let fresh = fresh(p, t, end);
         if ring != 0 {
