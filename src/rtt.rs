@@ -218,7 +218,10 @@ struct Copy {
     end: u32,
     t: u64,
     tsval: u32,
-    has_ts: bool,
+    /// The resent segment's slot flags: `tsval` holds its TSval under [`slot::TS`]. Kept
+    /// whole rather than as a bool, so that the data path need not keep the packet's TS flag
+    /// apart from the flags it computes anyway (a store on every data segment).
+    flags: u8,
 }
 
 /// Segments a borrowed ring tracks per half: enough for the ~130 segments in flight that
@@ -788,7 +791,7 @@ fn data_on<T: Track>(
             end: old_end,
             t: fresh.t,
             tsval: fresh.tsval,
-            has_ts: fresh.flags & slot::TS != 0,
+            flags: fresh.flags,
         };
         if !tr.add_copy(copy) {
             let mut lo = tr.start();
@@ -949,7 +952,7 @@ fn judge<T: Track>(
         start = s.end;
     }
     for k in tr.copies() {
-        if seq_lt(k.start, hi) && seq_gt(k.end, lo) && k.has_ts && k.tsval == tsecr {
+        if seq_lt(k.start, hi) && seq_gt(k.end, lo) && k.flags & slot::TS != 0 && k.tsval == tsecr {
             matches += 1;
             matched = Some(k.t);
         }
