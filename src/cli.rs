@@ -165,6 +165,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 
+    /// Most host pairs reported apart in an interval (per worker, and after merging); the
+    /// samples of pairs beyond it are reported together as the pair `other`, counted as
+    /// overflow_samples. Bounds memory on a gateway [default: 250000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PAIRS_LIMIT))]
+    pub max_pairs: Option<u32>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -173,6 +179,9 @@ pub struct Cli {
     #[arg(long, conflicts_with = "interface")]
     pub samples: bool,
 }
+
+/// The largest `--max-pairs` (and `max_pairs:`): a worker names a pair's slot in 24 bits.
+pub const MAX_PAIRS_LIMIT: i64 = 16_000_000;
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
@@ -411,7 +420,7 @@ mod tests {
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -format, -samples (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -format, -samples (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(

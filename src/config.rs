@@ -121,6 +121,9 @@ pub struct InitConfig {
     pub workers: Option<usize>,
     /// metro: most flows a worker tracks at once (see [`crate::worker::WorkerConfig`]).
     pub max_flows: usize,
+    /// metro: most host pairs reported apart per interval (see [`crate::worker::WorkerConfig`]);
+    /// the samples of any more go to the `other` series.
+    pub max_pairs: usize,
     /// metro: also send `.min`, `.max`, `.p95`, `.p99` and `.count`. Default off, as go-metro
     /// sends only three gauges.
     pub percentile_gauges: bool,
@@ -145,6 +148,7 @@ impl Default for InitConfig {
             report_interval: Duration::from_secs(30),
             workers: None,
             max_flows: crate::worker::WorkerConfig::default().max_flows,
+            max_pairs: crate::worker::WorkerConfig::default().max_pairs,
             percentile_gauges: false,
             require_whitelist: true,
             ring: RingConfig::default(),
@@ -277,6 +281,7 @@ struct RawInit {
     report_interval: S<f64>,
     workers: S<i64>,
     max_flows: S<i64>,
+    max_pairs: S<i64>,
     percentile_gauges: S<bool>,
     require_whitelist: S<bool>,
     ring_block_size: S<i64>,
@@ -309,6 +314,7 @@ const INIT_KEYS: &[&str] = &[
     "report_interval",
     "workers",
     "max_flows",
+    "max_pairs",
     "percentile_gauges",
     "require_whitelist",
     "ring_block_size",
@@ -613,6 +619,21 @@ fn init_config(
             ));
         }
         c.max_flows = n as usize;
+    }
+    if let Some(v) = &raw.max_pairs {
+        let n = non_negative(path, "init_config.max_pairs", v)?;
+        if !(1..=crate::cli::MAX_PAIRS_LIMIT as u64).contains(&n) {
+            return Err(ConfigError::at(
+                path,
+                line_of(v),
+                "init_config.max_pairs",
+                format!(
+                    "{n} is outside 1 to {} host pairs",
+                    crate::cli::MAX_PAIRS_LIMIT
+                ),
+            ));
+        }
+        c.max_pairs = n as usize;
     }
     if let Some(v) = &raw.ring_block_size {
         let n = non_negative(path, "init_config.ring_block_size", v)?;
@@ -974,6 +995,7 @@ init_config:
     report_interval: 10
     workers: 3
     max_flows: 4096
+    max_pairs: 5000
     percentile_gauges: on
     require_whitelist: true
     ring_block_size: 2097152
@@ -1013,6 +1035,7 @@ instances:
         assert_eq!(i.report_interval, Duration::from_secs(10));
         assert_eq!(i.workers, Some(3));
         assert_eq!(i.max_flows, 4096);
+        assert_eq!(i.max_pairs, 5000);
         assert!(i.percentile_gauges);
         assert!(i.require_whitelist);
         assert_eq!(
@@ -1038,7 +1061,7 @@ instances:
         assert_eq!(a.ips[1].net, "10.0.0.0/8".parse().unwrap());
         assert_eq!(a.hosts, vec!["somehost.example"]);
         assert_eq!(a.duty, None);
-        assert_eq!(a.line, 19);
+        assert_eq!(a.line, 20);
 
         let b = &c.instances[1];
         assert_eq!(b.source, Source::File("/tmp/x.pcap".into()));

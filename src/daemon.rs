@@ -199,6 +199,8 @@ struct FileRun {
     /// Frames and reported samples so far, for the closing log line.
     packets: u64,
     samples: u64,
+    /// The bound on pairs reported apart.
+    max_pairs: usize,
 }
 
 struct Daemon {
@@ -403,6 +405,7 @@ impl Daemon {
         let init = &self.cfg.init;
         WorkerConfig {
             max_flows: init.max_flows,
+            max_pairs: init.max_pairs,
             ttl: Ttl {
                 idle_ns: init.idle_ttl.as_nanos() as u64,
                 closed_ns: init.exp_ttl.as_nanos() as u64,
@@ -434,6 +437,7 @@ impl Daemon {
             reporter: p.reporter,
             packets: 0,
             samples: 0,
+            max_pairs: self.cfg.init.max_pairs,
         }
     }
 
@@ -630,8 +634,7 @@ fn report_file(run: &mut FileRun, file: Option<FileStats>, last: bool) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take_interval(Default::default());
-    let mut merged = Merged::default();
-    merged.add(&stats);
+    let merged = Merged::from_owned(vec![stats], run.max_pairs);
     let mut counters = merged.counters;
     if let Some(f) = file {
         // As offline mode counts them: frames the reader could not hand to the worker.
@@ -643,7 +646,7 @@ fn report_file(run: &mut FileRun, file: Option<FileStats>, last: bool) {
     run.samples += counters.samples - counters.filtered;
     let report = IntervalReport {
         iface: String::new(),
-        pairs: merged.summaries(),
+        pairs: merged.into_summaries(),
         counters,
         kernel: KernelStats::default(),
         last,

@@ -9,8 +9,10 @@
 //! - [`flow`]: the per-worker flow table, keyed by the normalised 5-tuple so both directions of a
 //!   connection share one entry.
 //! - [`rtt`]: the estimator — segments in flight, ACK matching, Karn's rule, TCP timestamps.
-//! - [`worker`]: one thread's pipeline: frames in, samples recorded into per-pair histograms.
-//! - [`report`]: merging the workers' histograms into per-pair statistics, and printing them.
+//! - [`worker`]: one thread's pipeline: frames in, samples handed to the recorder.
+//! - [`record`]: the worker's per-pair recorder, whose memory follows the samples.
+//! - [`report`]: merging the workers' finished intervals into per-pair statistics, and printing
+//!   them.
 //!
 //! [`offline`] drives the pipeline over a capture file, and [`live`] over TPACKET_V3 rings fanned
 //! out to pinned workers, with a reporter thread that merges their intervals. [`daemon`] is go-metro mode: it reads
@@ -26,6 +28,7 @@ pub mod flow;
 pub mod live;
 pub mod logging;
 pub mod offline;
+pub mod record;
 pub mod report;
 pub mod rtt;
 pub mod worker;

@@ -39,7 +39,8 @@ use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
 use crate::capture::LinkType;
 use crate::decode::Addr;
 use crate::flow::FlowKey;
-use crate::report::{Counters, IntervalStats, Merged, PairSummary};
+use crate::record::IntervalStats;
+use crate::report::{Counters, Merged, PairSummary};
 use crate::worker::{Net, Worker, WorkerConfig};
 
 /// Sizes of each worker's TPACKET_V3 ring.
@@ -434,13 +435,13 @@ pub fn run(
         let outcome = rep.watch(stop, &failed, &capture, &hold, on_interval);
 
         quit.store(true, Ordering::Release);
-        let mut merged = Merged::default();
+        let mut last = Vec::new();
         let mut flows = Vec::new();
         let mut worker_error = None;
         for (id, h) in handles.into_iter().enumerate() {
             match h.join() {
                 Ok((stats, keys)) => {
-                    merged.add(&stats);
+                    last.push(stats);
                     flows.push(keys);
                 }
                 Err(_) => {
@@ -449,10 +450,11 @@ pub fn run(
                 }
             }
         }
+        let merged = Merged::from_owned(last, cfg.worker.max_pairs);
         on_interval(&IntervalReport {
             iface: cfg.interface.clone(),
-            pairs: merged.summaries(),
             counters: merged.counters,
+            pairs: merged.into_summaries(),
             kernel: kernel_stats(&socks),
             last: true,
             flows: if cfg.dump_flows { flows } else { Vec::new() },
@@ -721,13 +723,10 @@ impl Reporter<'_> {
                 .send(fresh)
                 .map_err(|_| LiveError::Worker("a worker stopped unexpectedly".into()))?;
         }
-        let mut merged = Merged::default();
+        let mut full = Vec::with_capacity(self.lanes.len());
         for (id, lane) in self.lanes.iter().enumerate() {
             match lane.full.recv_timeout(SWAP_WAIT) {
-                Ok(stats) => {
-                    merged.add(&stats);
-                    self.spares.push(stats);
-                }
+                Ok(stats) => full.push(stats),
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(LiveError::Worker(format!(
                         "worker {id} did not answer within {SWAP_WAIT:?}"
@@ -740,10 +739,16 @@ impl Reporter<'_> {
                 }
             }
         }
+        let merged = {
+            let refs: Vec<&IntervalStats> = full.iter().collect();
+            Merged::new(&refs, self.cfg.worker.max_pairs)
+        };
+        // Handed back to the workers at the next swap, with their memory.
+        self.spares.extend(full);
         Ok(IntervalReport {
             iface: self.cfg.interface.clone(),
-            pairs: merged.summaries(),
             counters: merged.counters,
+            pairs: merged.into_summaries(),
             kernel: kernel_stats(self.socks),
             last: false,
             flows: Vec::new(),

@@ -57,6 +57,9 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
     let cfg = WorkerConfig {
         local: cli.local.iter().map(|ip| Addr::from(*ip)).collect(),
         keep_samples: cli.samples,
+        max_pairs: cli
+            .max_pairs
+            .map_or(WorkerConfig::default().max_pairs, |n| n as usize),
         ..WorkerConfig::default()
     };
     let outcome = match offline::run(pcap, cli.workers.unwrap_or(1) as usize, &cfg) {
@@ -74,12 +77,12 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
         for s in &outcome.samples {
             json::write_sample(&mut out, s)?;
         }
-        for p in &pairs {
+        for p in pairs {
             json::write_pair(&mut out, p)?;
         }
         json::write_counters(&mut out, counters)?;
     } else {
-        table::write(&mut out, &pairs, counters)?;
+        table::write(&mut out, pairs, counters)?;
     }
     out.flush()?;
     if let Some(e) = outcome.error {
@@ -129,6 +132,9 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     }
     cfg.expression = Some(cli.filter.clone());
     cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
+    if let Some(n) = cli.max_pairs {
+        cfg.worker.max_pairs = n as usize;
+    }
 
     let mut write_error: Option<io::Error> = None;
     let result = live::run(&cfg, &stop, &mut |rep| {

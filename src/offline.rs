@@ -18,6 +18,7 @@ use crate::capture::file::{FileError, FileSource};
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Skip};
 use crate::flow::FlowKey;
+use crate::record::Counters;
 use crate::report::Merged;
 use crate::worker::{SampleRecord, Worker, WorkerConfig};
 
@@ -47,8 +48,7 @@ pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, F
         });
         let mut stats = w.take_interval(Default::default());
         add_file_counts(&mut stats.counters, &src);
-        let mut merged = Merged::default();
-        merged.absorb(stats);
+        let merged = Merged::from_owned(vec![stats], cfg.max_pairs);
         return Ok(Outcome {
             merged,
             samples,
@@ -58,7 +58,7 @@ pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, F
     run_parallel(src, workers, cfg)
 }
 
-fn add_file_counts(c: &mut crate::report::Counters, src: &FileSource) {
+fn add_file_counts(c: &mut Counters, src: &FileSource) {
     let f = src.stats();
     c.packets += f.unknown_link + f.untimed;
     c.skipped[Skip::UnknownLink.index()] += f.unknown_link;
@@ -170,18 +170,17 @@ fn run_parallel(mut src: FileSource, n: usize, cfg: &WorkerConfig) -> Result<Out
         }
     }
     drop(lanes);
-    let mut merged = Merged::default();
+    let mut intervals = Vec::with_capacity(handles.len());
     let mut samples = Vec::new();
-    let mut first = true;
     for h in handles {
         let (mut stats, s) = h.join().expect("a worker thread panicked");
-        if first {
+        if intervals.is_empty() {
             add_file_counts(&mut stats.counters, &src);
-            first = false;
         }
-        merged.absorb(stats);
+        intervals.push(stats);
         samples.extend(s);
     }
+    let merged = Merged::from_owned(intervals, cfg.max_pairs);
     samples.sort_by_key(|s| s.ts_ns);
     Ok(Outcome {
         merged,

@@ -17,7 +17,7 @@ use crate::capture::ring::prefetch;
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Addr};
 use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
-use crate::report::merge::{IntervalStats, PairKey};
+use crate::record::{IntervalStats, PairKey, Recorded, DEFAULT_MAX_PAIRS, OVERFLOW_SLOT};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, SegPool};
 
 /// An address range, `ADDR/PREFIX` (IPv4 or IPv6); a bare address is a /32 or /128.
@@ -102,6 +102,9 @@ pub struct WorkerConfig {
     pub max_flows: usize,
     /// Most segment rings a worker lends to halves with several segments in flight.
     pub max_rings: usize,
+    /// Most host pairs a worker keeps apart in an interval; the samples of any more go to the
+    /// `other` series.
+    pub max_pairs: usize,
     /// Flow expiry.
     pub ttl: Ttl,
     /// Addresses of this host: halves acknowledged by them are not reported.
@@ -121,6 +124,7 @@ impl Default for WorkerConfig {
             max_flows: 256 * 1024,
             // 4096 rings × 4.5 KB: at most 18 MiB, for that many bulk halves at once.
             max_rings: 4096,
+            max_pairs: DEFAULT_MAX_PAIRS,
             ttl: Ttl {
                 // go-metro's defaults: idle_ttl 300 s, exp_ttl 60 s.
                 idle_ns: 300 * 1_000_000_000,
@@ -164,15 +168,20 @@ const LOOKAHEAD: usize = 8;
 const QUEUE: usize = 2 * LOOKAHEAD;
 const _: () = assert!(LOOKAHEAD.is_power_of_two());
 
-/// What a half's cookie (see [`FlowRtt::cookie`]) holds: the epoch it was decided in (high 16
-/// bits; see [`Engine::new_epoch`]), and then how the half is reported (low 16 bits): its pair's
-/// slot in the interval's statistics + 1, or [`cookie::FILTERED`]. A cookie from another epoch,
-/// or with a slot of 0 (the slot did not fit), is undecided: the pair is looked up.
+/// What a half's cookie (see [`FlowRtt::cookie`]) holds: the epoch it was decided in (high 8
+/// bits; see [`Engine::new_epoch`]), and then how the half is reported (low 24 bits): its pair's
+/// slot in the interval's statistics + 1, [`cookie::OVERFLOW`] or [`cookie::FILTERED`]. A cookie
+/// from another epoch, or with a slot of 0 (the slot did not fit), is undecided: the pair is
+/// looked up.
 mod cookie {
     /// The low bits.
-    pub const SLOT: u32 = 0xffff;
+    pub const SLOT: u32 = 0xff_ffff;
+    /// The epoch's unit.
+    pub const EPOCH: u32 = SLOT + 1;
     /// The half is not reported (its acknowledging end is local, or not whitelisted).
-    pub const FILTERED: u32 = 0xffff;
+    pub const FILTERED: u32 = SLOT;
+    /// The half's pair is beyond `max_pairs`: its samples go to the `other` series.
+    pub const OVERFLOW: u32 = SLOT - 1;
 }
 
 /// A decoded segment waiting for its turn: the owned, parsed form of [`decode::Segment`].
@@ -229,6 +238,8 @@ struct Engine {
     whitelist: Option<Vec<Net>>,
     keep_samples: bool,
     stats: IntervalStats,
+    /// The bound every interval of this worker keeps.
+    max_pairs: usize,
     samples: Vec<SampleRecord>,
     next_sweep_ns: u64,
     /// The current epoch, in the cookie's high bits: never 0, so that a new flow's zeroed
@@ -250,10 +261,11 @@ impl Worker {
                 local: cfg.local.clone(),
                 whitelist: cfg.whitelist.clone(),
                 keep_samples: cfg.keep_samples,
-                stats: IntervalStats::default(),
+                stats: IntervalStats::new(cfg.max_pairs),
+                max_pairs: cfg.max_pairs,
                 samples: Vec::new(),
                 next_sweep_ns: 0,
-                epoch: 1 << 16,
+                epoch: cookie::EPOCH,
                 table_seen: TableStats::default(),
                 rtt_seen: RttStats::default(),
             },
@@ -426,10 +438,13 @@ impl Engine {
                     c.filtered += 1;
                     true
                 }
-                slot => {
+                cookie::OVERFLOW => {
                     self.stats
-                        .record_slot((slot - 1) as usize, sample.rtt_ns, sample.jitter_ns)
+                        .record_slot(OVERFLOW_SLOT, sample.rtt_ns, sample.jitter_ns)
                 }
+                slot => self
+                    .stats
+                    .record_slot(slot - 1, sample.rtt_ns, sample.jitter_ns),
             };
         if !known {
             let cookie = self.epoch
@@ -446,16 +461,16 @@ impl Engine {
         }
     }
 
-    /// Starts a new epoch: every cookie is stale from now on. Once in 65,535 epochs the
-    /// numbers wrap, and every cookie is cleared so that none from long ago looks current.
+    /// Starts a new epoch: every cookie is stale from now on. Once in 255 epochs the numbers
+    /// wrap, and every cookie is cleared so that none from long ago looks current.
     fn new_epoch(&mut self) {
-        self.epoch = self.epoch.wrapping_add(1 << 16);
+        self.epoch = self.epoch.wrapping_add(cookie::EPOCH);
         if self.epoch == 0 {
             for v in self.table.values_mut().chain(self.table6.values_mut()) {
                 v.set_cookie(0, 0);
                 v.set_cookie(1, 0);
             }
-            self.epoch = 1 << 16;
+            self.epoch = cookie::EPOCH;
         }
     }
 
@@ -472,6 +487,7 @@ impl Engine {
     /// [`IntervalStats`], ideally one handed back by the reporter so its memory is reused).
     fn take_interval(&mut self, mut fresh: IntervalStats) -> IntervalStats {
         fresh.clear();
+        fresh.set_max_pairs(self.max_pairs);
         self.stats.settle();
         let mut done = std::mem::replace(&mut self.stats, fresh);
         // Every packet is TCP or skipped for one reason: counted once, not on every packet.
@@ -582,8 +598,12 @@ fn record_first(
         src: sender,
         dst: acker,
     };
-    // 0 (no slot that fits) leaves the cookie undecided: the next sample looks again.
-    u32::from(stats.record(pair, 0, rtt_ns, jitter_ns))
+    match stats.record(pair, rtt_ns, jitter_ns) {
+        // 0 (a slot too large for the cookie) leaves it undecided: the next sample looks again.
+        Recorded::Slot(slot) if slot + 1 < cookie::OVERFLOW => slot + 1,
+        Recorded::Slot(_) => 0,
+        Recorded::Overflow => cookie::OVERFLOW,
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use metro::capture::{Frame, LinkType};
 use metro::decode::Addr;
-use metro::report::IntervalStats;
+use metro::record::IntervalStats;
 use metro::worker::{Worker, WorkerConfig};
 
 #[path = "support/traffic.rs"]
@@ -30,11 +30,11 @@ fn is_server(a: &Addr) -> bool {
 /// the recorders, with the recorders' moments checked against the counters.
 fn split(s: &IntervalStats) -> (u64, u64) {
     let (mut to_server, mut to_client) = (0, 0);
-    for (k, r) in s.pairs() {
-        if is_server(&k.dst) {
-            to_server += r.count();
+    for p in s.pairs() {
+        if is_server(&p.key().dst) {
+            to_server += p.count();
         } else {
-            to_client += r.count();
+            to_client += p.count();
         }
     }
     assert_eq!(
@@ -79,7 +79,7 @@ fn new_local_addresses_take_effect_within_the_interval() {
 /// Samples per pair.
 fn per_pair(s: &IntervalStats) -> BTreeMap<(Addr, Addr), u64> {
     s.pairs()
-        .map(|(k, r)| ((k.src, k.dst), r.count()))
+        .map(|p| ((p.key().src, p.key().dst), p.count()))
         .collect()
 }
 
@@ -95,12 +95,12 @@ fn client_host(data: &[u8]) -> u8 {
 
 #[test]
 fn every_interval_starts_with_fresh_slots_even_after_the_counter_wraps() {
-    // The interval counter has 16 bits. For each number of empty intervals around one full turn
+    // The interval counter has 8 bits. For each number of empty intervals around one full turn
     // of it (one of them brings it back to the number the flows' cookies were set in), the flows
     // stay in the table, and the next interval's samples must each go to their own pair. That
     // interval sees the pairs in another order (odd client hosts first), so a stale cookie would
     // name another pair's slot.
-    for turn in [u16::MAX - 2, u16::MAX - 1, u16::MAX] {
+    for turn in [u8::MAX - 2, u8::MAX - 1, u8::MAX] {
         let mut mix = traffic::Mix::new(200, 20, SERVERS);
         let mut w = Worker::new(0, &WorkerConfig::default());
         mix.cycle(|f| w.handle(LinkType::Ethernet, f));

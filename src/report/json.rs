@@ -13,8 +13,8 @@ pub fn write_pair(out: &mut impl Write, p: &PairSummary) -> io::Result<()> {
     writeln!(
         out,
         "{{\"type\":\"pair\",\"src\":\"{}\",\"dst\":\"{}\",\"samples\":{},\"min_ms\":{:.6},\"p50_ms\":{:.6},\"avg_ms\":{:.6},\"p95_ms\":{:.6},\"p99_ms\":{:.6},\"max_ms\":{:.6},\"jitter_ms\":{:.6}}}",
-        p.src,
-        p.dst,
+        p.src_name(),
+        p.dst_name(),
         p.samples,
         ms(p.min_ns as f64),
         ms(p.p50_ns as f64),
@@ -37,9 +37,9 @@ pub fn write_counters(out: &mut impl Write, c: &Counters) -> io::Result<()> {
         let sep = if i == 0 { "" } else { "," };
         write!(out, "{sep}\"{}\":{}", s.name(), c.skipped(*s))?;
     }
-    writeln!(
+    write!(
         out,
-        "}},\"flows\":{},\"evicted\":{},\"expired\":{},\"active_flows\":{},\"karn\":{},\"untracked\":{},\"ring_full\":{},\"pool_exhausted\":{}}}",
+        "}},\"flows\":{},\"evicted\":{},\"expired\":{},\"active_flows\":{},\"karn\":{},\"untracked\":{},\"ring_full\":{},\"pool_exhausted\":{}",
         c.table.created,
         c.table.evicted,
         c.table.expired,
@@ -48,7 +48,12 @@ pub fn write_counters(out: &mut impl Write, c: &Counters) -> io::Result<()> {
         c.rtt.untracked,
         c.rtt.ring_full,
         c.rtt.pool_exhausted
-    )
+    )?;
+    // Present only when the `max_pairs` bound folded pairs into the `other` series.
+    if c.overflow_samples > 0 {
+        write!(out, ",\"overflow_samples\":{}", c.overflow_samples)?;
+    }
+    writeln!(out, "}}")
 }
 
 /// Writes one `{"type":"sample",…}` line.

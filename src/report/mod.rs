@@ -1,12 +1,14 @@
-//! Reporting: merging the workers' per-pair histograms ([`merge`]) and writing them for people
-//! ([`table`]) and for programs ([`json`]), and sending them to DogStatsD ([`statsd`]).
+//! Reporting: merging the workers' finished intervals into per-pair summaries ([`merge`]) and
+//! writing them for people ([`table`]) and for programs ([`json`]), and sending them to DogStatsD
+//! ([`statsd`]). Nothing here runs on the per-packet path.
 
 pub mod json;
 pub mod merge;
 pub mod statsd;
 pub mod table;
 
-pub use merge::{Counters, IntervalStats, Merged, PairHist, PairKey, PairRecorder, PairSummary};
+pub use crate::record::Counters;
+pub use merge::{Merged, PairSummary};
 
 /// Nanoseconds to milliseconds, the unit of every reported RTT.
 #[inline]

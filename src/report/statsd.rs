@@ -286,8 +286,14 @@ impl Reporter {
             if p.samples == 0 {
                 continue;
             }
-            let src = format!("src:{}", Self::name(&names, &p.src));
-            let dst = format!("dst:{}", Self::name(&names, &p.dst));
+            let (src, dst) = if p.other {
+                ("src:other".to_string(), "dst:other".to_string())
+            } else {
+                (
+                    format!("src:{}", Self::name(&names, &p.src)),
+                    format!("dst:{}", Self::name(&names, &p.dst)),
+                )
+            };
             for (metric, value) in self.pair_values(p) {
                 self.gauge(metric, value, &[&src, &dst]);
             }
@@ -385,6 +391,7 @@ mod tests {
         PairSummary {
             src: Addr::v4([10, 42, 31, 222]),
             dst: Addr::v4([162, 243, 251, 92]),
+            other: false,
             samples: 4,
             min_ns: 10_000_000,
             p50_ns: 20_000_000,

@@ -9,7 +9,7 @@ use crate::decode::Skip;
 pub fn write(out: &mut impl Write, pairs: &[PairSummary], c: &Counters) -> io::Result<()> {
     let w = pairs
         .iter()
-        .map(|p| p.src.to_string().len().max(p.dst.to_string().len()))
+        .map(|p| p.src_name().len().max(p.dst_name().len()))
         .max()
         .unwrap_or(0)
         .max(15);
@@ -22,8 +22,8 @@ pub fn write(out: &mut impl Write, pairs: &[PairSummary], c: &Counters) -> io::R
         writeln!(
             out,
             "{:<w$}  {:<w$}  {:>8}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}",
-            p.src.to_string(),
-            p.dst.to_string(),
+            p.src_name(),
+            p.dst_name(),
             p.samples,
             ms(p.min_ns as f64),
             ms(p.p50_ns as f64),
@@ -57,5 +57,12 @@ pub fn write(out: &mut impl Write, pairs: &[PairSummary], c: &Counters) -> io::R
         "flows {}  evicted {}  expired {}  no sample: karn {}, untracked {}",
         c.table.created, c.table.evicted, c.table.expired, c.rtt.karn, c.rtt.untracked
     )?;
+    if c.overflow_samples > 0 {
+        writeln!(
+            out,
+            "other: {} samples of pairs beyond max_pairs",
+            c.overflow_samples
+        )?;
+    }
     Ok(())
 }
