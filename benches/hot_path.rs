@@ -4,7 +4,11 @@
 //! rest request/response), replayed as an endless steady state (see `tests/support/traffic.rs`).
 //! Two shapes: `few_pairs` (100 client hosts × 4 servers, as on a server or a benchmark host)
 //! and `many_pairs` (every flow from its own client host, as on a busy gateway), where each
-//! sample lands in a different pair's histogram and costs cache misses.
+//! sample lands in a different pair's histogram and costs cache misses. A third mix,
+//! `pairs_100k`, is the gateway at scale: 50,000 request/response flows, each from its own
+//! client host, so that 100,000 host pairs get samples; its flow table is larger too, as a
+//! gateway's is. (It has no bulk flows: 12,500 bulk halves in flight at once would need more
+//! segment rings than a worker lends, and their ACKs would give no samples.)
 //! The benchmark pins itself to the last core, as live workers are pinned.
 //! Criterion reports time per cycle and packets per second; divide for ns per packet. Before the
 //! timed runs it counts the allocations that `Worker::handle` makes over whole steady-state
@@ -16,6 +20,9 @@
 //! what `scripts/hot-path-instructions` counts instructions of under callgrind. `HOT_PATH_FLOWS=N`
 //! replays a mix of N flows instead of 2,000: with 100, everything the worker touches stays in
 //! the core's own caches, which tells a slowdown of the core from one of the shared cache.
+//! `HOT_PATH_FLOWS=50000 HOT_PATH_CLIENTS=50000 HOT_PATH_BULK_EVERY=0` replays the
+//! `pairs_100k` mix (`HOT_PATH_BULK_EVERY` is 4 unless set); the replay prints how many host
+//! pairs got samples, and any ACK that gave none.
 
 use criterion::{criterion_group, Criterion, Throughput};
 
@@ -33,6 +40,9 @@ mod counting_alloc;
 static A: counting_alloc::Counting = counting_alloc::Counting;
 
 const FLOWS: u32 = 2_000;
+/// Flows (and client hosts) of the `pairs_100k` mix: each request/response flow gives samples
+/// to two host pairs, one per direction.
+const PAIRS_100K_FLOWS: u32 = 50_000;
 
 fn hot_path(c: &mut Criterion) {
     // Allocation proof: warm up, then count over 10 steady-state cycles.
@@ -73,8 +83,13 @@ fn hot_path(c: &mut Criterion) {
     });
     // Each mix gets its own worker, warmed up for two cycles (flows created, rings and histograms
     // allocated) just before its run, and dropped after it. The first mix is the headline one.
-    for (name, clients) in [("few_pairs", 100), ("many_pairs", 2_000)] {
-        let mut mix = traffic::Mix::new(FLOWS, clients, 4);
+    for (name, flows, clients, bulk_every) in [
+        ("few_pairs", FLOWS, 100, 4),
+        ("many_pairs", FLOWS, 2_000, 4),
+        ("pairs_100k", PAIRS_100K_FLOWS, PAIRS_100K_FLOWS, 0),
+    ] {
+        let mut mix = traffic::Mix::with_bulk(flows, clients, 4, bulk_every);
+        g.throughput(Throughput::Elements(mix.len() as u64));
         let mut w = Worker::new(0, &WorkerConfig::default());
         for _ in 0..2 {
             mix.cycle(|f| w.handle(LinkType::Ethernet, f));
@@ -86,10 +101,11 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
-/// Replays `cycles` cycles of a mix (`flows` flows, `clients` client hosts) through one worker,
-/// and prints the time per packet after two warm-up cycles (one run; compare runs interleaved).
-fn replay_only(cycles: u32, flows: u32, clients: u32) {
-    let mut mix = traffic::Mix::new(flows, clients, 4);
+/// Replays `cycles` cycles of a mix (`flows` flows, `clients` client hosts, every
+/// `bulk_every`-th flow bulk) through one worker, and prints the time per packet after two
+/// warm-up cycles (one run; compare runs interleaved).
+fn replay_only(cycles: u32, flows: u32, clients: u32, bulk_every: u32) {
+    let mut mix = traffic::Mix::with_bulk(flows, clients, 4, bulk_every);
     let mut w = Worker::new(0, &WorkerConfig::default());
     // Two cycles to warm up, then the rest timed.
     let warm = cycles.min(2);
@@ -102,10 +118,16 @@ fn replay_only(cycles: u32, flows: u32, clients: u32) {
     }
     let ns = t.elapsed().as_nanos() as f64 / ((cycles - warm) as f64 * mix.len() as f64);
     let stats = w.take_interval(Default::default());
+    let c = &stats.counters;
     println!(
-        "{cycles} cycles of {} packets, {} samples, {ns:.1} ns per packet after {warm}",
+        "{cycles} cycles of {} packets, {} samples in {} host pairs ({} flows evicted, {} ACKs \
+         untracked, {} samples filtered), {ns:.1} ns per packet after {warm}",
         mix.len(),
-        stats.counters.samples
+        c.samples,
+        stats.pairs().count(),
+        c.table.evicted,
+        c.rtt.untracked,
+        c.filtered
     );
 }
 
@@ -124,6 +146,7 @@ fn main() {
             cycles,
             flows,
             env("HOT_PATH_CLIENTS").unwrap_or(100).min(flows),
+            env("HOT_PATH_BULK_EVERY").unwrap_or(4),
         );
         return;
     }

@@ -64,6 +64,15 @@ Usage
                            [--expected FILE.json]
         A large Ethernet/IPv4 pcap (snaplen 96) of many concurrent bulk and request/response
         flows, for benchmarks. Writes an expected file only when --expected is given.
+    scripts/synth.py gateway | flows-1m [--flows N] [--clients N] [--servers N]
+                           [--servers-per-client N] [--seed S] [--out FILE | --force]
+        Gateway-scale Ethernet/IPv4 pcaps (snaplen 96) for scripts/bench-gateway, built by a
+        lean writer (see scale_capture): `gateway` has 100,000 overlapping request/response
+        flows between 20,000 clients and 5,000 servers (~1.47 M frames, 200,000 host pairs),
+        `flows-1m` 1,000,000 flows open at once over the same pairs (~6 M frames). Without
+        --out the capture is cached in target/bench-data/ under the generator's version and a
+        hash of the parameters, reused when it is there, and its path printed; a .json beside
+        it gives frames, flows, pairs and the samples metro must count. Not part of `check`.
     scripts/synth.py peers [--outdir DIR]
         Compare each expected file with tshark's tcp.analysis.ack_rtt (informational).
     scripts/synth.py list
@@ -81,6 +90,8 @@ whose end is the ACK number, metro from the late segment), ACKs inside TSO super
 from __future__ import annotations
 
 import argparse
+import hashlib
+import heapq
 import ipaddress
 import json
 import random
@@ -89,6 +100,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from operator import attrgetter
 from pathlib import Path
 
@@ -1622,6 +1634,251 @@ def verify(cap: Capture):
             raise SystemExit(f"{cap.name}: skip counts differ: {skips}")
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Gateway-scale captures (scripts/bench-gateway): millions of frames, written straight to disk
+# ---------------------------------------------------------------------------------------------
+#
+# The scenario builders above keep every frame and every expected sample as Python objects,
+# about 20 us a frame; a capture of 6 M frames needs something leaner. These captures are built
+# by a small event loop instead: each flow is a sequence of steps (handshake, exchanges, close),
+# a heap orders the steps by start time, and each step's frames wait in a second heap until no
+# step still to run can start before them. Both heaps stay small: a step spans a few RTTs. Frames
+# are packed with one precompiled struct, checksums summed arithmetically (payload bytes are
+# zeros and add nothing), and written in large chunks. Only sample counts are kept, not the
+# samples: `expected` in the .json beside the capture is what metro must count.
+
+SCALE_VERSION = 1      # bump when the bytes a given set of parameters writes change
+SCALE_PRESETS = {
+    # Issue 12's gateway: 100k overlapping request/response flows between 20k clients and 5k
+    # servers, one flow per (client, server) pair, so ~200k (sender, acknowledger) pairs.
+    "gateway": dict(flows=100_000, clients=20_000, servers=5_000, servers_per_client=5,
+                    spread_ms=2_000, exchanges=(1, 3), response_segments=(1, 3), close=True,
+                    think_ms=(5, 1_500)),
+    # 1 M flows open at once (no close, one exchange each) over the same host pairs: the flow
+    # table's scale, with the pair count of the gateway capture.
+    "flows-1m": dict(flows=1_000_000, clients=20_000, servers=5_000, servers_per_client=5,
+                     spread_ms=4_000, exchanges=(1, 1), response_segments=(1, 1), close=False,
+                     think_ms=(100, 3_000)),
+}
+BENCH_DATA = ROOT / "target" / "bench-data"
+
+
+def scale_capture(path, *, flows, clients, servers, servers_per_client, spread_ms, exchanges,
+                  response_segments, close, think_ms, seed, snaplen=96):
+    """Writes an Ethernet/IPv4 pcap (us, `snaplen`) of `flows` TCP flows, captured at a gateway
+    between `clients` clients (10.1.0.0 + k) and `servers` servers (172.16.0.0 + k). Each client
+    talks to `servers_per_client` servers; flow i uses (client, server) pair i mod (clients x
+    servers_per_client), so up to that many pairs carry traffic, twice as many (sender,
+    acknowledger) pairs. A flow: a handshake (MSS, SACK-permitted and window scale, no
+    timestamps) at a uniform random time in the first `spread_ms`, then `exchanges` (a range)
+    request/response exchanges, each after a client think time in `think_ms`, with a response
+    of `response_segments` full or partial segments, the client acknowledging every second one
+    and the last; then, with `close`, FIN, FIN/ACK, ACK. RTTs, from the capture point to a host
+    and back: 1-30 ms to each client and 2-60 ms to each server (log-uniform per host), times a
+    factor 0.85-1.15 per pair and side, plus 0-8 % jitter per segment; a server answers after
+    50-800 us. No loss, no reordering: every first ACK of new bytes is a sample. Returns the
+    summary written beside the capture."""
+    rng = random.Random(seed)
+    if not 1 <= servers_per_client <= servers:
+        raise ValueError("servers_per_client must be between 1 and servers")
+    npairs = clients * servers_per_client
+    cli_ip = [struct.pack("!I", 0x0A010000 + k) for k in range(clients)]
+    srv_ip = [struct.pack("!I", 0xAC100000 + k) for k in range(servers)]
+    cli_sum = [(0x0A01 + (k >> 16)) + (k & 0xFFFF) for k in range(clients)]
+    srv_sum = [(0xAC10 + (k >> 16)) + (k & 0xFFFF) for k in range(servers)]
+    cli_rtt = [int(1_000 * 30 ** rng.random()) for _ in range(clients)]
+    srv_rtt = [int(2_000 * 30 ** rng.random()) for _ in range(servers)]
+    srv_of = [rng.sample(range(servers), servers_per_client) for _ in range(clients)]
+    pair_fc = [rng.uniform(0.85, 1.15) for _ in range(npairs)]
+    pair_fs = [rng.uniform(0.85, 1.15) for _ in range(npairs)]
+    next_port = [0] * clients
+
+    mac_c, mac_s = mac("02:00:5e:50:00:01"), mac("02:00:5e:60:00:02")  # client side, server side
+    head = struct.Struct("!6s6sH BBHHHBBH4s4s HHIIBBHHH").pack
+    syn_opts = bytes.fromhex("020405b40101040201030307")   # MSS 1460, NOP NOP SACK-perm, NOP WS 7
+    syn_opts_sum = sum(struct.unpack("!6H", syn_opts))
+    zeros = bytes(snaplen)
+    mss = 1460
+    fheap, serial = [], 0
+    rnd = rng.random
+
+    def frame(t, src, dst, ssum, dsum, sport, dport, seq, ack, flags, n, ipid, ttl, win, dmac,
+              smac, syn=False):
+        """Queues one frame; `ssum`/`dsum` are the addresses' 16-bit word sums."""
+        nonlocal serial
+        thl = 32 if syn else 20
+        tot = 20 + thl + n
+        s = 0x4500 + tot + ipid + 0x4000 + (ttl << 8 | 6) + ssum + dsum
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        ipc = ~s & 0xFFFF
+        s = (ssum + dsum + 6 + thl + n + sport + dport + (seq >> 16) + (seq & 0xFFFF)
+             + (ack >> 16) + (ack & 0xFFFF) + ((thl << 10) | flags) + win
+             + (syn_opts_sum if syn else 0))
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        h = head(dmac, smac, 0x0800, 0x45, 0, tot, ipid, 0x4000, ttl, 6, ipc, src, dst,
+                 sport, dport, seq, ack, thl << 2, flags, win, ~s & 0xFFFF, 0)
+        if syn:
+            h += syn_opts
+        wire = max(60, 14 + tot)
+        cap = min(wire, snaplen)
+        if cap > len(h):
+            h += zeros[:cap - len(h)]
+        serial += 1
+        heapq.heappush(fheap, (t, serial, h[:cap], wire))
+
+    # Per open flow: [client, server, pair, cport, sport, c_nxt, s_nxt, c_ipid, s_ipid,
+    # exchanges left (None until the handshake)]; None before it opens, False once done.
+    state = [None] * flows
+    steps = [(rng.randrange(spread_ms * 1_000), i) for i in range(flows)]
+    heapq.heapify(steps)
+    counts = {"frames": 0, "samples": 0}
+    open_now = max_open = 0
+    t_last = 0
+    base = EPOCH // US
+
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
+        rec = struct.Struct("<IIII").pack
+        chunk = []
+
+        def flush(until):
+            nonlocal t_last
+            pop = heapq.heappop
+            while fheap and fheap[0][0] < until:
+                t, _, data, wire = pop(fheap)
+                sec, usec = divmod(base + t, 1_000_000)
+                chunk.append(rec(sec, usec, len(data), wire))
+                chunk.append(data)
+                t_last = t
+                counts["frames"] += 1
+            if len(chunk) > 200_000 or until == float("inf"):
+                out.write(b"".join(chunk))
+                chunk.clear()
+
+        while steps:
+            t, i = heapq.heappop(steps)
+            flush(t)
+            st = state[i]
+            if st is None:                       # handshake
+                p = i % npairs
+                c = p // servers_per_client
+                s = srv_of[c][p % servers_per_client]
+                cport = 32768 + next_port[c] % 28000
+                next_port[c] += 1
+                sport = (443, 443, 443, 80, 8080)[rng.randrange(5)]
+                st = state[i] = [c, s, p, cport, sport, rng.randrange(MOD), rng.randrange(MOD),
+                                 rng.randrange(65536), rng.randrange(65536), None]
+                open_now += 1
+                max_open = max(max_open, open_now)
+            c, s, p, cport, sport, cn, sn, cid, sid, left = st
+            rc = int(cli_rtt[c] * pair_fc[p])
+            rs = int(srv_rtt[s] * pair_fs[p])
+            ci, si, cs, ss = cli_ip[c], srv_ip[s], cli_sum[c], srv_sum[s]
+
+            def to_srv(tt, seq, ack, flags, n=0, syn=False):
+                nonlocal cid
+                frame(tt, ci, si, cs, ss, cport, sport, seq, ack, flags, n, cid, 64,
+                      64240 if syn else 502, mac_s, mac_c, syn)
+                cid = (cid + 1) & 0xFFFF
+
+            def to_cli(tt, seq, ack, flags, n=0, syn=False):
+                nonlocal sid
+                frame(tt, si, ci, ss, cs, sport, cport, seq, ack, flags, n, sid, 56,
+                      65160 if syn else 509, mac_c, mac_s, syn)
+                sid = (sid + 1) & 0xFFFF
+
+            def late(rtt):
+                return rtt + int(rnd() * rtt * 0.08)
+
+            if st[9] is None:                    # handshake, just set up above
+                st[9] = rng.randint(*exchanges)
+                synack = t + late(rs)
+                ack = synack + late(rc)
+                to_srv(t, cn, 0, SYN, syn=True)
+                to_cli(synack, sn, (cn + 1) % MOD, SYN | ACK, syn=True)
+                cn, sn = (cn + 1) % MOD, (sn + 1) % MOD
+                to_srv(ack, cn, sn, ACK)
+                counts["samples"] += 2
+                t_end = ack
+            elif st[9] > 0:                      # one exchange
+                st[9] -= 1
+                req = rng.randrange(60, 1200)
+                nseg = rng.randint(*response_segments)
+                last = rng.randrange(40, mss + 1)
+                to_srv(t, cn, sn, PSH | ACK, req)
+                cn = (cn + req) % MOD
+                ts = t + late(rs) + 50 + int(rnd() * 750)
+                t_ack = ts
+                for j in range(nseg):
+                    n = mss if j < nseg - 1 else last
+                    to_cli(ts, sn, cn, ACK | (PSH if j == nseg - 1 else 0), n)
+                    sn = (sn + n) % MOD
+                    if j % 2 == 1 or j == nseg - 1:
+                        t_ack = max(ts + late(rc), t_ack + 1)
+                        to_srv(t_ack, cn, sn, ACK)
+                        counts["samples"] += 1
+                    ts += 12
+                counts["samples"] += 1           # the first response segment acks the request
+                t_end = t_ack
+            else:                                # close, from the client
+                fin_ack = t + late(rs)
+                last_ack = fin_ack + late(rc)
+                to_srv(t, cn, sn, FIN | ACK)
+                cn = (cn + 1) % MOD
+                to_cli(fin_ack, sn, cn, FIN | ACK)
+                sn = (sn + 1) % MOD
+                to_srv(last_ack, cn, sn, ACK)
+                counts["samples"] += 2
+                open_now -= 1
+                state[i] = False
+                st = t_end = None
+            if st is not None:
+                st[5], st[6], st[7], st[8] = cn, sn, cid, sid
+                if st[9] > 0 or close:
+                    think = int((think_ms[0] + rnd() * (think_ms[1] - think_ms[0])) * 1_000)
+                    heapq.heappush(steps, (t_end + think, i))
+                else:
+                    state[i] = False             # open to the end of the capture
+        flush(float("inf"))
+
+    return {
+        "version": SCALE_VERSION, "capture": Path(path).name, "frames": counts["frames"],
+        "flows": flows, "max_open_flows": max_open,
+        "pairs": 2 * min(flows, npairs), "expected_samples": counts["samples"],
+        "duration_s": round(t_last / 1e6, 3), "bytes": Path(path).stat().st_size,
+    }
+
+
+def cmd_scale(args):
+    """Writes a gateway-scale capture, or reuses the cached one made with the same parameters."""
+    params = dict(SCALE_PRESETS[args.cmd])
+    for k in ("flows", "clients", "servers", "servers_per_client"):
+        if getattr(args, k) is not None:
+            params[k] = getattr(args, k)
+    params["seed"] = args.seed
+    tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    out = Path(args.out) if args.out else \
+        BENCH_DATA / f"{args.cmd}-v{SCALE_VERSION}-{params['flows']}-flows-{tag}.pcap"
+    meta = out.with_suffix(".json")
+    if args.out or args.force or not (out.exists() and meta.exists()):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")    # a run cut short leaves no cached capture
+        t0 = time.monotonic()
+        summary = scale_capture(tmp, **params)
+        summary.update(capture=out.name, params=params,
+                       generated_in_s=round(time.monotonic() - t0, 1))
+        tmp.replace(out)
+        meta.write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"{out}: {summary['frames']} frames, {summary['flows']} flows, {summary['pairs']} "
+              f"pairs, {summary['expected_samples']} samples, {summary['bytes']} bytes, "
+              f"written in {summary['generated_in_s']} s", file=sys.stderr)
+    print(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
@@ -1729,6 +1986,14 @@ def main(argv=None):
     b.add_argument("--flows", type=int, default=2000)
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--expected", help="also write an expected-samples file here")
+    for name, what in (("gateway", "100k request/response flows, ~200k host pairs"),
+                       ("flows-1m", "1 M concurrent flows over the gateway's host pairs")):
+        g = sub.add_parser(name, help=f"a cached gateway-scale capture: {what}")
+        g.add_argument("--out", help="write here (always) instead of the cache")
+        g.add_argument("--force", action="store_true", help="write the cached capture again")
+        for k in ("flows", "clients", "servers", "servers-per-client"):
+            g.add_argument(f"--{k}", type=int)
+        g.add_argument("--seed", type=int, default=1)
     q = sub.add_parser("peers", help="compare expected samples with tshark's ack_rtt")
     q.add_argument("--outdir", default=str(DEFAULT_OUTDIR))
     sub.add_parser("list", help="name each scenario and its sample count")
@@ -1737,7 +2002,7 @@ def main(argv=None):
         argv = ["testdata"] + argv
     args = p.parse_args(argv)
     {"testdata": cmd_testdata, "check": cmd_check, "bench": cmd_bench, "peers": cmd_peers,
-     "list": cmd_list}[args.cmd](args)
+     "list": cmd_list, "gateway": cmd_scale, "flows-1m": cmd_scale}[args.cmd](args)
 
 
 if __name__ == "__main__":

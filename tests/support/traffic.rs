@@ -74,6 +74,14 @@ impl Mix {
     /// A cycle with `flows` concurrent connections between `clients` client hosts and
     /// `servers` server hosts; every fourth connection is bulk.
     pub fn new(flows: u32, clients: u32, servers: u32) -> Mix {
+        Mix::with_bulk(flows, clients, servers, 4)
+    }
+
+    /// The same, with every `bulk_every`-th connection bulk, or none when it is 0. Each bulk
+    /// half has four segments in flight and so borrows one of the worker's segment rings: a
+    /// mix of tens of thousands of flows without bulk ones stays within the ring pool, and
+    /// every ACK in it gives a sample.
+    pub fn with_bulk(flows: u32, clients: u32, servers: u32, bulk_every: u32) -> Mix {
         struct Ev {
             ts: u64,
             c2s: bool,
@@ -89,7 +97,7 @@ impl Mix {
             let start = u64::from(f) * 7_919 % (CYCLE_NS / 2);
             let rtt = 200_000 + u64::from(f % 50) * 60_000;
             let (cs, ss) = (f.wrapping_mul(2_654_435_761), f.wrapping_mul(40_503));
-            if f % 4 == 0 {
+            if bulk_every != 0 && f % bulk_every == 0 {
                 // Bulk: 4 segments of 1448 bytes, one ACK per two.
                 let b = 4 * 1448;
                 for i in 0..4u32 {
