@@ -71,18 +71,16 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let pairs = outcome.merged.summaries();
-    let counters = &outcome.merged.counters;
+    let plan = outcome.plan();
+    let counters = &plan.counters;
     if cli.samples || cli.format == Format::Json {
         for s in &outcome.samples {
             json::write_sample(&mut out, s)?;
         }
-        for p in pairs {
-            json::write_pair(&mut out, p)?;
-        }
+        plan.for_each(|p| json::write_pair(&mut out, p))?;
         json::write_counters(&mut out, counters)?;
     } else {
-        table::write(&mut out, pairs, counters)?;
+        table::write_plan(&mut out, &plan, counters)?;
     }
     out.flush()?;
     if let Some(e) = outcome.error {

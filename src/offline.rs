@@ -18,14 +18,17 @@ use crate::capture::file::{FileError, FileSource};
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Skip};
 use crate::flow::FlowKey;
-use crate::record::Counters;
+use crate::record::{Counters, IntervalStats};
+use crate::report::merge::Plan;
 use crate::report::Merged;
 use crate::worker::{SampleRecord, Worker, WorkerConfig};
 
 /// What an offline run produced.
 pub struct Outcome {
-    /// The workers' statistics, merged.
-    pub merged: Merged,
+    /// Each worker's statistics, settled.
+    pub intervals: Vec<IntervalStats>,
+    /// The bound on pairs reported apart.
+    pub max_pairs: usize,
     /// Every reported sample, in capture order of the ACK (only with `keep_samples`).
     pub samples: Vec<SampleRecord>,
     /// Set when the file could not be read to its end; the statistics cover what was read.
@@ -48,14 +51,28 @@ pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, F
         });
         let mut stats = w.take_interval(Default::default());
         add_file_counts(&mut stats.counters, &src);
-        let merged = Merged::from_owned(vec![stats], cfg.max_pairs);
+        stats.settle();
         return Ok(Outcome {
-            merged,
+            intervals: vec![stats],
+            max_pairs: cfg.max_pairs,
             samples,
             error: r.err(),
         });
     }
     run_parallel(src, workers, cfg)
+}
+
+impl Outcome {
+    /// The workers' pairs, merged and ordered, to summarise one by one as they are written.
+    pub fn plan(&self) -> Plan<'_> {
+        Plan::new(&self.intervals, self.max_pairs)
+    }
+
+    /// The workers' statistics, merged, with every summary collected.
+    pub fn merged(&self) -> Merged {
+        let refs: Vec<&IntervalStats> = self.intervals.iter().collect();
+        Merged::new(&refs, self.max_pairs)
+    }
 }
 
 fn add_file_counts(c: &mut Counters, src: &FileSource) {
@@ -177,13 +194,14 @@ fn run_parallel(mut src: FileSource, n: usize, cfg: &WorkerConfig) -> Result<Out
         if intervals.is_empty() {
             add_file_counts(&mut stats.counters, &src);
         }
+        stats.settle();
         intervals.push(stats);
         samples.extend(s);
     }
-    let merged = Merged::from_owned(intervals, cfg.max_pairs);
     samples.sort_by_key(|s| s.ts_ns);
     Ok(Outcome {
-        merged,
+        intervals,
+        max_pairs: cfg.max_pairs,
         samples,
         error: r.err(),
     })

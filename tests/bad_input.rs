@@ -71,7 +71,7 @@ fn every_tcpdump_corpus_capture_reads_without_panic_or_hang() {
                         ..Default::default()
                     },
                 )
-                .map(|o| (o.merged.counters.packets, o.error.is_some()))
+                .map(|o| (o.plan().counters.packets, o.error.is_some()))
             });
             if workers == 2 {
                 continue;

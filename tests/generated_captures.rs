@@ -101,7 +101,8 @@ fn check(workers: usize) {
             ));
             continue;
         }
-        let c = &out.merged.counters;
+        let merged = out.merged();
+        let c = &merged.counters;
         assert_eq!(
             c.packets,
             exp["packets"].as_u64().unwrap(),
@@ -121,7 +122,7 @@ fn check(workers: usize) {
             "{name}: truncated frames"
         );
         assert_eq!(c.skipped(Skip::Fragment), frag, "{name}: fragments");
-        let pairs = out.merged.summaries();
+        let pairs = merged.summaries();
         for p in exp["pairs"].as_array().unwrap() {
             let s = pairs
                 .iter()
@@ -173,7 +174,8 @@ fn a_full_flow_table_evicts_and_counts_instead_of_growing() {
     };
     let full = offline::run(&capture, 1, &WorkerConfig::default()).unwrap();
     let out = offline::run(&capture, 1, &cfg).unwrap();
-    let (c, f) = (&out.merged.counters, &full.merged.counters);
+    let (m, fm) = (out.merged(), full.merged());
+    let (c, f) = (&m.counters, &fm.counters);
     assert_eq!(f.table.evicted, 0);
     assert!(c.table.evicted > 0, "{c:?}");
     assert!(c.active_flows <= 16, "{c:?}");
@@ -201,7 +203,8 @@ fn flows_expire_on_packet_time() {
         ..WorkerConfig::default()
     };
     let out = offline::run(&capture, 1, &cfg).unwrap();
-    let c = &out.merged.counters;
+    let merged = out.merged();
+    let c = &merged.counters;
     assert!(c.table.expired > 0, "{c:?}");
     assert!(
         c.table.created > 1,

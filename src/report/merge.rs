@@ -77,7 +77,8 @@ impl PairSummary {
     }
 }
 
-/// Several workers' intervals, merged.
+/// Several workers' intervals, merged: the summaries collected (for a reporter that sends them
+/// in several ways). [`Plan`] streams them instead.
 #[derive(Debug, Default)]
 pub struct Merged {
     pairs: Vec<PairSummary>,
@@ -85,81 +86,20 @@ pub struct Merged {
     pub counters: Counters,
 }
 
-/// One pair of one worker, by key.
-struct Ref {
-    src: u128,
-    dst: u128,
-    worker: u32,
-    slot: u32,
-}
-
 impl Merged {
     /// Merges settled intervals (one per worker), keeping at most `max_pairs` pairs apart.
     pub fn new(intervals: &[&IntervalStats], max_pairs: usize) -> Merged {
-        let mut counters = Counters::default();
-        let mut refs = Vec::with_capacity(intervals.iter().map(|s| s.len()).sum());
-        for (w, s) in intervals.iter().enumerate() {
-            counters.add(&s.counters);
-            for (slot, p) in s.pairs().enumerate() {
-                let k = p.key();
-                refs.push(Ref {
-                    src: u128::from_be_bytes(k.src.0),
-                    dst: u128::from_be_bytes(k.dst.0),
-                    worker: w as u32,
-                    slot: slot as u32,
-                });
-            }
+        let plan = Plan::new(intervals.iter().copied(), max_pairs);
+        let mut pairs = Vec::with_capacity(plan.len());
+        let collected: Result<(), std::convert::Infallible> = plan.for_each(|p| {
+            pairs.push(p.clone());
+            Ok(())
+        });
+        let Ok(()) = collected;
+        Merged {
+            pairs,
+            counters: plan.counters,
         }
-        // Big-endian words order as the addresses' bytes do: the output's order.
-        refs.sort_unstable_by_key(|r| (r.src, r.dst, r.worker));
-        let mut groups: Vec<(usize, usize)> = Vec::new();
-        let mut at = 0;
-        while at < refs.len() {
-            let end = at
-                + refs[at..]
-                    .iter()
-                    .take_while(|r| (r.src, r.dst) == (refs[at].src, refs[at].dst))
-                    .count();
-            groups.push((at, end));
-            at = end;
-        }
-        let part = |r: &Ref| intervals[r.worker as usize].pair(r.slot);
-        let samples = |g: &(usize, usize)| refs[g.0..g.1].iter().map(|r| part(r).count()).sum();
-
-        // Past the bound, the pairs with the fewest samples are folded into `other`.
-        let mut folded = vec![false; groups.len()];
-        let max_pairs = max_pairs.max(1);
-        if groups.len() > max_pairs {
-            let mut by_count: Vec<(u64, usize)> = groups
-                .iter()
-                .enumerate()
-                .map(|(i, g)| (samples(g), i))
-                .collect();
-            // Most samples first, then the key's order.
-            by_count.select_nth_unstable_by(max_pairs, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            for &(_, i) in &by_count[max_pairs..] {
-                folded[i] = true;
-            }
-        }
-
-        let mut sm = Summariser::default();
-        let mut pairs = Vec::with_capacity(groups.len().min(max_pairs) + 1);
-        let mut other: Vec<PairSamples<'_>> = Vec::new();
-        for (g, &(a, b)) in groups.iter().enumerate() {
-            if folded[g] {
-                other.extend(refs[a..b].iter().map(part));
-                continue;
-            }
-            let key = *intervals[refs[a].worker as usize].pair(refs[a].slot).key();
-            pairs.push(sm.summarise(refs[a..b].iter().map(part), key, false));
-        }
-        other.extend(intervals.iter().filter_map(|s| s.overflow()));
-        if !other.is_empty() {
-            let s = sm.summarise(other.into_iter(), PairKey::default(), true);
-            counters.overflow_samples = s.samples;
-            pairs.push(s);
-        }
-        Merged { pairs, counters }
     }
 
     /// Merges the intervals of workers that are of no use afterwards (settling each first).
@@ -179,6 +119,156 @@ impl Merged {
     /// The summaries, owned.
     pub fn into_summaries(self) -> Vec<PairSummary> {
         self.pairs
+    }
+}
+
+/// One pair of one worker, by key.
+struct Ref {
+    src: u128,
+    dst: u128,
+    worker: u32,
+    slot: u32,
+}
+
+/// The merge of settled intervals, ordered and bounded, whose summaries are made one at a time
+/// as they are written: at 200,000 pairs the summaries are never all in memory.
+pub struct Plan<'a> {
+    intervals: Vec<&'a IntervalStats>,
+    /// Every worker's pairs, by key then worker.
+    refs: Vec<Ref>,
+    /// The runs of `refs` that are one pair each, and whether it is folded into `other`.
+    groups: Vec<(u32, u32, bool)>,
+    /// True when some pair is reported as `other`.
+    other: bool,
+    /// Counters summed over the workers, with the overflow's.
+    pub counters: Counters,
+}
+
+impl<'a> Plan<'a> {
+    /// Orders the pairs of settled intervals (one per worker), keeping at most `max_pairs` apart.
+    pub fn new(
+        intervals: impl IntoIterator<Item = &'a IntervalStats>,
+        max_pairs: usize,
+    ) -> Plan<'a> {
+        let intervals: Vec<&IntervalStats> = intervals.into_iter().collect();
+        let mut counters = Counters::default();
+        let mut refs = Vec::with_capacity(intervals.iter().map(|s| s.len()).sum());
+        for (w, s) in intervals.iter().enumerate() {
+            counters.add(&s.counters);
+            for (slot, p) in s.pairs().enumerate() {
+                let k = p.key();
+                refs.push(Ref {
+                    src: u128::from_be_bytes(k.src.0),
+                    dst: u128::from_be_bytes(k.dst.0),
+                    worker: w as u32,
+                    slot: slot as u32,
+                });
+            }
+        }
+        // Big-endian words order as the addresses' bytes do: the output's order.
+        refs.sort_unstable_by_key(|r| (r.src, r.dst, r.worker));
+        let mut groups: Vec<(u32, u32, bool)> = Vec::new();
+        let mut at = 0;
+        while at < refs.len() {
+            let end = at
+                + refs[at..]
+                    .iter()
+                    .take_while(|r| (r.src, r.dst) == (refs[at].src, refs[at].dst))
+                    .count();
+            groups.push((at as u32, end as u32, false));
+            at = end;
+        }
+        let part = |r: &Ref| intervals[r.worker as usize].pair(r.slot);
+        let samples = |a: u32, b: u32| -> u64 {
+            refs[a as usize..b as usize]
+                .iter()
+                .map(|r| part(r).count())
+                .sum()
+        };
+
+        // Past the bound, the pairs with the fewest samples are folded into `other`.
+        let max_pairs = max_pairs.max(1);
+        let mut overflow: u64 = intervals
+            .iter()
+            .filter_map(|s| s.overflow())
+            .map(|p| p.count())
+            .sum();
+        let mut other = overflow > 0;
+        if groups.len() > max_pairs {
+            let mut by_count: Vec<(u64, u32)> = groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (samples(g.0, g.1), i as u32))
+                .collect();
+            // Most samples first, then the key's order.
+            by_count.select_nth_unstable_by(max_pairs, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            for &(n, i) in &by_count[max_pairs..] {
+                groups[i as usize].2 = true;
+                overflow += n;
+            }
+            other = true;
+        }
+        counters.overflow_samples = overflow;
+        Plan {
+            intervals,
+            refs,
+            groups,
+            other,
+            counters,
+        }
+    }
+
+    /// Number of summaries: the pairs kept apart, and `other` if any pair is folded into it.
+    pub fn len(&self) -> usize {
+        self.groups.iter().filter(|g| !g.2).count() + usize::from(self.other)
+    }
+
+    /// True when there is no summary.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn part(&self, r: &Ref) -> PairSamples<'a> {
+        self.intervals[r.worker as usize].pair(r.slot)
+    }
+
+    /// The summaries' (sender, acknowledger) as printed, in order, without summarising.
+    pub fn names(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        let kept = self.groups.iter().filter(|g| !g.2).map(|g| {
+            let k = self.part(&self.refs[g.0 as usize]).key();
+            (k.src.to_string(), k.dst.to_string())
+        });
+        kept.chain(
+            self.other
+                .then(|| ("other".to_string(), "other".to_string())),
+        )
+    }
+
+    /// Calls `f` with each summary in order (by sender then acknowledger, `other` last), made
+    /// as it is needed and dropped after.
+    pub fn for_each<E>(&self, mut f: impl FnMut(&PairSummary) -> Result<(), E>) -> Result<(), E> {
+        let mut sm = Summariser::default();
+        for &(a, b, folded) in &self.groups {
+            if folded {
+                continue;
+            }
+            let parts = self.refs[a as usize..b as usize]
+                .iter()
+                .map(|r| self.part(r));
+            let key = *self.part(&self.refs[a as usize]).key();
+            f(&sm.summarise(parts, key, false))?;
+        }
+        if self.other {
+            let folded = self
+                .groups
+                .iter()
+                .filter(|g| g.2)
+                .flat_map(|g| self.refs[g.0 as usize..g.1 as usize].iter())
+                .map(|r| self.part(r));
+            let own = self.intervals.iter().filter_map(|s| s.overflow());
+            f(&sm.summarise(folded.chain(own), PairKey::default(), true))?;
+        }
+        Ok(())
     }
 }
 

@@ -2,39 +2,64 @@
 
 use std::io::{self, Write};
 
+use super::merge::Plan;
 use super::{ms, Counters, PairSummary};
 use crate::decode::Skip;
 
-/// Writes the pair table and the counters.
+/// Writes the pair table and the counters, from collected summaries.
 pub fn write(out: &mut impl Write, pairs: &[PairSummary], c: &Counters) -> io::Result<()> {
-    let w = pairs
-        .iter()
-        .map(|p| p.src_name().len().max(p.dst_name().len()))
+    let w = width(pairs.iter().map(|p| (p.src_name(), p.dst_name())));
+    header(out, w)?;
+    for p in pairs {
+        row(out, w, p)?;
+    }
+    footer(out, pairs.is_empty(), c)
+}
+
+/// Writes the pair table and the counters, summarising each pair as its row is written.
+pub fn write_plan(out: &mut impl Write, plan: &Plan<'_>, c: &Counters) -> io::Result<()> {
+    let w = width(plan.names());
+    header(out, w)?;
+    plan.for_each(|p| row(out, w, p))?;
+    footer(out, plan.is_empty(), c)
+}
+
+/// The address columns' width: the longest name, at least 15.
+fn width(names: impl Iterator<Item = (String, String)>) -> usize {
+    names
+        .map(|(s, d)| s.len().max(d.len()))
         .max()
         .unwrap_or(0)
-        .max(15);
+        .max(15)
+}
+
+fn header(out: &mut impl Write, w: usize) -> io::Result<()> {
     writeln!(
         out,
         "{:<w$}  {:<w$}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
         "src", "dst", "samples", "min", "p50", "avg", "p95", "p99", "max", "jitter"
-    )?;
-    for p in pairs {
-        writeln!(
-            out,
-            "{:<w$}  {:<w$}  {:>8}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}",
-            p.src_name(),
-            p.dst_name(),
-            p.samples,
-            ms(p.min_ns as f64),
-            ms(p.p50_ns as f64),
-            ms(p.avg_ns),
-            ms(p.p95_ns as f64),
-            ms(p.p99_ns as f64),
-            ms(p.max_ns as f64),
-            ms(p.jitter_ns),
-        )?;
-    }
-    if pairs.is_empty() {
+    )
+}
+
+fn row(out: &mut impl Write, w: usize, p: &PairSummary) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<w$}  {:<w$}  {:>8}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}",
+        p.src_name(),
+        p.dst_name(),
+        p.samples,
+        ms(p.min_ns as f64),
+        ms(p.p50_ns as f64),
+        ms(p.avg_ns),
+        ms(p.p95_ns as f64),
+        ms(p.p99_ns as f64),
+        ms(p.max_ns as f64),
+        ms(p.jitter_ns),
+    )
+}
+
+fn footer(out: &mut impl Write, empty: bool, c: &Counters) -> io::Result<()> {
+    if empty {
         writeln!(out, "(no RTT samples)")?;
     }
     writeln!(
