@@ -79,7 +79,9 @@ pub fn write_all(dir: &Path) -> io::Result<Vec<PathBuf>> {
 #[allow(dead_code)]
 fn main() {
     let Some(dir) = std::env::args_os().nth(1) else {
-        eprintln!("usage: gen-docs DIR (writes metro.1 and the bash, zsh and fish completions there)");
+        eprintln!(
+            "usage: gen-docs DIR (writes metro.1 and the bash, zsh and fish completions there)"
+        );
         std::process::exit(1);
     };
     match write_all(Path::new(&dir)) {
@@ -89,7 +91,10 @@ fn main() {
             }
         }
         Err(e) => {
-            eprintln!("gen-docs: cannot write into {}: {e}", Path::new(&dir).display());
+            eprintln!(
+                "gen-docs: cannot write into {}: {e}",
+                Path::new(&dir).display()
+            );
             std::process::exit(1);
         }
     }

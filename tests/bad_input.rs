@@ -49,9 +49,7 @@ fn every_tcpdump_corpus_capture_reads_without_panic_or_hang() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.is_file() && p.extension().is_some_and(|e| e == "pcap" || e == "pcapng")
-        })
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
         .collect();
     files.sort();
     assert!(

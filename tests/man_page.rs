@@ -45,7 +45,16 @@ fn help_flags() -> BTreeSet<String> {
         .map(str::to_string)
         .collect();
     // The flags metro has today, so that a parser that finds nothing cannot pass.
-    for f in ["--cfg", "--log", "--f", "--st", "--pcap", "--interface", "--help", "--version"] {
+    for f in [
+        "--cfg",
+        "--log",
+        "--f",
+        "--st",
+        "--pcap",
+        "--interface",
+        "--help",
+        "--version",
+    ] {
         assert!(flags.contains(f), "{f} is not in `metro --help`: {flags:?}");
     }
     flags
@@ -77,7 +86,14 @@ fn man_renders_the_page_with_every_flag_of_help() {
     let files = gen_docs::write_all(&dir.0).unwrap();
     assert_eq!(files.len(), 4);
     let text = render(&dir.0.join("metro.1"));
-    for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "FILES", "SEE ALSO"] {
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "FILES",
+        "SEE ALSO",
+    ] {
         assert!(
             text.lines().any(|l| l.trim() == section),
             "no {section} section in the rendered page:\n{text}"

@@ -14,7 +14,14 @@
 
 use std::path::{Component, Path, PathBuf};
 
-const SCANNED: [&str; 6] = ["tests", "benches", "scripts", ".ci", "packaging", "Cargo.toml"];
+const SCANNED: [&str; 6] = [
+    "tests",
+    "benches",
+    "scripts",
+    ".ci",
+    "packaging",
+    "Cargo.toml",
+];
 
 /// First components of absolute paths that belong to a person or a workspace, never to the system.
 const PRIVATE_ROOTS: [&str; 6] = ["home", "root", "work", "mnt", "media", "Users"];
@@ -156,10 +163,19 @@ fn references_inside_the_repository_and_system_paths_pass() {
     let script = root.join("scripts/planted");
     let up = "..";
     let fine = [
-        (&bench, format!("#[path = \"{up}/tests/support/traffic.rs\"]")),
-        (&bench, format!("join(\"testdata/go-metro\"); &buf[{up}]; x[{up}n]")),
+        (
+            &bench,
+            format!("#[path = \"{up}/tests/support/traffic.rs\"]"),
+        ),
+        (
+            &bench,
+            format!("join(\"testdata/go-metro\"); &buf[{up}]; x[{up}n]"),
+        ),
         (&script, format!("cd \"$(dirname \"$0\")/{up}\"")),
-        (&script, "mktemp -d /tmp/x.XXXX; cat /proc/net/dev /usr/bin/metro".to_string()),
+        (
+            &script,
+            "mktemp -d /tmp/x.XXXX; cat /proc/net/dev /usr/bin/metro".to_string(),
+        ),
     ];
     for (file, line) in fine {
         assert_eq!(
