@@ -38,14 +38,16 @@ fn is_path_char(c: char) -> bool {
 fn resolve(base: &Path, rel: &str) -> Option<PathBuf> {
     let mut out = base.to_path_buf();
     for c in Path::new(rel).components() {
-        match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
+        let stays_below_root = match c {
+            Component::ParentDir => out.pop(),
+            Component::Normal(p) => {
+                out.push(p);
+                true
             }
-            Component::Normal(p) => out.push(p),
-            _ => {}
+            _ => true,
+        };
+        if !stays_below_root {
+            return None;
         }
     }
     Some(out)
