@@ -342,8 +342,8 @@ fn whitelist_keeps_only_halves_acknowledged_by_listed_hosts() {
             "system.net.tcp.rtt",
             "system.net.tcp.rtt.min",
             "system.net.tcp.rtt.max",
-            "system.net.tcp.rtt.p95",
-            "system.net.tcp.rtt.p99",
+            "system.net.tcp.rtt.95percentile",
+            "system.net.tcp.rtt.99percentile",
             "system.net.tcp.rtt.count",
         ]
     );
