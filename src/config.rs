@@ -124,8 +124,8 @@ pub struct InitConfig {
     /// metro: most host pairs reported apart per interval (see [`crate::worker::WorkerConfig`]);
     /// the samples of any more go to the `other` series.
     pub max_pairs: usize,
-    /// metro: also send `.min`, `.max`, `.p95`, `.p99` and `.count`. Default off, as go-metro
-    /// sends only three gauges.
+    /// metro: also send `.min`, `.max`, `.95percentile`, `.99percentile` and `.count`. Default
+    /// off, as go-metro sends only three gauges.
     pub percentile_gauges: bool,
     /// metro: refuse an empty or only-local whitelist, as go-metro does. Default true; a gateway,
     /// which forwards other hosts' traffic, sets it to false.

@@ -3,7 +3,7 @@
 //!
 //! Every datagram is parsed strictly by the DogStatsD format; the gauges' values are checked
 //! against the pair statistics that `metro --pcap FILE --format json` prints for the same file.
-//! Captures come from `../shared/fixtures/go-metro` (go-metro's own test captures).
+//! Captures come from `testdata/go-metro` (go-metro's own test captures).
 
 use std::fs;
 use std::io::Write;
@@ -26,11 +26,12 @@ use statsd::{Metric, Receiver};
 const METRO: &str = env!("CARGO_BIN_EXE_metro");
 
 fn fixture(name: &str) -> PathBuf {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    let p = shared.join("fixtures/go-metro").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/go-metro")
+        .join(name);
     assert!(
         p.exists(),
-        "{} is missing: these tests need the project's shared/ folder next to the project root (go-metro's captures in shared/fixtures/go-metro)",
+        "{} is missing: the repository carries go-metro's captures there",
         p.display()
     );
     p
@@ -341,8 +342,8 @@ fn whitelist_keeps_only_halves_acknowledged_by_listed_hosts() {
             "system.net.tcp.rtt",
             "system.net.tcp.rtt.min",
             "system.net.tcp.rtt.max",
-            "system.net.tcp.rtt.p95",
-            "system.net.tcp.rtt.p99",
+            "system.net.tcp.rtt.95percentile",
+            "system.net.tcp.rtt.99percentile",
             "system.net.tcp.rtt.count",
         ]
     );

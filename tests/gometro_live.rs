@@ -256,8 +256,8 @@ fn check_report(r: &Report, i: usize, extra: bool) -> Option<f64> {
             want.extend([
                 "system.net.tcp.rtt.min",
                 "system.net.tcp.rtt.max",
-                "system.net.tcp.rtt.p95",
-                "system.net.tcp.rtt.p99",
+                "system.net.tcp.rtt.95percentile",
+                "system.net.tcp.rtt.99percentile",
                 "system.net.tcp.rtt.count",
             ]);
         }

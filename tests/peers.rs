@@ -14,11 +14,11 @@ use metro::worker::{SampleRecord, WorkerConfig};
 
 fn fixture(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/go-metro")
+        .join("testdata/go-metro")
         .join(name);
     assert!(
         p.exists(),
-        "{} is missing: the go-metro fixtures live in shared/ next to the project",
+        "{} is missing: the repository carries go-metro's captures there",
         p.display()
     );
     p

@@ -5,8 +5,9 @@
 //! order), in milliseconds, tagged `src:NAME_OR_IP`, `dst:NAME_OR_IP`, the instance's tags as
 //! written, then `iface:IF` — go-metro's tags in go-metro's order. `rtt` is the interval's median
 //! and `rtt.avg` its mean (or, with `-st`, the smoothed RTT); go-metro sent the last sample and a
-//! running mean instead. Optional gauges (`.min`, `.max`, `.p95`, `.p99`, `.count`) and metro's
-//! own counters under `metro.` follow.
+//! running mean instead. Optional gauges (`.min`, `.max`, `.95percentile`, `.99percentile`,
+//! `.count`: the names Datadog gives its own histogram aggregates) and metro's own counters under
+//! `metro.` follow.
 //!
 //! Metrics are formatted by `cadence` and handed to [`QueueSink`], a bounded queue drained by one
 //! sender thread per instance. Capture never waits for the network: a full queue drops the metric
@@ -236,7 +237,7 @@ pub struct ReporterConfig {
     pub tags: Vec<String>,
     /// `-st`: send the smoothed RTT as `rtt.avg`.
     pub soften: bool,
-    /// Also send `.min`, `.max`, `.p95`, `.p99`, `.count`.
+    /// Also send `.min`, `.max`, `.95percentile`, `.99percentile`, `.count`.
     pub extra_gauges: bool,
 }
 
@@ -313,8 +314,8 @@ impl Reporter {
             v.extend([
                 ("system.net.tcp.rtt.min", ms(p.min_ns as f64)),
                 ("system.net.tcp.rtt.max", ms(p.max_ns as f64)),
-                ("system.net.tcp.rtt.p95", ms(p.p95_ns as f64)),
-                ("system.net.tcp.rtt.p99", ms(p.p99_ns as f64)),
+                ("system.net.tcp.rtt.95percentile", ms(p.p95_ns as f64)),
+                ("system.net.tcp.rtt.99percentile", ms(p.p99_ns as f64)),
                 ("system.net.tcp.rtt.count", p.samples as f64),
             ]);
         }
@@ -505,8 +506,8 @@ mod tests {
                 format!("system.net.tcp.rtt:20|g|#{t}"),
                 format!("system.net.tcp.rtt.min:10|g|#{t}"),
                 format!("system.net.tcp.rtt.max:40|g|#{t}"),
-                format!("system.net.tcp.rtt.p95:40|g|#{t}"),
-                format!("system.net.tcp.rtt.p99:40|g|#{t}"),
+                format!("system.net.tcp.rtt.95percentile:40|g|#{t}"),
+                format!("system.net.tcp.rtt.99percentile:40|g|#{t}"),
                 format!("system.net.tcp.rtt.count:4|g|#{t}"),
             ]
         );
