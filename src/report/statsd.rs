@@ -350,6 +350,11 @@ impl Reporter {
         self.count("metro.kernel.drops", r.kernel.dropped, &[]);
         self.gauge("metro.flows", c.active_flows as f64, &[]);
         self.count("metro.evictions", c.table.evicted, &[]);
+        // Only when the bound was reached: most hosts never reach it, and a series that is
+        // always 0 would still be a custom metric to pay for.
+        if c.overflow_samples > 0 {
+            self.count("metro.pairs.overflow", c.overflow_samples, &[]);
+        }
         for s in Skip::ALL {
             let tag = format!("reason:{}", s.name());
             self.count("metro.skipped", c.skipped(s), &[&tag]);
