@@ -220,8 +220,14 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     if let Some(n) = cli.max_pairs {
         cfg.worker.max_pairs = n as usize;
     }
+    let mut plot = match open_plot(cli) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    cfg.plot = plot.as_ref().map(|_| point_limits(cli));
 
     let mut write_error: Option<io::Error> = None;
+    let mut plot_code = exit::OK;
     let result = live::run(&cfg, &stop, &mut |rep| {
         if write_error.is_none() {
             if let Err(e) = print_report(cli.format, rep) {
@@ -229,9 +235,27 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
                 stop.store(true, Ordering::Release);
             }
         }
+        let whole = rep.whole_run.as_ref();
+        if let Some((whole, target)) = whole.and_then(|w| plot.take().map(|t| (w, t))) {
+            plot_code = write_plot(
+                cli,
+                target,
+                name,
+                &whole.pairs,
+                &whole.counters,
+                &whole.points,
+            );
+        }
     });
+    if let Some(target) = plot {
+        // The capture never started: no page.
+        target.discard();
+    }
     if let Some(e) = write_error {
         return Err(e);
+    }
+    if plot_code != exit::OK {
+        return Ok(plot_code);
     }
     match result {
         Ok(()) => Ok(exit::OK),

@@ -423,6 +423,7 @@ mod tests {
             },
             last: false,
             flows: Vec::new(),
+            whole_run: None,
         }
     }
 

@@ -172,7 +172,8 @@ fn chosen<'a>(
 ) -> Vec<(PairKey, Option<&'a PairSummary>)> {
     match choice {
         PairChoice::Busiest(n) => {
-            let mut v: Vec<&PairSummary> = pairs.iter().collect();
+            // The `other` series (pairs beyond --max-pairs, together) is no pair to plot.
+            let mut v: Vec<&PairSummary> = pairs.iter().filter(|p| !p.other).collect();
             // Ties go to the lower addresses, so that a page is the same on every run.
             v.sort_by(|a, b| {
                 b.samples
@@ -194,7 +195,12 @@ fn chosen<'a>(
         }
         PairChoice::Named(keys) => keys
             .iter()
-            .map(|k| (*k, pairs.iter().find(|p| p.src == k.src && p.dst == k.dst)))
+            .map(|k| {
+                let found = pairs
+                    .iter()
+                    .find(|p| !p.other && p.src == k.src && p.dst == k.dst);
+                (*k, found)
+            })
             .collect(),
     }
 }

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use crate::record::PairKey;
+use crate::report::PairSummary;
 use crate::rtt::Method;
 use crate::worker::SampleRecord;
 
@@ -208,6 +209,39 @@ impl PlotPoints {
     /// The series of `key`, if any of its samples were kept.
     pub fn series(&self, key: &PairKey) -> Option<&Series> {
         self.series.get(key)
+    }
+
+    /// One summary per pair with kept points, from those points: the count is every sample
+    /// offered; extremes, mean and percentiles (nearest rank) are of the kept points, exact
+    /// unless the pair was thinned. Jitter and the smoothed RTT are not known here (0).
+    pub fn summaries(&self) -> Vec<PairSummary> {
+        let mut out: Vec<PairSummary> = self
+            .series
+            .iter()
+            .filter(|(_, s)| !s.points.is_empty())
+            .map(|(k, s)| {
+                let mut rtts: Vec<u64> = s.points.iter().map(|p| p.rtt_ns).collect();
+                rtts.sort_unstable();
+                let n = rtts.len();
+                let rank = |q: f64| rtts[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+                PairSummary {
+                    src: k.src,
+                    dst: k.dst,
+                    other: false,
+                    samples: s.seen,
+                    min_ns: rtts[0],
+                    p50_ns: rank(0.50),
+                    avg_ns: rtts.iter().sum::<u64>() as f64 / n as f64,
+                    p95_ns: rank(0.95),
+                    p99_ns: rank(0.99),
+                    max_ns: rtts[n - 1],
+                    jitter_ns: 0.0,
+                    srtt_ns: 0.0,
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| (p.src, p.dst));
+        out
     }
 
     /// Samples not kept because their pair came after `limits.pairs` others.
