@@ -638,7 +638,7 @@ fn a_live_plot_covers_the_whole_run() {
     let server = echo_server(&b, vec!["10.83.0.2:7000".parse().unwrap()]);
     server.recv_timeout(Duration::from_secs(5)).unwrap();
     let page = std::env::temp_dir().join(format!("metro-live-plot-{}.svg", std::process::id()));
-    let mut metro = Metro::start(
+    let metro = Metro::start(
         &a,
         &[
             "--interface",

@@ -388,13 +388,11 @@ fn named_pairs_are_shown_in_order_and_one_without_samples_says_so() {
         .collect();
     assert!(texts.contains(&"192.0.2.1 → 192.0.2.2"), "{texts:?}");
     assert!(texts.contains(&"no samples"), "{texts:?}");
-    assert_eq!(
-        svg.lines()
-            .next()
-            .unwrap()
-            .contains(&format!("height=\"{}\"", page_size(2).1)),
-        true
-    );
+    assert!(svg
+        .lines()
+        .next()
+        .unwrap()
+        .contains(&format!("height=\"{}\"", page_size(2).1)));
 }
 
 #[test]
@@ -439,9 +437,7 @@ fn a_capture_without_samples_gives_a_page_that_says_so() {
     // A capture with no packets at all: a pcap header and nothing else.
     let empty = dir.join("empty.pcap");
     let mut header = Vec::new();
-    for v in [0xa1b2_c3d4u32] {
-        header.extend_from_slice(&v.to_le_bytes());
-    }
+    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     header.extend_from_slice(&2u16.to_le_bytes());
     header.extend_from_slice(&4u16.to_le_bytes());
     for v in [0u32, 0, 65535, 1] {

@@ -57,7 +57,7 @@ pub struct Point {
 }
 
 /// One pair's kept samples.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Series {
     /// One sample in every `stride` is kept (a power of two).
     stride: u64,
@@ -66,15 +66,17 @@ pub struct Series {
     points: Vec<Point>,
 }
 
-impl Series {
-    fn new() -> Series {
+impl Default for Series {
+    fn default() -> Series {
         Series {
             stride: 1,
             seen: 0,
             points: Vec::new(),
         }
     }
+}
 
+impl Series {
     /// The kept points, in capture order.
     pub fn points(&self) -> &[Point] {
         &self.points
@@ -157,7 +159,7 @@ impl PlotPoints {
                 self.untracked += 1;
                 return;
             }
-            None => self.series.entry(key).or_insert_with(Series::new),
+            None => self.series.entry(key).or_default(),
         };
         let before = series.points.len();
         series.push(
