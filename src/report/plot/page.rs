@@ -427,6 +427,65 @@ fn utc(ts_ns: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::Addr;
+    use crate::report::plot::{PairChoice, PlotPoints, PointLimits};
+    use crate::report::Counters;
+    use crate::worker::SampleRecord;
+
+    #[test]
+    fn a_thinned_pair_says_so_and_shows_only_the_kept_dots() {
+        let key = PairKey {
+            src: Addr::v4([10, 0, 0, 1]),
+            dst: Addr::v4([10, 0, 0, 2]),
+        };
+        let mut points = PlotPoints::new(PointLimits {
+            per_pair: 10,
+            ..PointLimits::default()
+        });
+        for i in 0..100u64 {
+            points.add(&SampleRecord {
+                ts_ns: 1_000_000_000 + i * 10_000_000,
+                src: key.src,
+                sport: 1000,
+                dst: key.dst,
+                dport: 80,
+                rtt_ns: 5_000_000 + i * 10_000,
+                method: Method::Seq,
+            });
+        }
+        let summary = PairSummary {
+            src: key.src,
+            dst: key.dst,
+            samples: 100,
+            min_ns: 5_000_000,
+            p50_ns: 5_490_000,
+            avg_ns: 5_495_000.0,
+            p95_ns: 5_940_000,
+            p99_ns: 5_980_000,
+            max_ns: 5_990_000,
+            jitter_ns: 10_000.0,
+            srtt_ns: 5_900_000.0,
+        };
+        let counters = Counters::default();
+        let pairs = [summary];
+        let input = PlotInput {
+            source: "synthetic",
+            pairs: &pairs,
+            counters: &counters,
+            points: &points,
+            choice: &PairChoice::Busiest(8),
+        };
+        let svg = svg(&input).unwrap();
+        assert!(
+            svg.contains("10.0.0.1 → 10.0.0.2 · 100 samples · 1 in 16 shown, thinned evenly"),
+            "{svg}"
+        );
+        let dots = svg
+            .lines()
+            .filter(|l| l.starts_with("<circle") && l.contains(" r=\"2\""))
+            .count();
+        assert_eq!(dots, 7, "samples 0, 16, …, 96");
+    }
 
     #[test]
     fn axis_ends_are_round_and_not_below_the_data() {
