@@ -346,6 +346,7 @@ fn check_capture(capture: &str, extra: &[&str]) -> usize {
             "{name}: p50 mark at y {cy}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
     scatters.len()
 }
 
@@ -393,6 +394,7 @@ fn named_pairs_are_shown_in_order_and_one_without_samples_says_so() {
         .next()
         .unwrap()
         .contains(&format!("height=\"{}\"", page_size(2).1)));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -454,6 +456,7 @@ fn a_capture_without_samples_gives_a_page_that_says_so() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let svg = std::fs::read_to_string(&out).unwrap();
     assert!(svg.contains("The capture holds no TCP segment (0 packets read)."));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -503,6 +506,7 @@ fn an_unwritable_plot_path_fails_before_anything_is_read() {
     ]);
     assert_eq!(r.status.code(), Some(2));
     assert!(!page.exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -536,4 +540,5 @@ fn a_png_is_a_whole_png_of_the_pages_size() {
     );
     assert!(has([214, 39, 40]), "a ts dot");
     assert!(has([44, 160, 44]), "a syn dot");
+    let _ = std::fs::remove_dir_all(&dir);
 }
