@@ -456,6 +456,7 @@ mod tests {
         let summary = PairSummary {
             src: key.src,
             dst: key.dst,
+            other: false,
             samples: 100,
             min_ns: 5_000_000,
             p50_ns: 5_490_000,
