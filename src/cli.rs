@@ -2,8 +2,8 @@
 //!
 //! metro runs in one of three modes, chosen by the flags:
 //!
-//! - offline: `metro --pcap FILE [--local ADDR]… [--workers N] [--format table|json] [--samples]`
-//!   reads a capture and prints per-pair statistics;
+//! - offline: `metro --pcap FILE [--local ADDR]… [--workers N] [--format table|json] [--samples]
+//!   [--plot OUT.svg|OUT.png]` reads a capture and prints per-pair statistics (and plots them);
 //! - ad hoc, live: `metro --interface IF [--duration SECS] [--interval SECS] [--workers N]
 //!   [--format …]` captures and prints the same statistics every interval and at the end;
 //! - go-metro (the default): `metro [-cfg PATH] [-log PATH] [-f EXPR] [-st]` reads go-metro's YAML
@@ -76,9 +76,16 @@ RTT samples:
   handshake gives \"syn\" samples; resent bytes give none (Karn's rule) unless the TCP
   timestamp echo names the copy that was acknowledged (\"ts\").
 
+Plots:
+  --plot OUT.svg (or OUT.png) draws one page: for the 8 busiest pairs (--plot-pairs N), or the
+  pairs named by --plot-pair SRC,DST, RTT against capture time (dots coloured seq, syn, ts) and
+  the RTT distribution (a CDF with p50, p95 and p99); live, of the whole run, when it ends. At
+  most 100,000 dots per pair are kept, thinned evenly (the page says so).
+
 Exit status:
   0  the capture was read and reported, or metro was stopped by a signal and flushed
-  1  bad command line or configuration (the message names the file, key and line)
+  1  bad command line or configuration (the message names the file, key and line), or
+     a --plot file that cannot be written (found before anything is read)
   2  a capture could not be opened, or broke off or was damaged part-way (offline: the
      statistics of what was read are still printed); live: the interface is missing, down
      or vanished, or CAP_NET_RAW is missing
@@ -87,6 +94,7 @@ Examples:
   metro -cfg=/etc/datadog-agent/conf.d/go-metro.yaml
   metro --pcap testdata/bulk_delack.pcap
   metro --pcap trace.pcapng --local 10.0.0.5 --format json --samples
+  metro --pcap trace.pcapng --plot rtt.svg --plot-pair 10.0.0.5,192.0.2.7
   metro --interface eth0 --interval 5 --duration 60";
 
 /// metro: passive TCP round-trip-time sniffer, and a drop-in go-metro.
@@ -123,11 +131,16 @@ pub struct Cli {
     pub st: bool,
 
     /// Offline mode: read packets from this pcap or pcapng file and print statistics.
-    #[arg(long, value_name = "FILE", conflicts_with = "interface")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "interface",
+        group = "input"
+    )]
     pub pcap: Option<PathBuf>,
 
     /// Live mode: capture on this interface and print statistics (needs CAP_NET_RAW).
-    #[arg(long, value_name = "IF")]
+    #[arg(long, value_name = "IF", group = "input")]
     pub interface: Option<String>,
 
     /// Live: stop after this many seconds (default: run until SIGINT or SIGTERM).
@@ -178,6 +191,30 @@ pub struct Cli {
     /// Also print every sample as a JSON line (implies --format json for the summary).
     #[arg(long, conflicts_with = "interface")]
     pub samples: bool,
+
+    /// Draw RTT plots of the capture (live: of the whole run, at the end) into this file, SVG or
+    /// PNG by its ending: per pair, RTT against time and the RTT distribution.
+    #[arg(long, value_name = "OUT", requires = "input")]
+    pub plot: Option<PathBuf>,
+
+    /// Plot this many of the busiest pairs [default: 8].
+    #[arg(long, value_name = "N", requires = "plot", conflicts_with = "plot_pair",
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub plot_pairs: Option<u16>,
+
+    /// Plot this pair (data sender, acknowledging end) instead of the busiest (repeatable).
+    #[arg(long, value_name = "SRC,DST", requires = "plot", value_parser = parse_pair)]
+    pub plot_pair: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+}
+
+/// `SRC,DST`: two addresses.
+fn parse_pair(s: &str) -> Result<(std::net::IpAddr, std::net::IpAddr), String> {
+    let bad = || format!("'{s}' is not SRC,DST (two addresses, e.g. 10.0.0.1,10.0.0.2)");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 /// The largest `--max-pairs` (and `max_pairs:`): a worker names a pair's slot in 24 bits.
@@ -414,13 +451,69 @@ mod tests {
     }
 
     #[test]
+    fn plot_flags_need_a_capture_and_take_pairs() {
+        let c = parse(&[
+            "--pcap",
+            "x.pcap",
+            "-plot",
+            "a.svg",
+            "--plot-pair",
+            "10.0.0.1,2001:db8::2",
+            "--plot-pair=10.0.0.3, 10.0.0.4",
+        ]);
+        assert_eq!(c.plot, Some(PathBuf::from("a.svg")));
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(
+            c.plot_pair,
+            vec![
+                (ip("10.0.0.1"), ip("2001:db8::2")),
+                (ip("10.0.0.3"), ip("10.0.0.4"))
+            ]
+        );
+        assert_eq!(
+            parse(&[
+                "--interface",
+                "eth0",
+                "--plot",
+                "b.png",
+                "--plot-pairs",
+                "3"
+            ])
+            .plot_pairs,
+            Some(3)
+        );
+        assert!(Cli::parse_args(["metro", "--plot", "a.svg"]).is_err());
+        assert!(Cli::parse_args(["metro", "--pcap", "x", "--plot-pairs", "3"]).is_err());
+        assert!(Cli::parse_args([
+            "metro",
+            "--pcap",
+            "x",
+            "--plot",
+            "a.svg",
+            "--plot-pair",
+            "10.0.0.1"
+        ])
+        .is_err());
+        assert!(Cli::parse_args([
+            "metro",
+            "--pcap",
+            "x",
+            "--plot",
+            "a.svg",
+            "--plot-pairs",
+            "0"
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn unknown_flags_are_errors_with_a_hint() {
         let e = Cli::parse_args(["metro", "-cgf=/x"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -format, -samples (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -format, -samples, -plot, -plot-pairs, -plot-pair (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(

@@ -460,6 +460,7 @@ impl Daemon {
             duration: None,
             duty: p.inst.duty,
             dump_flows: false,
+            plot: None,
         };
         let stop = self.stop.clone();
         let mut reporter = p.reporter;
@@ -651,6 +652,7 @@ fn report_file(run: &mut FileRun, file: Option<FileStats>, last: bool) {
         kernel: KernelStats::default(),
         last,
         flows: Vec::new(),
+        whole_run: None,
     };
     run.reporter.report(&report);
 }

@@ -40,6 +40,7 @@ use crate::capture::LinkType;
 use crate::decode::Addr;
 use crate::flow::FlowKey;
 use crate::record::IntervalStats;
+use crate::report::plot::{PlotPoints, PointLimits};
 use crate::report::{Counters, Merged, PairSummary};
 use crate::worker::{Net, Worker, WorkerConfig};
 
@@ -108,6 +109,9 @@ pub struct LiveConfig {
     /// Put each worker's flow keys in the last report ([`IntervalReport::flows`]), a diagnostic
     /// of how the kernel spread the flows.
     pub dump_flows: bool,
+    /// Keep samples for a plot of the whole run, within these limits, and put the whole run's
+    /// statistics in the last report ([`IntervalReport::whole_run`]).
+    pub plot: Option<PointLimits>,
 }
 
 /// Default snap length: Ethernet with a VLAN tag (18), IPv6 with a fragment header (48) and a
@@ -131,6 +135,7 @@ impl LiveConfig {
             duration: None,
             duty: None,
             dump_flows: false,
+            plot: None,
         }
     }
 }
@@ -162,6 +167,20 @@ pub struct IntervalReport {
     /// With [`LiveConfig::dump_flows`], in the last report: the flows each worker holds, indexed
     /// by worker. Empty otherwise.
     pub flows: Vec<Vec<FlowKey>>,
+    /// With [`LiveConfig::plot`], in the last report: the whole run's statistics and samples.
+    pub whole_run: Option<Box<WholeRun>>,
+}
+
+/// A whole live run, for a plot drawn when it ends.
+#[derive(Debug, Clone)]
+pub struct WholeRun {
+    /// Per-pair statistics of the run, from the kept samples ([`PlotPoints::summaries`]): the
+    /// counts are exact, the rest is exact unless a pair's samples were thinned.
+    pub pairs: Vec<PairSummary>,
+    /// The run's counters (`active_flows` summed over the intervals, so not a count of flows).
+    pub counters: Counters,
+    /// The run's samples, thinned within the plot's limits.
+    pub points: PlotPoints,
 }
 
 /// Why live capture could not start or had to stop.
@@ -306,6 +325,8 @@ struct Control<'a> {
     failed: &'a Mutex<Option<String>>,
     grace: Duration,
     dump_flows: bool,
+    /// The samples kept for a plot, when one is asked for.
+    points: Option<PlotPoints>,
 }
 
 /// Captures until `stop` is set or the duration ends, calling `on_interval` after every
@@ -352,6 +373,8 @@ pub fn run(
 
     let mut wcfg = cfg.worker.clone();
     wcfg.local = local_with(&cfg.worker.local, &itf.addrs);
+    // Live, samples are kept only for a plot, and drained every turn into bounded points.
+    wcfg.keep_samples = cfg.plot.is_some();
     if cfg.whitelist.is_some() {
         wcfg.whitelist = cfg.whitelist.clone();
     }
@@ -398,6 +421,7 @@ pub fn run(
                 failed: &failed,
                 grace,
                 dump_flows: cfg.dump_flows,
+                points: cfg.plot.clone().map(PlotPoints::new),
             };
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let wcfg = &wcfg;
@@ -431,6 +455,7 @@ pub fn run(
             socks: &socks,
             lanes,
             spares: Vec::new(),
+            whole: cfg.plot.as_ref().map(|_| Counters::default()),
         };
         let outcome = rep.watch(stop, &failed, &capture, &hold, on_interval);
 
@@ -438,9 +463,16 @@ pub fn run(
         let mut last = Vec::new();
         let mut flows = Vec::new();
         let mut worker_error = None;
+        let mut points = cfg.plot.clone().map(PlotPoints::new);
         for (id, h) in handles.into_iter().enumerate() {
             match h.join() {
-                Ok((stats, keys)) => {
+                Ok((stats, keys, kept)) => {
+                    if let Some(whole) = &mut rep.whole {
+                        whole.add(&stats.counters);
+                    }
+                    if let (Some(all), Some(k)) = (&mut points, kept) {
+                        all.merge(k);
+                    }
                     last.push(stats);
                     flows.push(keys);
                 }
@@ -458,6 +490,13 @@ pub fn run(
             kernel: kernel_stats(&socks),
             last: true,
             flows: if cfg.dump_flows { flows } else { Vec::new() },
+            whole_run: rep.whole.take().zip(points).map(|(counters, points)| {
+                Box::new(WholeRun {
+                    pairs: points.summaries(),
+                    counters,
+                    points,
+                })
+            }),
         });
         match (
             outcome,
@@ -496,13 +535,14 @@ fn kernel_stats(socks: &[Arc<PacketSocket>]) -> KernelStats {
 
 /// One worker thread: walk the ring, feed the worker, answer the reporter.
 ///
-/// Returns the last interval's statistics and, for `--dump-flows`, the keys of the flows held.
+/// Returns the last interval's statistics, for `--dump-flows` the keys of the flows held, and
+/// for a plot the samples kept.
 fn work(
     mut w: Worker,
     mut ring: Ring,
     link: LinkType,
-    ctl: Control<'_>,
-) -> (IntervalStats, Vec<FlowKey>) {
+    mut ctl: Control<'_>,
+) -> (IntervalStats, Vec<FlowKey>, Option<PlotPoints>) {
     let mut quit_at: Option<Instant> = None;
     let mut last_error = None;
     loop {
@@ -522,6 +562,12 @@ fn work(
                 w.handle(link, &frame);
             }
             walked += 1;
+        }
+        if let Some(points) = &mut ctl.points {
+            // At most one turn's samples wait in the worker; the points stay within their limits.
+            for s in w.drain_samples() {
+                points.add(&s);
+            }
         }
         if let Ok(fresh) = ctl.fresh.try_recv() {
             // The reporter waits for this reply; it only hangs up when it is gone itself.
@@ -564,7 +610,12 @@ fn work(
     } else {
         Vec::new()
     };
-    (w.take_interval(IntervalStats::default()), flows)
+    if let Some(points) = &mut ctl.points {
+        for s in w.drain_samples() {
+            points.add(&s);
+        }
+    }
+    (w.take_interval(IntervalStats::default()), flows, ctl.points)
 }
 
 /// Where a duty cycle is `since` its start: whether capture is on, and when (since the start) it
@@ -587,6 +638,8 @@ struct Reporter<'a> {
     socks: &'a [Arc<PacketSocket>],
     lanes: Vec<Lane>,
     spares: Vec<IntervalStats>,
+    /// With a plot: the counters of every interval so far.
+    whole: Option<Counters>,
 }
 
 impl Reporter<'_> {
@@ -726,7 +779,12 @@ impl Reporter<'_> {
         let mut full = Vec::with_capacity(self.lanes.len());
         for (id, lane) in self.lanes.iter().enumerate() {
             match lane.full.recv_timeout(SWAP_WAIT) {
-                Ok(stats) => full.push(stats),
+                Ok(stats) => {
+                    if let Some(whole) = &mut self.whole {
+                        whole.add(&stats.counters);
+                    }
+                    full.push(stats)
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(LiveError::Worker(format!(
                         "worker {id} did not answer within {SWAP_WAIT:?}"
@@ -752,6 +810,7 @@ impl Reporter<'_> {
             kernel: kernel_stats(self.socks),
             last: false,
             flows: Vec::new(),
+            whole_run: None,
         })
     }
 }

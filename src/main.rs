@@ -13,7 +13,9 @@ use metro::daemon;
 use metro::decode::Addr;
 use metro::live::{self, IntervalReport, LiveConfig};
 use metro::offline;
-use metro::report::{json, table};
+use metro::record::PairKey;
+use metro::report::plot::{PairChoice, PlotInput, PlotTarget, PointLimits, DEFAULT_PAIRS};
+use metro::report::{json, table, Counters, PairSummary};
 use metro::worker::WorkerConfig;
 
 fn main() -> ExitCode {
@@ -62,10 +64,19 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
             .map_or(WorkerConfig::default().max_pairs, |n| n as usize),
         ..WorkerConfig::default()
     };
-    let outcome = match offline::run(pcap, cli.workers.unwrap_or(1) as usize, &cfg) {
+    let plot = match open_plot(cli) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let limits = plot.as_ref().map(|_| point_limits(cli));
+    let workers = cli.workers.unwrap_or(1) as usize;
+    let outcome = match offline::run_plotted(pcap, workers, &cfg, limits) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("metro: {e}");
+            if let Some(p) = plot {
+                p.discard();
+            }
             return Ok(exit::INPUT);
         }
     };
@@ -83,11 +94,86 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
         table::write_plan(&mut out, &plan, counters)?;
     }
     out.flush()?;
+    if let (Some(target), Some(points)) = (plot, &outcome.points) {
+        let source = pcap
+            .file_name()
+            .unwrap_or(pcap.as_os_str())
+            .to_string_lossy();
+        let pairs = outcome.merged().into_summaries();
+        let code = write_plot(cli, target, &source, &pairs, counters, points);
+        if code != exit::OK {
+            return Ok(code);
+        }
+    }
     if let Some(e) = outcome.error {
         eprintln!("metro: {e}; the statistics above cover the packets before it");
         return Ok(exit::INPUT);
     }
     Ok(exit::OK)
+}
+
+/// Opens `--plot`'s file, if any, before anything is read; on failure, says why and returns the
+/// exit status.
+fn open_plot(cli: &Cli) -> Result<Option<PlotTarget>, i32> {
+    let Some(path) = &cli.plot else {
+        return Ok(None);
+    };
+    PlotTarget::open(path).map(Some).map_err(|e| {
+        eprintln!("metro: {e}");
+        exit::USAGE
+    })
+}
+
+fn plot_choice(cli: &Cli) -> PairChoice {
+    if cli.plot_pair.is_empty() {
+        PairChoice::Busiest(cli.plot_pairs.map_or(DEFAULT_PAIRS, usize::from))
+    } else {
+        PairChoice::Named(
+            cli.plot_pair
+                .iter()
+                .map(|(s, d)| PairKey {
+                    src: Addr::from(*s),
+                    dst: Addr::from(*d),
+                })
+                .collect(),
+        )
+    }
+}
+
+fn point_limits(cli: &Cli) -> PointLimits {
+    PointLimits {
+        only: match plot_choice(cli) {
+            PairChoice::Named(keys) => Some(keys),
+            PairChoice::Busiest(_) => None,
+        },
+        ..PointLimits::default()
+    }
+}
+
+/// Draws and writes the page; returns the exit status.
+fn write_plot(
+    cli: &Cli,
+    target: PlotTarget,
+    source: &str,
+    pairs: &[PairSummary],
+    counters: &Counters,
+    points: &metro::report::plot::PlotPoints,
+) -> i32 {
+    let choice = plot_choice(cli);
+    let input = PlotInput {
+        source,
+        pairs,
+        counters,
+        points,
+        choice: &choice,
+    };
+    match target.write(&input) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("metro: {e}");
+            exit::INPUT
+        }
+    }
 }
 
 /// Live mode: capture on an interface, print statistics; map errors to exit codes.
@@ -133,8 +219,14 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     if let Some(n) = cli.max_pairs {
         cfg.worker.max_pairs = n as usize;
     }
+    let mut plot = match open_plot(cli) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    cfg.plot = plot.as_ref().map(|_| point_limits(cli));
 
     let mut write_error: Option<io::Error> = None;
+    let mut plot_code = exit::OK;
     let result = live::run(&cfg, &stop, &mut |rep| {
         if write_error.is_none() {
             if let Err(e) = print_report(cli.format, rep) {
@@ -142,9 +234,27 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
                 stop.store(true, Ordering::Release);
             }
         }
+        let whole = rep.whole_run.as_ref();
+        if let Some((whole, target)) = whole.and_then(|w| plot.take().map(|t| (w, t))) {
+            plot_code = write_plot(
+                cli,
+                target,
+                name,
+                &whole.pairs,
+                &whole.counters,
+                &whole.points,
+            );
+        }
     });
+    if let Some(target) = plot {
+        // The capture never started: no page.
+        target.discard();
+    }
     if let Some(e) = write_error {
         return Err(e);
+    }
+    if plot_code != exit::OK {
+        return Ok(plot_code);
     }
     match result {
         Ok(()) => Ok(exit::OK),

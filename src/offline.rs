@@ -20,6 +20,7 @@ use crate::decode::{self, Skip};
 use crate::flow::FlowKey;
 use crate::record::{Counters, IntervalStats};
 use crate::report::merge::Plan;
+use crate::report::plot::{PlotPoints, PointLimits};
 use crate::report::Merged;
 use crate::worker::{SampleRecord, Worker, WorkerConfig};
 
@@ -33,20 +34,73 @@ pub struct Outcome {
     pub samples: Vec<SampleRecord>,
     /// Set when the file could not be read to its end; the statistics cover what was read.
     pub error: Option<FileError>,
+    /// The samples a plot draws (only with [`run_plotted`]'s limits).
+    pub points: Option<PlotPoints>,
+}
+
+/// What a run keeps of its samples: all of them (`keep_samples`), a plot's thinned points, or
+/// both.
+struct Kept {
+    all: Option<Vec<SampleRecord>>,
+    points: Option<PlotPoints>,
+}
+
+impl Kept {
+    fn new(all: bool, plot: &Option<PointLimits>) -> Kept {
+        Kept {
+            all: all.then(Vec::new),
+            points: plot.clone().map(PlotPoints::new),
+        }
+    }
+
+    fn take(&mut self, samples: impl Iterator<Item = SampleRecord>) {
+        for s in samples {
+            if let Some(p) = &mut self.points {
+                p.add(&s);
+            }
+            if let Some(all) = &mut self.all {
+                all.push(s);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Kept) {
+        if let (Some(a), Some(b)) = (&mut self.all, other.all) {
+            a.extend(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.points, other.points) {
+            a.merge(b);
+        }
+    }
 }
 
 /// Reads `path` with `workers` workers configured by `cfg`.
 ///
 /// Fails only when the file cannot be opened as a capture at all.
 pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, FileError> {
+    run_plotted(path, workers, cfg, None)
+}
+
+/// [`run`], also keeping the samples a plot draws, within `plot`'s limits.
+pub fn run_plotted(
+    path: &Path,
+    workers: usize,
+    cfg: &WorkerConfig,
+    plot: Option<PointLimits>,
+) -> Result<Outcome, FileError> {
+    let all = cfg.keep_samples;
+    let cfg = &WorkerConfig {
+        keep_samples: all || plot.is_some(),
+        ..cfg.clone()
+    };
     let mut src = FileSource::open(path)?;
     if workers <= 1 {
         let mut w = Worker::new(0, cfg);
-        let mut samples = Vec::new();
+        let mut kept = Kept::new(all, &plot);
         let r = src.for_each(|link, frame| {
             w.handle(link, frame);
             if cfg.keep_samples {
-                samples.extend(w.drain_samples());
+                kept.take(w.drain_samples());
             }
         });
         let mut stats = w.take_interval(Default::default());
@@ -55,11 +109,12 @@ pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, F
         return Ok(Outcome {
             intervals: vec![stats],
             max_pairs: cfg.max_pairs,
-            samples,
+            samples: kept.all.unwrap_or_default(),
             error: r.err(),
+            points: kept.points,
         });
     }
-    run_parallel(src, workers, cfg)
+    run_parallel(src, workers, cfg, Kept::new(all, &plot))
 }
 
 impl Outcome {
@@ -137,26 +192,34 @@ impl Lane {
     }
 }
 
-fn run_parallel(mut src: FileSource, n: usize, cfg: &WorkerConfig) -> Result<Outcome, FileError> {
+fn run_parallel(
+    mut src: FileSource,
+    n: usize,
+    cfg: &WorkerConfig,
+    mut kept: Kept,
+) -> Result<Outcome, FileError> {
     let mut lanes = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for id in 0..n {
         let (full_tx, full_rx) = bounded::<Batch>(BATCHES_IN_FLIGHT);
         let (empty_tx, empty_rx) = bounded::<Batch>(BATCHES_IN_FLIGHT + 2);
         let cfg = cfg.clone();
+        let mut worker_kept = Kept::new(
+            kept.all.is_some(),
+            &kept.points.as_ref().map(|p| p.limits().clone()),
+        );
         handles.push(
             thread::Builder::new()
                 .name(format!("metro-worker-{id}"))
                 .spawn(move || {
                     let mut w = Worker::new(id, &cfg);
-                    let mut samples = Vec::new();
                     for mut batch in full_rx {
                         batch.for_each(|link, f| w.handle(link, f));
-                        samples.extend(w.drain_samples());
+                        worker_kept.take(w.drain_samples());
                         batch.clear();
                         let _ = empty_tx.try_send(batch);
                     }
-                    (w.take_interval(Default::default()), samples)
+                    (w.take_interval(Default::default()), worker_kept)
                 })
                 .expect("spawning a worker thread"),
         );
@@ -188,21 +251,22 @@ fn run_parallel(mut src: FileSource, n: usize, cfg: &WorkerConfig) -> Result<Out
     }
     drop(lanes);
     let mut intervals = Vec::with_capacity(handles.len());
-    let mut samples = Vec::new();
     for h in handles {
-        let (mut stats, s) = h.join().expect("a worker thread panicked");
+        let (mut stats, k) = h.join().expect("a worker thread panicked");
         if intervals.is_empty() {
             add_file_counts(&mut stats.counters, &src);
         }
         stats.settle();
         intervals.push(stats);
-        samples.extend(s);
+        kept.merge(k);
     }
+    let mut samples = kept.all.unwrap_or_default();
     samples.sort_by_key(|s| s.ts_ns);
     Ok(Outcome {
         intervals,
         max_pairs: cfg.max_pairs,
         samples,
         error: r.err(),
+        points: kept.points,
     })
 }

@@ -622,3 +622,69 @@ fn an_address_added_mid_run_is_local_from_then_on() {
     assert_eq!(towards("10.82.0.1"), 0, "{pairs:?}");
     mark_ran(NAME);
 }
+
+/// `--plot` live draws the whole run when it ends, not only its last interval: the pair's
+/// caption counts the samples of every interval, and the page has one dot for each.
+#[test]
+fn a_live_plot_covers_the_whole_run() {
+    const NAME: &str = "a_live_plot_covers_the_whole_run";
+    if !root_or_skip(NAME) {
+        return;
+    }
+    let _g = heavy();
+    let (a, b) = wired_pair();
+    a.ip(&["addr", "add", "10.83.0.1/24", "dev", "eth0"]);
+    b.ip(&["addr", "add", "10.83.0.2/24", "dev", "eth0"]);
+    let server = echo_server(&b, vec!["10.83.0.2:7000".parse().unwrap()]);
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let page = std::env::temp_dir().join(format!("metro-live-plot-{}.svg", std::process::id()));
+    let metro = Metro::start(
+        &a,
+        &[
+            "--interface",
+            "eth0",
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--plot",
+            page.to_str().unwrap(),
+        ],
+    );
+    let client = a.spawn(|| {
+        let to: SocketAddr = "10.83.0.2:7000".parse().unwrap();
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+        c.set_nodelay(true).unwrap();
+        for i in 0..30u8 {
+            c.write_all(&[i; 200]).unwrap();
+            let mut b = [0u8; 200];
+            c.read_exact(&mut b).unwrap();
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+    client.join().expect("client");
+    thread::sleep(Duration::from_millis(300));
+    let out = metro.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let total: u64 = lines_of(&out.stdout, "pair")
+        .iter()
+        .filter(|p| p["dst"] == "10.83.0.2")
+        .map(|p| p["samples"].as_u64().unwrap())
+        .sum();
+    let intervals = lines_of(&out.stdout, "counters").len();
+    // The handshake's SYN/ACK and 30 requests, over at least three intervals.
+    assert!(total >= 31, "{}\n{}", out.stdout, out.stderr);
+    assert!(intervals >= 4, "{intervals} reports");
+    let svg = std::fs::read_to_string(&page).expect("the page is written at the end");
+    let _ = std::fs::remove_file(&page);
+    assert!(
+        svg.contains(&format!("10.83.0.1 → 10.83.0.2 · {total} samples")),
+        "{svg}"
+    );
+    let dots = svg
+        .lines()
+        .filter(|l| l.starts_with("<circle") && (l.contains(" r=\"2\"") || l.contains(" r=\"3\"")))
+        .count();
+    assert_eq!(dots as u64, total, "one dot per sample of the whole run");
+    mark_ran(NAME);
+}

@@ -1,9 +1,10 @@
 //! Reporting: merging the workers' finished intervals into per-pair summaries ([`merge`]) and
-//! writing them for people ([`table`]) and for programs ([`json`]), and sending them to DogStatsD
-//! ([`statsd`]). Nothing here runs on the per-packet path.
+//! writing them for people ([`table`]) and for programs ([`json`]), sending them to DogStatsD
+//! ([`statsd`]), and drawing them ([`plot`]). Nothing here runs on the per-packet path.
 
 pub mod json;
 pub mod merge;
+pub mod plot;
 pub mod statsd;
 pub mod table;
 

@@ -429,6 +429,7 @@ mod tests {
             },
             last: false,
             flows: Vec::new(),
+            whole_run: None,
         }
     }
 
