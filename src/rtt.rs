@@ -127,6 +127,13 @@ impl Packet {
         self.tcp_flags & flags::RST != 0
     }
 
+    /// True when neither SYN nor RST is set: the segment is past the handshake (a SYN flood's
+    /// segments, and the resets that answer them, never are).
+    #[inline]
+    pub fn established(&self) -> bool {
+        self.tcp_flags & (flags::SYN | flags::RST) == 0
+    }
+
     /// True when the FIN or RST flag is set: the connection is closing.
     #[inline]
     pub fn closing(&self) -> bool {

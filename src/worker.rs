@@ -13,7 +13,6 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use crate::capture::ring::prefetch;
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Addr};
 use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
@@ -118,9 +117,10 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            // 256 Ki flows × 128 B entries at ≤ 50 % load: at most 64 MiB per worker and address
-            // family (each family's table grows to what its own flows need), grown on demand; a
-            // busy gateway sees tens of thousands of concurrent connections.
+            // 256 Ki flows × 128 B (IPv4; 144 B for IPv6), the table's slack included: at most
+            // 32 MiB (36 MiB) per worker and address family (each family's table grows to what its
+            // own flows need), grown on demand; a busy gateway sees tens of thousands of
+            // concurrent connections.
             max_flows: 256 * 1024,
             // 4096 rings × 4.5 KB: at most 18 MiB, for that many bulk halves at once.
             max_rings: 4096,
@@ -196,6 +196,10 @@ struct Parsed {
     key6: FlowKey,
     v6: bool,
     hash: u64,
+    /// Where the flow is in its table: from decoding, the index slot its probe starts at
+    /// ([`FlowTable::locate`]); from `LOOKAHEAD / 2` frames later, its entry's number, a guess
+    /// ([`FlowTable::prefetch_entry`]).
+    at: u32,
     /// 0 when the segment came from the key's side A, 1 from side B.
     side: u8,
     ts_ns: u64,
@@ -299,24 +303,25 @@ impl Worker {
         // function. Masked, so that the compiler sees it in range (the position always is).
         let i = self.pending_next & (QUEUE - 1);
         let p = &mut self.pending[i];
-        let (side, slot) = match seg.v4() {
+        // The flow's index slot starts loading now.
+        let side = match seg.v4() {
             Some((src, dst)) => {
                 let (k, side) = Key4::new(src, seg.src_port(), dst, seg.dst_port());
                 p.key4 = k;
                 p.v6 = false;
                 p.hash = k.hash64();
-                (side, self.engine.table.slot_addr(p.hash))
+                p.at = self.engine.table.locate(p.hash);
+                side
             }
             None => {
                 let (k, side) = FlowKey::new(seg.src(), seg.src_port(), seg.dst(), seg.dst_port());
                 p.key6 = k;
                 p.v6 = true;
                 p.hash = k.hash64();
-                (side, self.engine.table6.slot_addr(p.hash))
+                p.at = self.engine.table6.locate(p.hash);
+                side
             }
         };
-        prefetch(slot);
-        prefetch(slot.wrapping_add(64));
         self.pending_next = (i + 1) % QUEUE;
         p.side = side as u8;
         p.ts_ns = frame.ts_ns;
@@ -329,6 +334,14 @@ impl Worker {
             tsecr,
             tcp_flags: seg.flags(),
             has_ts,
+        };
+        // The segment decoded `LOOKAHEAD / 2` frames ago has its index slot in cache by now: the
+        // entry that slot points at starts loading, so that a lookup's two loads both overlap.
+        let q = &mut self.pending[(i + QUEUE - LOOKAHEAD / 2) % QUEUE];
+        q.at = if q.v6 {
+            self.engine.table6.prefetch_entry(q.at, q.hash)
+        } else {
+            self.engine.table.prefetch_entry(q.at, q.hash)
         };
         if self.pending_len == LOOKAHEAD {
             // The oldest waiting segment, decoded `LOOKAHEAD` frames ago.
@@ -385,15 +398,16 @@ impl Engine {
             self.sweep(now);
         }
         let pool = &mut self.pool;
-        let (hash, closing) = (p.hash, p.packet.closing());
+        let (hash, at) = (p.hash, p.at);
+        let (closing, established) = (p.packet.closing(), p.packet.established());
         let flow = if p.v6 {
             flow_in(
                 &mut self.table6,
                 &mut self.table,
                 &p.key6,
-                hash,
+                (hash, at),
                 now,
-                closing,
+                (closing, established),
                 pool,
             )
         } else {
@@ -401,9 +415,9 @@ impl Engine {
                 &mut self.table,
                 &mut self.table6,
                 &p.key4,
-                hash,
+                (hash, at),
                 now,
-                closing,
+                (closing, established),
                 pool,
             )
         };
@@ -520,23 +534,24 @@ impl Engine {
     }
 }
 
-/// Finds or creates the flow `key` (hashed to `hash`) in `table`, marks it seen at `now`, and
-/// closing if `closing`. `table` and `other` (the other address family's) hold `max_flows` flows
-/// together (see [`FlowTable::upsert_sharing`]).
+/// Finds or creates the flow `key` (hashed to `hash`, perhaps at entry `guess`) in `table`, marks
+/// it seen at `now`, and closing and established as `(closing, established)` say. `table` and
+/// `other` (the other address family's) hold `max_flows` flows together (see
+/// [`FlowTable::upsert_sharing`]).
 #[inline(always)]
 fn flow_in<'t, K: TableKey, O: TableKey>(
     table: &'t mut FlowTable<K, FlowRtt>,
     other: &mut FlowTable<O, FlowRtt>,
     key: &K,
-    hash: u64,
+    (hash, guess): (u64, u32),
     now: u64,
-    closing: bool,
+    (closing, established): (bool, bool),
     pool: &mut SegPool,
 ) -> &'t mut FlowRtt {
-    let (e, _) = table.upsert_sharing(key, hash, now, other, |v: &mut FlowRtt| v.release(pool));
-    if closing {
-        e.set_closing();
-    }
+    let (e, _) = table.upsert_sharing(key, hash, guess, now, other, |v: &mut FlowRtt| {
+        v.release(pool)
+    });
+    e.note(closing, established);
     &mut e.value
 }
 

@@ -1,16 +1,29 @@
 //! The per-worker flow table.
 //!
-//! One worker owns one table, so there is no lock anywhere in it. It is an open-addressing hash
-//! table with linear probing and backward-shift deletion (no tombstones), over entries of a fixed
-//! 128 bytes: the key, a tag word (30 hash bits and 2 state bits), the last-seen time and the
-//! caller's per-flow value.
+//! One worker owns one table, so there is no lock anywhere in it. It is two arrays:
+//! - a dense *slab* of entries (the caller's per-flow value, the last-seen time, the key and two
+//!   state bits), one per live flow, with no empty slots: a removed entry's place is taken by
+//!   the last one;
+//! - a compact *index*, open addressing with linear probing and backward-shift deletion (no
+//!   tombstones) over 8-byte slots, each a 32-bit tag (the key's hash) and the entry's number in
+//!   the slab. The index runs at most half full, so a probe rarely leaves its cache line, and a
+//!   slot's home is computed from its tag, so that growth, and the backward shift of a deletion,
+//!   never read the slab.
+//!
+//! Only the index has slack, and its slots are small: at `max_flows` flows a table takes
+//! `max_flows` × (entry + 2 × 8) bytes, 128 a flow for an IPv4 flow's 112-byte entry. A lookup is
+//! two dependent loads (index slot, then entry); [`FlowTable::locate`] and
+//! [`FlowTable::prefetch_entry`] let a caller start each of them early.
 //!
 //! Bounds, because a sniffer on a busy gateway sees hostile traffic too:
-//! - at most `max_flows` entries; when full, a new flow evicts the least recently seen of a few
-//!   sampled entries (an approximate LRU), and the eviction is counted;
-//! - the table grows by doubling (once an eighth full, to keep probes short) up to the size
-//!   `max_flows` needs at 50 % load, so memory follows the flows actually seen; growth
-//!   allocates, but only when the flow count doubles, never per packet;
+//! - at most `max_flows` entries; when full, a new flow evicts one of a few sampled entries (an
+//!   approximate LRU): a closing one (FIN or RST seen) first, then a half-open one (no segment
+//!   without SYN or RST seen), an established one last, so that short flows that are done make
+//!   room before those still running and a SYN flood evicts its own flows; evictions are counted;
+//! - the slab grows by doubling up to exactly `max_flows` entries, and the index doubles (once a
+//!   quarter full, to keep probes short) up to exactly `2 × max_flows` slots, so memory follows
+//!   the flows actually seen; growth allocates, but only when the flow count doubles, never per
+//!   packet;
 //! - flows expire after `idle_ttl` of silence, or `exp_ttl` after a FIN or RST, measured on packet
 //!   timestamps so a file replays exactly as live traffic would.
 //!
@@ -20,6 +33,7 @@
 //! orders, hashes and compares in a few instructions, and IPv6 flows under the full one.
 
 use super::key::{FlowKey, Key4};
+use crate::capture::ring::prefetch;
 
 /// What the table needs of a key.
 pub trait TableKey: Copy + Default {
@@ -56,14 +70,13 @@ impl TableKey for Key4 {
     }
 }
 
-/// The bits of an entry's tag word: two state bits, then 30 bits of the key's hash.
-mod tag {
-    /// The slot holds a flow.
-    pub const OCCUPIED: u32 = 0x01;
+/// An entry's state bits.
+mod state {
     /// A FIN or RST was seen: the flow expires after `exp_ttl` instead of `idle_ttl`.
-    pub const CLOSING: u32 = 0x02;
-    /// The state bits; the rest is the hash.
-    pub const STATE: u32 = OCCUPIED | CLOSING;
+    pub const CLOSING: u32 = 0x01;
+    /// A segment with neither SYN nor RST was seen: the handshake is over, and eviction takes
+    /// half-open flows first.
+    pub const ESTABLISHED: u32 = 0x02;
 }
 
 /// How long flows live without traffic, in nanoseconds of packet time.
@@ -75,19 +88,23 @@ pub struct Ttl {
     pub closed_ns: u64,
 }
 
-/// One flow: the normalised key, bookkeeping, and the caller's value. Kept to 128 bytes, aligned
-/// to exactly two cache lines, when `V` is at most 80 bytes.
-#[repr(C, align(64))]
+/// One flow: the caller's value, the last-seen time, the normalised key and state bits. The value
+/// comes first, so that its alignment leaves no hole: with an 80-byte value, 112 bytes under an
+/// IPv4 key and 128 under an IPv6 one.
+#[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct Entry<K, V> {
-    key: K,
-    /// State bits and hash bits (see [`tag`]): one compare rejects most slots that are not the
-    /// flow's, and zero means free.
-    tag: u32,
-    last_seen: u64,
     /// The caller's per-flow state.
     pub value: V,
+    last_seen: u64,
+    key: K,
+    /// See [`state`].
+    state: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry<Key4, [u64; 10]>>() == 112);
+const _: () = assert!(std::mem::size_of::<Entry<FlowKey, [u64; 10]>>() == 128);
+const _: () = assert!(std::mem::size_of::<Slot>() == 8);
 
 impl<K, V> Entry<K, V> {
     /// The flow's normalised key.
@@ -102,21 +119,38 @@ impl<K, V> Entry<K, V> {
         self.last_seen
     }
 
-    /// Marks the flow as closing (FIN or RST seen), so it expires after `exp_ttl`.
+    /// Notes what a packet of the flow says about its state: `closing` (FIN or RST) makes it
+    /// expire after `exp_ttl`; `established` (neither SYN nor RST) marks the handshake as over.
+    /// Both stick until the flow is dropped. Without a branch: one is taken on every packet.
     #[inline]
-    pub fn set_closing(&mut self) {
-        self.tag |= tag::CLOSING;
+    pub fn note(&mut self, closing: bool, established: bool) {
+        self.state |=
+            (u32::from(closing) * state::CLOSING) | (u32::from(established) * state::ESTABLISHED);
     }
 
+    /// True once the flow has seen a segment past the handshake.
     #[inline]
-    fn occupied(&self) -> bool {
-        self.tag & tag::OCCUPIED != 0
+    pub fn established(&self) -> bool {
+        self.state & state::ESTABLISHED != 0
+    }
+
+    /// How much the flow is worth keeping when one must be evicted: a closing flow (FIN or RST
+    /// seen) least, as it is done; then a half-open one, which a SYN flood makes by the million;
+    /// an established one most.
+    fn worth(&self) -> u32 {
+        if self.state & state::CLOSING != 0 {
+            0
+        } else if self.established() {
+            2
+        } else {
+            1
+        }
     }
 
     /// The silence after which the flow expires.
     #[inline]
     fn limit(&self, ttl: &Ttl) -> u64 {
-        if self.tag & tag::CLOSING != 0 {
+        if self.state & state::CLOSING != 0 {
             ttl.closed_ns
         } else {
             ttl.idle_ns
@@ -127,6 +161,15 @@ impl<K, V> Entry<K, V> {
     fn expired(&self, now: u64, ttl: &Ttl) -> bool {
         now.saturating_sub(self.last_seen) > self.limit(ttl)
     }
+}
+
+/// One index slot: a flow's tag and its entry's number in the slab. A tag is never 0, so 0 means
+/// free.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    tag: u32,
+    idx: u32,
 }
 
 /// Counters the table keeps about itself.
@@ -140,46 +183,65 @@ pub struct TableStats {
     pub expired: u64,
 }
 
-/// How many occupied entries an eviction compares (an approximate LRU, as Redis does it).
+/// How many entries an eviction compares (an approximate LRU, as Redis does it).
 const EVICTION_SAMPLES: usize = 8;
-/// The table's first size, in slots.
+/// The index's first size, in slots.
 const INITIAL_SLOTS: usize = 1024;
-/// The table doubles when more than 1/`GROW_AT_LOAD` of its slots would be taken. At an eighth
-/// a lookup probes 1.07 slots on average, against 1.5 at half load (Knuth's `(1 + 1/(1 − α))/2`),
-/// and each extra probe is a branch the CPU mispredicts: on the benchmark mix this is worth about
-/// 5 % of the time a packet takes. Growth stops at the size `max_flows` needs at half load, so the
-/// memory bound is unchanged; an empty slot costs cache only when a probe ends on it.
-const GROW_AT_LOAD: usize = 8;
+/// The slab's first size, in entries.
+const INITIAL_ENTRIES: usize = 128;
+/// The index doubles when more than 1/`GROW_AT_LOAD` of its slots would be taken: at a quarter a
+/// lookup probes 1.17 slots on average (Knuth's `(1 + 1/(1 − α))/2`), nearly always within one
+/// cache line. Growth stops at twice `max_flows` slots, half full at the bound; an index slot is
+/// 8 bytes, so that slack costs 16 bytes a flow.
+const GROW_AT_LOAD: usize = 4;
+/// The most flows a table holds: a slot keeps its entry's number in 32 bits, and the index
+/// (twice as many slots) is addressed by a 32 × 32-bit product.
+const MAX_FLOWS: usize = (u32::MAX / 2) as usize;
 
 /// A bounded flow table owned by one worker.
 pub struct FlowTable<K, V> {
-    slots: Vec<Entry<K, V>>,
-    mask: usize,
-    len: usize,
+    index: Vec<Slot>,
+    /// The live flows, densely: `entries.len()` is the number of flows.
+    entries: Vec<Entry<K, V>>,
     max_flows: usize,
     max_slots: usize,
     ttl: Ttl,
     stats: TableStats,
-    evict_cursor: usize,
+    evict_cursor: u32,
 }
 
-/// The tag of an occupied, open entry for `hash`: its top 30 bits (the slot index comes from the
-/// low bits), and the occupied bit.
+/// The tag of `hash`: its low 32 bits, never 0. The home slot comes from the tag's high bits
+/// (see [`home`]), and its low bits tell apart most keys that share a home.
 #[inline]
 fn tag_of(hash: u64) -> u32 {
-    ((hash >> 32) as u32 & !tag::STATE) | tag::OCCUPIED
+    hash as u32 | 1
+}
+
+/// The home slot of `tag` in an index of `n` slots: `tag × n / 2³²` (Lemire's multiply-shift),
+/// which maps evenly onto any `n`, so the index can be sized to exactly what `max_flows` needs.
+#[inline(always)]
+fn home(tag: u32, n: usize) -> usize {
+    ((u64::from(tag) * n as u64) >> 32) as usize
+}
+
+/// The slot after `i` in an index of `n` slots.
+#[inline(always)]
+fn next(i: usize, n: usize) -> usize {
+    if i + 1 == n {
+        0
+    } else {
+        i + 1
+    }
 }
 
 impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
-    /// A table holding at most `max_flows` flows (at least 1), with the given TTLs.
+    /// A table holding at most `max_flows` flows (at least 1, at most 2³¹ − 1), with the given TTLs.
     pub fn new(max_flows: usize, ttl: Ttl) -> FlowTable<K, V> {
-        let max_flows = max_flows.max(1);
-        let max_slots = (max_flows * 2).next_power_of_two();
-        let n = INITIAL_SLOTS.min(max_slots);
+        let max_flows = max_flows.clamp(1, MAX_FLOWS);
+        let max_slots = max_flows * 2;
         FlowTable {
-            slots: vec![Entry::default(); n],
-            mask: n - 1,
-            len: 0,
+            index: vec![Slot::default(); INITIAL_SLOTS.min(max_slots)],
+            entries: Vec::with_capacity(INITIAL_ENTRIES.min(max_flows)),
             max_flows,
             max_slots,
             ttl,
@@ -190,12 +252,12 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
 
     /// Number of live flows.
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.len()
     }
 
     /// True when no flow is live.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.entries.is_empty()
     }
 
     /// Counters: flows created, evicted, expired.
@@ -203,28 +265,66 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         self.stats
     }
 
-    /// Every live flow, in table order.
+    /// Bytes the table holds for its flows: the slab's and the index's allocations.
+    pub fn bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry<K, V>>()
+            + self.index.capacity() * std::mem::size_of::<Slot>()
+    }
+
+    /// Every live flow, in slab order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<K, V>> {
-        self.slots.iter().filter(|e| e.occupied())
+        self.entries.iter()
     }
 
     /// Every live flow's value, to change in place.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.slots
-            .iter_mut()
-            .filter(|e| e.occupied())
-            .map(|e| &mut e.value)
+        self.entries.iter_mut().map(|e| &mut e.value)
     }
 
-    /// Where the slot `hash`'s probe begins lives (two cache lines from there), for a caller
-    /// that prefetches it so that a later [`FlowTable::upsert`] finds it in cache.
+    /// Starts loading the index slot where `hash`'s probe starts, and returns its number, for a
+    /// caller that passes it to [`FlowTable::prefetch_entry`] a few packets later, once the slot
+    /// is in cache.
     #[inline]
-    pub fn slot_addr(&self, hash: u64) -> *const u8 {
-        (&self.slots[hash as usize & self.mask] as *const Entry<K, V>).cast()
+    pub fn locate(&self, hash: u64) -> u32 {
+        let i = home(tag_of(hash), self.index.len());
+        prefetch((&self.index[i] as *const Slot).cast());
+        i as u32
+    }
+
+    /// Finds, from the slot numbered `start` that [`FlowTable::locate`] gave, the entry that
+    /// `hash`'s probe reaches first (the flow's, unless two keys share the tag), starts loading
+    /// it, and returns its number: the second of a lookup's two loads, started early. The number
+    /// is a guess for [`FlowTable::upsert`], which checks it against the key; it is `u32::MAX`
+    /// for a flow not in the table, and may be stale (the index grown, the entry moved) by the
+    /// time it is used, which costs a probe, never a wrong answer.
+    #[inline]
+    pub fn prefetch_entry(&self, start: u32, hash: u64) -> u32 {
+        let tag = tag_of(hash);
+        let n = self.index.len();
+        let mut i = start as usize;
+        loop {
+            let Some(&s) = self.index.get(i) else {
+                return u32::MAX;
+            };
+            if s.tag == 0 {
+                return u32::MAX;
+            }
+            if s.tag == tag {
+                if let Some(e) = self.entries.get(s.idx as usize) {
+                    let p: *const u8 = (e as *const Entry<K, V>).cast();
+                    prefetch(p);
+                    prefetch(p.wrapping_add(64));
+                    prefetch(p.wrapping_add(std::mem::size_of::<Entry<K, V>>() - 1));
+                }
+                return s.idx;
+            }
+            i = next(i, n);
+        }
     }
 
     /// Finds the flow for `key` (with `hash = key.hash64()`), creating it if needed, and marks
-    /// it seen at `now`. A flow found expired is dropped and started afresh. Returns the entry
+    /// it seen at `now`. `guess` is where it may be (see [`FlowTable::prefetch_entry`]; any value
+    /// will do, `u32::MAX` for none). A flow found expired is dropped and started afresh. Returns the entry
     /// and whether it is new. `release` is called on the value of every flow dropped on the way.
     ///
     /// `release` is taken by value (a closure over a reference is one register), and given by
@@ -235,10 +335,11 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         &mut self,
         key: &K,
         hash: u64,
+        guess: u32,
         now: u64,
         release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
-        self.find_or_insert(key, hash, now, None::<&mut Self>, release)
+        self.find_or_insert(key, hash, guess, now, None::<&mut Self>, release)
     }
 
     /// [`FlowTable::upsert`] for a table that shares its `max_flows` with `other` (of the same
@@ -250,11 +351,12 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         &mut self,
         key: &K,
         hash: u64,
+        guess: u32,
         now: u64,
         other: &mut FlowTable<O, V>,
         release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
-        self.find_or_insert(key, hash, now, Some(other), release)
+        self.find_or_insert(key, hash, guess, now, Some(other), release)
     }
 
     /// [`FlowTable::upsert`], with the table that shares the bound if there is one.
@@ -263,37 +365,55 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         &mut self,
         key: &K,
         hash: u64,
+        guess: u32,
         now: u64,
         other: Option<&mut FlowTable<O, V>>,
         mut release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
-        let tag = tag_of(hash);
-        let mut i = hash as usize & self.mask;
-        loop {
-            let e = &self.slots[i];
-            if !e.occupied() {
-                break;
+        // The guess is checked against the key: a key is in the table at most once.
+        let hit = matches!(self.entries.get(guess as usize), Some(e) if e.key.same(key));
+        let idx = if hit {
+            guess as usize
+        } else {
+            match self.find(key, hash) {
+                Some(idx) => idx,
+                None => return self.insert(key, hash, now, other, release),
             }
-            if e.tag & !tag::CLOSING == tag && e.key.same(key) {
-                let ttl = self.ttl;
-                let e = &mut self.slots[i];
-                // `expired`, from the last-seen time stored below: `seen - e.last_seen` is
-                // `now.saturating_sub(e.last_seen)`, and comes with it (3 instructions fewer).
-                let seen = e.last_seen.max(now);
-                let fresh = seen - e.last_seen > e.limit(&ttl);
-                if fresh {
-                    release(&mut e.value);
-                    e.value = V::default();
-                    e.tag = tag;
-                    self.stats.expired += 1;
-                    self.stats.created += 1;
-                }
-                e.last_seen = seen;
-                return (e, fresh);
-            }
-            i = (i + 1) & self.mask;
+        };
+        let ttl = self.ttl;
+        let e = &mut self.entries[idx];
+        // `expired`, from the last-seen time stored below: `seen - e.last_seen` is
+        // `now.saturating_sub(e.last_seen)`, and comes with it (3 instructions fewer).
+        let seen = e.last_seen.max(now);
+        let fresh = seen - e.last_seen > e.limit(&ttl);
+        if fresh {
+            release(&mut e.value);
+            e.value = V::default();
+            e.state = 0;
+            self.stats.expired += 1;
+            self.stats.created += 1;
         }
-        self.insert(key, hash, now, other, release)
+        e.last_seen = seen;
+        (e, fresh)
+    }
+
+    /// The entry of `key` (hashed to `hash`), by a probe of the index. Out of line: most
+    /// packets' flows are where the guess says.
+    #[inline(never)]
+    fn find(&self, key: &K, hash: u64) -> Option<usize> {
+        let tag = tag_of(hash);
+        let n = self.index.len();
+        let mut i = home(tag, n);
+        loop {
+            let s = self.index[i];
+            if s.tag == 0 {
+                return None;
+            }
+            if s.tag == tag && self.entries[s.idx as usize].key.same(key) {
+                return Some(s.idx as usize);
+            }
+            i = next(i, n);
+        }
     }
 
     /// The rest of [`FlowTable::find_or_insert`] for a flow not found: makes room, then inserts.
@@ -307,52 +427,73 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         other: Option<&mut FlowTable<O, V>>,
         mut release: impl FnMut(&mut V),
     ) -> (&mut Entry<K, V>, bool) {
-        let tag = tag_of(hash);
         // The flows the other table holds, once it has given one up if it holds them all (then
         // this one is empty); `hash`, the new flow's, seeds the choice.
         let others = match other {
             Some(o) => {
-                if o.len >= self.max_flows {
+                if o.len() >= self.max_flows {
                     o.evict_one(hash, &mut release);
                 }
-                o.len
+                o.len()
             }
             None => 0,
         };
-        if self.len > 0 && self.len + others >= self.max_flows {
+        if !self.is_empty() && self.len() + others >= self.max_flows {
             self.evict_one(hash, &mut release);
-        } else if (self.len + 1) * GROW_AT_LOAD > self.slots.len()
-            && self.slots.len() < self.max_slots
+        } else if (self.len() + 1) * GROW_AT_LOAD > self.index.len()
+            && self.index.len() < self.max_slots
         {
-            self.grow();
+            self.grow_index();
         }
-        let mut i = hash as usize & self.mask;
-        while self.slots[i].occupied() {
-            i = (i + 1) & self.mask;
+        let idx = self.entries.len();
+        if idx == self.entries.capacity() {
+            // Doubling, but never past `max_flows`: at the bound the slab has no slack.
+            let want = (idx * 2).clamp(INITIAL_ENTRIES, self.max_flows);
+            self.entries.reserve_exact(want - idx);
         }
-        self.len += 1;
-        self.stats.created += 1;
-        let e = &mut self.slots[i];
-        *e = Entry {
-            key: *key,
-            tag,
-            last_seen: now,
+        self.entries.push(Entry {
             value: V::default(),
-        };
-        (e, true)
+            last_seen: now,
+            key: *key,
+            state: 0,
+        });
+        self.place(tag_of(hash), idx as u32);
+        self.stats.created += 1;
+        (&mut self.entries[idx], true)
+    }
+
+    /// Puts (`tag`, `idx`) in the first free slot of `tag`'s probe.
+    fn place(&mut self, tag: u32, idx: u32) {
+        let n = self.index.len();
+        let mut i = home(tag, n);
+        while self.index[i].tag != 0 {
+            i = next(i, n);
+        }
+        self.index[i] = Slot { tag, idx };
+    }
+
+    /// The index slot that points at entry `idx`.
+    fn slot_of(&self, idx: usize) -> usize {
+        let tag = tag_of(self.entries[idx].key.hash64());
+        let n = self.index.len();
+        let mut i = home(tag, n);
+        while self.index[i].idx as usize != idx || self.index[i].tag != tag {
+            i = next(i, n);
+        }
+        i
     }
 
     /// Drops every flow whose TTL has run out at `now`.
     pub fn expire(&mut self, now: u64, release: &mut impl FnMut(&mut V)) {
         let ttl = self.ttl;
         let mut i = 0;
-        while i < self.slots.len() {
-            let e = &mut self.slots[i];
-            if e.occupied() && e.expired(now, &ttl) {
+        while i < self.entries.len() {
+            let e = &mut self.entries[i];
+            if e.expired(now, &ttl) {
                 release(&mut e.value);
-                self.remove_at(i);
+                self.remove(i);
                 self.stats.expired += 1;
-                // remove_at may have shifted another entry into slot i: look at it again.
+                // remove moved the last entry into i: look at it again.
             } else {
                 i += 1;
             }
@@ -361,80 +502,85 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
 
     /// Drops every flow, releasing its value (used at shutdown).
     pub fn clear(&mut self, release: &mut impl FnMut(&mut V)) {
-        for e in self.slots.iter_mut().filter(|e| e.occupied()) {
+        for e in &mut self.entries {
             release(&mut e.value);
-            *e = Entry::default();
         }
-        self.len = 0;
+        self.entries.clear();
+        self.index.fill(Slot::default());
     }
 
+    /// Evicts one flow: of [`EVICTION_SAMPLES`] entries in a row from a point that moves and is
+    /// mixed with the new flow's hash (so that an attacker cannot aim it), the first closing one,
+    /// or else the least recently seen of those least worth keeping (half-open, then
+    /// established).
     fn evict_one(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) {
-        // Sample occupied slots from a moving cursor (mixed with the new flow's hash so an
-        // attacker cannot predict it), and evict the least recently seen of them.
-        let n = self.slots.len();
-        let mut pos = (self.evict_cursor ^ (hash as usize >> 7)) & self.mask;
-        let mut victim = usize::MAX;
-        let mut oldest = u64::MAX;
-        let mut seen = 0;
-        let mut scanned = 0;
-        while seen < EVICTION_SAMPLES && scanned < n {
-            let e = &self.slots[pos];
-            if e.occupied() {
-                seen += 1;
-                if e.last_seen < oldest {
-                    oldest = e.last_seen;
-                    victim = pos;
-                }
+        let n = self.entries.len();
+        if n == 0 {
+            return;
+        }
+        let mut pos = home((hash >> 32) as u32 ^ self.evict_cursor, n);
+        let mut victim = pos;
+        let mut best = (u32::MAX, u64::MAX);
+        for _ in 0..EVICTION_SAMPLES.min(n) {
+            let e = &self.entries[pos];
+            let rank = (e.worth(), e.last_seen);
+            if rank < best {
+                best = rank;
+                victim = pos;
             }
-            pos = (pos + 1) & self.mask;
-            scanned += 1;
+            if rank.0 == 0 {
+                // A closing flow is done: the first one sampled goes, without reading the rest
+                // (with many short flows most entries are closing, and each read is a miss).
+                break;
+            }
+            pos = next(pos, n);
         }
-        self.evict_cursor = pos.wrapping_add(n / 3 + 1);
-        if victim != usize::MAX {
-            release(&mut self.slots[victim].value);
-            self.remove_at(victim);
-            self.stats.evicted += 1;
-        }
+        self.evict_cursor = self.evict_cursor.wrapping_add(0x9e37_79b9);
+        release(&mut self.entries[victim].value);
+        self.remove(victim);
+        self.stats.evicted += 1;
     }
 
-    /// Removes slot `i` with backward-shift deletion, keeping every probe chain unbroken.
-    fn remove_at(&mut self, mut i: usize) {
-        let mask = self.mask;
+    /// Removes entry `idx`: its index slot with backward-shift deletion, keeping every probe
+    /// chain unbroken, and its place in the slab filled by the last entry.
+    fn remove(&mut self, idx: usize) {
+        let mut i = self.slot_of(idx);
+        let n = self.index.len();
+        let mut j = i;
         loop {
-            let mut j = i;
-            loop {
-                j = (j + 1) & mask;
-                if !self.slots[j].occupied() {
-                    self.slots[i] = Entry::default();
-                    self.len -= 1;
-                    return;
-                }
-                let home = self.slots[j].key.hash64() as usize & mask;
-                // Entry j may move back to i only if its home is not in the cyclic range (i, j].
-                let stays = if i <= j {
-                    i < home && home <= j
-                } else {
-                    i < home || home <= j
-                };
-                if !stays {
-                    self.slots[i] = self.slots[j];
-                    i = j;
-                    break;
-                }
+            j = next(j, n);
+            let s = self.index[j];
+            if s.tag == 0 {
+                break;
+            }
+            let h = home(s.tag, n);
+            // Slot j may move back to i only if its home is not in the cyclic range (i, j].
+            let stays = if i <= j {
+                i < h && h <= j
+            } else {
+                i < h || h <= j
+            };
+            if !stays {
+                self.index[i] = s;
+                i = j;
             }
         }
+        self.index[i] = Slot::default();
+        let last = self.entries.len() - 1;
+        if idx != last {
+            let moved = self.slot_of(last);
+            self.index[moved].idx = idx as u32;
+            self.entries.swap(idx, last);
+        }
+        self.entries.pop();
     }
 
-    fn grow(&mut self) {
-        let new_len = self.slots.len() * 2;
-        let old = std::mem::replace(&mut self.slots, vec![Entry::default(); new_len]);
-        self.mask = new_len - 1;
-        for e in old.into_iter().filter(|e| e.occupied()) {
-            let mut i = e.key.hash64() as usize & self.mask;
-            while self.slots[i].occupied() {
-                i = (i + 1) & self.mask;
-            }
-            self.slots[i] = e;
+    /// Doubles the index, up to `max_slots`; the slab is not read.
+    fn grow_index(&mut self) {
+        let n = (self.index.len() * 2).min(self.max_slots);
+        let old = std::mem::replace(&mut self.index, vec![Slot::default(); n]);
+        for s in old.into_iter().filter(|s| s.tag != 0) {
+            self.place(s.tag, s.idx);
         }
     }
 }
@@ -455,13 +601,7 @@ mod tests {
     }
 
     fn up(t: &mut FlowTable<FlowKey, u64>, k: &FlowKey, now: u64) -> bool {
-        t.upsert(k, k.hash64(), now, |_| {}).1
-    }
-
-    #[test]
-    fn entry_is_128_bytes_with_an_80_byte_value() {
-        assert_eq!(std::mem::size_of::<Entry<FlowKey, [u64; 10]>>(), 128);
-        assert_eq!(std::mem::size_of::<Entry<Key4, [u64; 10]>>(), 128);
+        t.upsert(k, k.hash64(), u32::MAX, now, |_| {}).1
     }
 
     #[test]
@@ -469,10 +609,12 @@ mod tests {
         let mut t = FlowTable::<FlowKey, u64>::new(100_000, TTL);
         for n in 0..5000 {
             assert!(up(&mut t, &key(n), 1));
-            t.upsert(&key(n), key(n).hash64(), 1, |_| {}).0.value = u64::from(n);
+            t.upsert(&key(n), key(n).hash64(), u32::MAX, 1, |_| {})
+                .0
+                .value = u64::from(n);
         }
         for n in 0..5000 {
-            let (e, new) = t.upsert(&key(n), key(n).hash64(), 2, |_| {});
+            let (e, new) = t.upsert(&key(n), key(n).hash64(), u32::MAX, 2, |_| {});
             assert!(!new);
             assert_eq!(e.value, u64::from(n));
         }
@@ -480,30 +622,66 @@ mod tests {
     }
 
     #[test]
-    fn grows_at_an_eighth_full_and_stops_at_the_cap() {
-        // 1,000 flows at half load need 2,048 slots: the cap.
+    fn any_guess_finds_the_flow_and_only_it() {
         let mut t = FlowTable::<FlowKey, u64>::new(1000, TTL);
-        assert_eq!(t.slots.len(), INITIAL_SLOTS);
-        for n in 0..128 {
+        for n in 0..300 {
+            t.upsert(&key(n), key(n).hash64(), u32::MAX, 1, |_| {})
+                .0
+                .value = u64::from(n);
+        }
+        for n in 0..300 {
+            let k = key(n);
+            let right = t.prefetch_entry(t.locate(k.hash64()), k.hash64());
+            for guess in [right, 0, 299, (n * 7) % 300, 300, u32::MAX] {
+                let (e, new) = t.upsert(&k, k.hash64(), guess, 2, |_| {});
+                assert!(!new && e.value == u64::from(n), "flow {n}, guess {guess}");
+            }
+        }
+        let k = key(5000);
+        assert_eq!(t.prefetch_entry(t.locate(k.hash64()), k.hash64()), u32::MAX);
+        assert!(
+            up(&mut t, &k, 3),
+            "a flow not in the table is new whatever the guess"
+        );
+    }
+
+    #[test]
+    fn grows_at_a_quarter_full_and_stops_at_exactly_what_the_bound_needs() {
+        // 1,000 flows: a slab of 1,000 entries and an index of 2,000 slots at the bound.
+        let mut t = FlowTable::<FlowKey, u64>::new(1000, TTL);
+        assert_eq!((t.index.len(), t.entries.capacity()), (INITIAL_SLOTS, 128));
+        for n in 0..256 {
             up(&mut t, &key(n), 1);
         }
         assert_eq!(
-            t.slots.len(),
-            1024,
-            "128 flows are an eighth of 1,024 slots"
+            (t.index.len(), t.entries.capacity()),
+            (1024, 256),
+            "256 flows are a quarter of 1,024 slots"
         );
-        up(&mut t, &key(128), 1);
-        assert_eq!(t.slots.len(), 2048, "the 129th flow doubles the table");
-        for n in 129..1000 {
+        up(&mut t, &key(256), 1);
+        assert_eq!(
+            (t.index.len(), t.entries.capacity()),
+            (2000, 512),
+            "the 257th flow grows the index to the bound's size, and the slab"
+        );
+        for n in 257..1000 {
             up(&mut t, &key(n), 1);
         }
-        assert_eq!(t.slots.len(), 2048, "no growth past the cap");
+        assert_eq!(
+            (t.index.len(), t.entries.capacity()),
+            (2000, 1000),
+            "no growth past the bound"
+        );
         assert_eq!(t.len(), 1000);
         assert!(
             (0..1000).all(|n| !up(&mut t, &key(n), 2)),
             "every flow is found"
         );
         assert_eq!(t.stats().evicted, 0);
+        assert_eq!(
+            t.bytes(),
+            1000 * (std::mem::size_of::<Entry<FlowKey, u64>>() + 16)
+        );
     }
 
     #[test]
@@ -513,7 +691,7 @@ mod tests {
             up(&mut t, &key(n), 100 + u64::from(n));
         }
         let mut released = 0;
-        t.upsert(&key(99), key(99).hash64(), 200, |_| released += 1);
+        t.upsert(&key(99), key(99).hash64(), u32::MAX, 200, |_| released += 1);
         assert_eq!(t.len(), 8);
         assert_eq!(t.stats().evicted, 1);
         assert_eq!(released, 1);
@@ -524,13 +702,63 @@ mod tests {
     }
 
     #[test]
+    fn eviction_takes_closing_then_half_open_flows_before_older_established_ones() {
+        let mut t = FlowTable::<FlowKey, u64>::new(8, TTL);
+        for n in 0..8 {
+            let established = n == 0 || n == 5 || n == 6;
+            let k = key(n);
+            let (e, _) = t.upsert(&k, k.hash64(), u32::MAX, 100 + u64::from(n), |_| {});
+            e.note(n == 6, established);
+        }
+        up(&mut t, &key(99), 200);
+        up(&mut t, &key(98), 201);
+        assert_eq!(t.stats().evicted, 2);
+        assert!(
+            !up(&mut t, &key(0), 202),
+            "the oldest flow is established and stays"
+        );
+        assert!(up(&mut t, &key(6), 203), "the closing flow went first");
+        assert!(up(&mut t, &key(1), 204), "then the oldest half-open one");
+    }
+
+    #[test]
+    fn index_and_slab_stay_consistent_through_evictions_and_expiries() {
+        let mut t = FlowTable::<FlowKey, u64>::new(300, TTL);
+        let mut live = std::collections::BTreeMap::new();
+        for n in 0..5000u32 {
+            let now = u64::from(n) * 7;
+            let (e, new) = t.upsert(&key(n), key(n).hash64(), u32::MAX, now, |v| {
+                assert!(live.remove(v).is_some(), "released flow {v} was live");
+            });
+            assert!(new);
+            e.value = u64::from(n);
+            live.insert(u64::from(n), ());
+            if n % 1000 == 999 {
+                t.expire(now, &mut |v| {
+                    assert!(live.remove(v).is_some(), "expired flow {v} was live");
+                });
+            }
+            assert_eq!(t.len(), live.len());
+        }
+        for &v in live.keys() {
+            let k = key(v as u32);
+            let (e, new) = t.upsert(&k, k.hash64(), u32::MAX, 35_000, |_| {});
+            assert!(!new, "flow {v} is found");
+            assert_eq!(e.value, v);
+        }
+        let s = t.stats();
+        assert_eq!(s.created, 5000);
+        assert_eq!(s.created - s.evicted - s.expired, t.len() as u64);
+    }
+
+    #[test]
     fn idle_and_closed_flows_expire_on_packet_time() {
         let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
         up(&mut t, &key(1), 0);
         up(&mut t, &key(2), 0);
-        t.upsert(&key(2), key(2).hash64(), 0, |_| {})
+        t.upsert(&key(2), key(2).hash64(), u32::MAX, 0, |_| {})
             .0
-            .set_closing();
+            .note(true, false);
         t.expire(1_001, &mut |_| {});
         assert_eq!(t.len(), 1, "the closed flow expires after exp_ttl");
         t.expire(10_000, &mut |_| {});
@@ -543,8 +771,10 @@ mod tests {
     #[test]
     fn expired_flow_found_on_lookup_starts_afresh() {
         let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
-        t.upsert(&key(1), key(1).hash64(), 0, |_| {}).0.value = 7;
-        let (e, new) = t.upsert(&key(1), key(1).hash64(), 20_000, |_| {});
+        t.upsert(&key(1), key(1).hash64(), u32::MAX, 0, |_| {})
+            .0
+            .value = 7;
+        let (e, new) = t.upsert(&key(1), key(1).hash64(), u32::MAX, 20_000, |_| {});
         assert!(new);
         assert_eq!(e.value, 0);
     }

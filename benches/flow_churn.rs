@@ -1,0 +1,245 @@
+//! Flow churn against the steady state, at a million flows.
+//!
+//! Two replays through one worker whose table is bounded at 1,000,000 flows, both timed over
+//! `Worker::handle` only (frames are built in batches outside the timed part), in the thread's
+//! CPU time:
+//! - *steady*: 1,000,000 established request/response flows (created first, untimed), then
+//!   exchanges on them in a scattered order: request, response, ACK;
+//! - *churn*: 10,000,000 short flows (SYN, SYN/ACK, ACK, request, response, ACK with FIN, FIN/ACK)
+//!   through the same bound, so that from the millionth flow on every new flow evicts one.
+//!
+//! Flows run 4,096 at a time, interleaved packet by packet, with 100 ns between packets. It
+//! prints each replay's time per packet, their medians over the rounds (run alternately) and the
+//! ratio churn / steady. Run: `cargo bench --bench flow_churn` (`FLOW_CHURN_ROUNDS=N`, default 3;
+//! `FLOW_CHURN_FLOWS=N` short flows, default 10,000,000).
+
+use std::time::Duration;
+
+use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::time::TimeVal;
+
+use metro::capture::LinkType;
+use metro::worker::{Worker, WorkerConfig};
+
+#[path = "../tests/support/tcp4.rs"]
+mod tcp4;
+
+use tcp4::{Frames, Seg, ACK, FIN, SYN};
+
+const MAX_FLOWS: u32 = 1_000_000;
+/// Flows in progress at once.
+const BATCH: u32 = 4_096;
+const GAP_NS: u64 = 100;
+
+/// Addresses and ports of flow `i`: 200 client hosts, each with 60,000 ports to each server, so
+/// that the flows are many and the host pairs few (per-pair recording is not measured here).
+fn ends(i: u32) -> ([u8; 4], u16, [u8; 4], u16) {
+    let client = [10, 0, 0, (i % 200) as u8];
+    let port = 1_024 + (i / 200 % 60_000) as u16;
+    let server = [192, 168, (i / 200 / 60_000) as u8, 10];
+    (client, port, server, 443)
+}
+
+/// A segment of flow `i`, from the client when `c2s`.
+fn seg(i: u32, c2s: bool, seq: u32, ack: u32, flags: u8, payload: u16) -> Seg {
+    let (c, cp, s, sp) = ends(i);
+    let (src, sport, dst, dport) = if c2s { (c, cp, s, sp) } else { (s, sp, c, cp) };
+    Seg {
+        src,
+        sport,
+        dst,
+        dport,
+        seq,
+        ack,
+        flags,
+        payload,
+    }
+}
+
+/// The client's and server's initial sequence numbers of flow `i`.
+fn isn(i: u32) -> (u32, u32) {
+    (i.wrapping_mul(2_654_435_761), i.wrapping_mul(40_503))
+}
+
+struct Clock(u64);
+
+impl Clock {
+    fn tick(&mut self) -> u64 {
+        self.0 += GAP_NS;
+        self.0
+    }
+}
+
+/// CPU time this thread has used: on a shared machine, wall-clock time would count the time
+/// other processes had the CPU too.
+fn cpu_time() -> Duration {
+    let u = getrusage(UsageWho::RUSAGE_THREAD).expect("getrusage(RUSAGE_THREAD)");
+    let d = |t: TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1_000);
+    d(u.user_time()) + d(u.system_time())
+}
+
+/// Feeds `f` to `w`; returns the CPU time it took.
+fn timed(w: &mut Worker, f: &Frames) -> Duration {
+    let t = cpu_time();
+    f.each(|fr| w.handle(LinkType::Ethernet, fr));
+    cpu_time() - t
+}
+
+fn worker() -> Worker {
+    Worker::new(
+        0,
+        &WorkerConfig {
+            max_flows: MAX_FLOWS as usize,
+            ..WorkerConfig::default()
+        },
+    )
+}
+
+/// The steady replay: ns per packet over `exchanges` request/response exchanges.
+fn steady(exchanges: u32) -> f64 {
+    let mut w = worker();
+    let mut clock = Clock(1_700_000_000_000_000_000);
+    let mut f = Frames::default();
+    // The flows, opened untimed; each then has sent one byte of SYN each way.
+    for start in (0..MAX_FLOWS).step_by(BATCH as usize) {
+        f.clear();
+        let flows = start..(start + BATCH).min(MAX_FLOWS);
+        for i in flows.clone() {
+            let (c, _) = isn(i);
+            f.add(clock.tick(), &seg(i, true, c, 0, SYN, 0));
+        }
+        for i in flows.clone() {
+            let (c, s) = isn(i);
+            f.add(clock.tick(), &seg(i, false, s, c + 1, SYN | ACK, 0));
+        }
+        for i in flows {
+            let (c, s) = isn(i);
+            f.add(clock.tick(), &seg(i, true, c + 1, s + 1, ACK, 0));
+        }
+        f.each(|fr| w.handle(LinkType::Ethernet, fr));
+    }
+    // Exchanges per flow so far, to continue its sequence numbers.
+    let mut done = vec![0u32; MAX_FLOWS as usize];
+    let mut spent = Duration::ZERO;
+    let mut packets = 0u64;
+    let mut n = 0u32;
+    while n < exchanges {
+        f.clear();
+        // A scattered batch of distinct flows (an odd stride over 2^20 visits each once).
+        let batch: Vec<u32> = (n..n + BATCH)
+            .map(|k| k.wrapping_mul(0x9e37_79b1) & 0xf_ffff)
+            .filter(|&i| i < MAX_FLOWS)
+            .collect();
+        for &i in &batch {
+            let (c, s) = isn(i);
+            let k = done[i as usize];
+            f.add(
+                clock.tick(),
+                &seg(i, true, c + 1 + 100 * k, s + 1 + 200 * k, ACK, 100),
+            );
+        }
+        for &i in &batch {
+            let (c, s) = isn(i);
+            let k = done[i as usize];
+            f.add(
+                clock.tick(),
+                &seg(i, false, s + 1 + 200 * k, c + 101 + 100 * k, ACK, 200),
+            );
+        }
+        for &i in &batch {
+            let (c, s) = isn(i);
+            let k = done[i as usize];
+            f.add(
+                clock.tick(),
+                &seg(i, true, c + 101 + 100 * k, s + 201 + 200 * k, ACK, 0),
+            );
+            done[i as usize] += 1;
+        }
+        spent += timed(&mut w, &f);
+        packets += f.len() as u64;
+        n += BATCH;
+    }
+    let st = w.take_interval(Default::default()).counters;
+    assert_eq!(st.table.evicted, 0);
+    assert_eq!(
+        st.samples,
+        2 * packets / 3 + 2 * u64::from(MAX_FLOWS),
+        "every handshake and every exchange gives two samples"
+    );
+    spent.as_nanos() as f64 / packets as f64
+}
+
+/// The churn replay: ns per packet over `flows` short flows.
+fn churn(flows: u32) -> f64 {
+    let mut w = worker();
+    let mut clock = Clock(1_700_000_000_000_000_000);
+    let mut f = Frames::default();
+    let mut spent = Duration::ZERO;
+    let mut packets = 0u64;
+    for start in (0..flows).step_by(BATCH as usize) {
+        f.clear();
+        let batch = start..(start + BATCH).min(flows);
+        let steps: [&dyn Fn(u32, u32, u32) -> Seg; 7] = [
+            &|i, c, _| seg(i, true, c, 0, SYN, 0),
+            &|i, c, s| seg(i, false, s, c + 1, SYN | ACK, 0),
+            &|i, c, s| seg(i, true, c + 1, s + 1, ACK, 0),
+            &|i, c, s| seg(i, true, c + 1, s + 1, ACK, 100),
+            &|i, c, s| seg(i, false, s + 1, c + 101, ACK, 200),
+            &|i, c, s| seg(i, true, c + 101, s + 201, ACK | FIN, 0),
+            &|i, c, s| seg(i, false, s + 201, c + 102, ACK | FIN, 0),
+        ];
+        for step in steps {
+            for i in batch.clone() {
+                let (c, s) = isn(i);
+                f.add(clock.tick(), &step(i, c, s));
+            }
+        }
+        spent += timed(&mut w, &f);
+        packets += f.len() as u64;
+    }
+    let st = w.take_interval(Default::default()).counters;
+    assert_eq!(st.table.created, u64::from(flows));
+    assert_eq!(
+        st.table.evicted,
+        u64::from(flows.saturating_sub(MAX_FLOWS)),
+        "{st:?}"
+    );
+    spent.as_nanos() as f64 / packets as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if let Some(last) = core_affinity::get_core_ids().and_then(|c| c.last().copied()) {
+        core_affinity::set_for_current(last);
+    }
+    let env = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(d)
+    };
+    let rounds = env("FLOW_CHURN_ROUNDS", 3);
+    let flows = env("FLOW_CHURN_FLOWS", 10_000_000);
+    // As many packets in the steady replay as in the churn one, about.
+    let exchanges = flows / 3 * 7;
+    let (mut s, mut c) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        s.push(steady(exchanges));
+        c.push(churn(flows));
+        println!(
+            "round {}: steady {:.1} ns/packet, churn {:.1} ns/packet",
+            r + 1,
+            s[s.len() - 1],
+            c[c.len() - 1]
+        );
+    }
+    let (s, c) = (median(s), median(c));
+    println!(
+        "medians: steady {s:.1} ns/packet (1,000,000 flows), churn {c:.1} ns/packet ({flows} short flows through a bound of 1,000,000): churn / steady = {:.2}",
+        c / s
+    );
+}
