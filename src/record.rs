@@ -184,11 +184,17 @@ impl Moments {
     /// Adds one sample, and the jitter it makes with the previous sample of its flow.
     pub fn record(&mut self, rtt_ns: u64, jitter_ns: Option<u64>) {
         let r = rtt_ns as f64;
-        self.srtt_ns = if self.count == 0 {
-            r
-        } else {
-            self.srtt_ns + (r - self.srtt_ns) / 8.0
-        };
+        if self.count == 0 {
+            // srtt starts at the first sample: smoothing it then adds exactly 0.
+            self.srtt_ns = r;
+        }
+        self.add(r, rtt_ns, jitter_ns);
+    }
+
+    /// [`Moments::record`] for a sample that is not the first, with its RTT already as `r`.
+    #[inline(always)]
+    fn add(&mut self, r: f64, rtt_ns: u64, jitter_ns: Option<u64>) {
+        self.srtt_ns += (r - self.srtt_ns) / 8.0;
         self.count += 1;
         self.sum_ns.add(u128::from(rtt_ns));
         self.min_ns = self.min_ns.min(rtt_ns);
@@ -647,17 +653,7 @@ impl IntervalStats {
         // The fast path's RTT is within the counts' range, below 2^63 ns: a non-negative i64,
         // which converts to f64 in one instruction (a u64 takes six). Not the first sample, so
         // srtt smooths.
-        let m = &mut p.m;
-        let r = rtt_ns as i64 as f64;
-        m.srtt_ns += (r - m.srtt_ns) / 8.0;
-        m.count += 1;
-        m.sum_ns.add(u128::from(rtt_ns));
-        m.min_ns = m.min_ns.min(rtt_ns);
-        m.max_ns = m.max_ns.max(rtt_ns);
-        if let Some(j) = jitter_ns {
-            m.jitter_count += 1;
-            m.jitter_sum_ns.add(u128::from(j));
-        }
+        p.m.add(rtt_ns as i64 as f64, rtt_ns, jitter_ns);
         if place == Place::Log {
             if self.log.len() >= self.flush_at {
                 self.flush();
@@ -1041,22 +1037,23 @@ impl<'a> PairSamples<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hdrhistogram::Histogram;
 
-    pub(crate) fn key(a: u8, b: u8) -> PairKey {
+    fn key(a: u8, b: u8) -> PairKey {
         PairKey {
             src: Addr::v4([10, 0, 0, a]),
             dst: Addr::v4([10, 0, 0, b]),
         }
     }
 
-    /// A deterministic stream of pseudo-random numbers (splitmix64).
-    struct Rng(u64);
+    /// A deterministic stream of pseudo-random numbers (splitmix64), for the recorder's and the
+    /// merge's tests.
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -1065,7 +1062,7 @@ mod tests {
         }
 
         /// Log-uniform over [2^lo, 2^hi).
-        fn log_uniform(&mut self, lo: u32, hi: u32) -> u64 {
+        pub(crate) fn log_uniform(&mut self, lo: u32, hi: u32) -> u64 {
             let e = lo + (self.next() % u64::from(hi - lo)) as u32;
             (1u64 << e) | (self.next() & ((1u64 << e) - 1))
         }

@@ -387,31 +387,13 @@ fn record_n(h: &mut Histogram<u32>, v: u64, n: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::tests::Rng;
     use crate::record::{Recorded, SPARSE_MAX};
 
     fn key(a: u8, b: u8) -> PairKey {
         PairKey {
             src: Addr::v4([10, 0, 0, a]),
             dst: Addr::v4([10, 0, 0, b]),
-        }
-    }
-
-    /// A deterministic stream of pseudo-random numbers (splitmix64).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        /// Log-uniform over [2^lo, 2^hi).
-        fn log_uniform(&mut self, lo: u32, hi: u32) -> u64 {
-            let e = lo + (self.next() % u64::from(hi - lo)) as u32;
-            (1u64 << e) | (self.next() & ((1u64 << e) - 1))
         }
     }
 
