@@ -105,7 +105,6 @@ pub fn run_plotted(
         });
         let mut stats = w.take_interval(Default::default());
         add_file_counts(&mut stats.counters, &src);
-        stats.settle();
         return Ok(Outcome {
             intervals: vec![stats],
             max_pairs: cfg.max_pairs,
@@ -256,7 +255,6 @@ fn run_parallel(
         if intervals.is_empty() {
             add_file_counts(&mut stats.counters, &src);
         }
-        stats.settle();
         intervals.push(stats);
         kept.merge(k);
     }

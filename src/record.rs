@@ -28,8 +28,7 @@
 //! The number of pairs is bounded too: past `max_pairs` pairs in an interval, a new pair's
 //! samples go to one overflow recorder, whose samples the reporter reports as the `other` series.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 
 use hashbrown::HashTable;
 
@@ -86,9 +85,6 @@ impl Hasher for PairHasher {
         h ^ (h >> 31)
     }
 }
-
-/// A map keyed by host pair, with [`PairHasher`].
-pub type PairMap<V> = HashMap<PairKey, V, BuildHasherDefault<PairHasher>>;
 
 /// A pair's hash, by [`PairHasher`].
 #[inline]
@@ -586,11 +582,6 @@ impl IntervalStats {
         }
     }
 
-    /// The bound on pairs this interval keeps apart.
-    pub fn max_pairs(&self) -> usize {
-        self.max_pairs
-    }
-
     /// Changes the bound on pairs, for an interval that is empty (cleared).
     pub fn set_max_pairs(&mut self, max_pairs: usize) {
         debug_assert!(self.pairs.is_empty());
@@ -1040,6 +1031,7 @@ impl<'a> PairSamples<'a> {
 pub(crate) mod tests {
     use super::*;
     use hdrhistogram::Histogram;
+    use std::collections::HashMap;
 
     fn key(a: u8, b: u8) -> PairKey {
         PairKey {
