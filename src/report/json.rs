@@ -2,28 +2,36 @@
 //!
 //! In every object `src` is the data sender and `dst` the acknowledging end, whose RTT it is.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::line::Line;
 use super::{ms, Counters, PairSummary};
 use crate::decode::Skip;
 use crate::worker::SampleRecord;
 
 /// Writes one `{"type":"pair",…}` line.
 pub fn write_pair(out: &mut impl Write, p: &PairSummary) -> io::Result<()> {
-    writeln!(
-        out,
-        "{{\"type\":\"pair\",\"src\":\"{}\",\"dst\":\"{}\",\"samples\":{},\"min_ms\":{:.6},\"p50_ms\":{:.6},\"avg_ms\":{:.6},\"p95_ms\":{:.6},\"p99_ms\":{:.6},\"max_ms\":{:.6},\"jitter_ms\":{:.6}}}",
-        p.src_name(),
-        p.dst_name(),
-        p.samples,
-        ms(p.min_ns as f64),
-        ms(p.p50_ns as f64),
-        ms(p.avg_ns),
-        ms(p.p95_ns as f64),
-        ms(p.p99_ns as f64),
-        ms(p.max_ns as f64),
-        ms(p.jitter_ns),
-    )
+    let mut l = Line::new();
+    l.push_str("{\"type\":\"pair\",\"src\":\"");
+    l.push_host(&p.src, p.other);
+    l.push_str("\",\"dst\":\"");
+    l.push_host(&p.dst, p.other);
+    l.push_str("\",\"samples\":");
+    l.push_u64(p.samples);
+    l.push_str(",\"min_ms\":");
+    l.push_ms(p.min_ns, 6);
+    l.push_str(",\"p50_ms\":");
+    l.push_ms(p.p50_ns, 6);
+    let _ = write!(l, ",\"avg_ms\":{:.6}", ms(p.avg_ns));
+    l.push_str(",\"p95_ms\":");
+    l.push_ms(p.p95_ns, 6);
+    l.push_str(",\"p99_ms\":");
+    l.push_ms(p.p99_ns, 6);
+    l.push_str(",\"max_ms\":");
+    l.push_ms(p.max_ns, 6);
+    let _ = writeln!(l, ",\"jitter_ms\":{:.6}}}", ms(p.jitter_ns));
+    l.finish(out)
 }
 
 /// Writes the `{"type":"counters",…}` line.

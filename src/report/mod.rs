@@ -3,6 +3,7 @@
 //! ([`statsd`]), and drawing them ([`plot`]). Nothing here runs on the per-packet path.
 
 pub mod json;
+pub mod line;
 pub mod merge;
 pub mod plot;
 pub mod statsd;

@@ -1,7 +1,9 @@
 //! The human table: one row per (sender, acknowledger) pair, then the counters.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::line::Line;
 use super::merge::Plan;
 use super::{ms, Counters, PairSummary};
 use crate::decode::Skip;
@@ -42,20 +44,31 @@ fn header(out: &mut impl Write, w: usize) -> io::Result<()> {
 }
 
 fn row(out: &mut impl Write, w: usize, p: &PairSummary) -> io::Result<()> {
-    writeln!(
-        out,
-        "{:<w$}  {:<w$}  {:>8}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}",
-        p.src_name(),
-        p.dst_name(),
-        p.samples,
-        ms(p.min_ns as f64),
-        ms(p.p50_ns as f64),
-        ms(p.avg_ns),
-        ms(p.p95_ns as f64),
-        ms(p.p99_ns as f64),
-        ms(p.max_ns as f64),
-        ms(p.jitter_ns),
-    )
+    let mut l = Line::new();
+    l.push_left(w, |l| l.push_host(&p.src, p.other));
+    l.push_str("  ");
+    l.push_left(w, |l| l.push_host(&p.dst, p.other));
+    l.push_str("  ");
+    l.push_right(8, |l| l.push_u64(p.samples));
+    for (i, ns) in [p.min_ns, p.p50_ns, 0, p.p95_ns, p.p99_ns, p.max_ns]
+        .into_iter()
+        .enumerate()
+    {
+        l.push_str("  ");
+        if i == 2 {
+            l.push_right(9, |l| {
+                let _ = write!(l, "{:.3}", ms(p.avg_ns));
+            });
+        } else {
+            l.push_right(9, |l| l.push_ms(ns, 3));
+        }
+    }
+    l.push_str("  ");
+    l.push_right(9, |l| {
+        let _ = write!(l, "{:.3}", ms(p.jitter_ns));
+    });
+    l.push(b"\n");
+    l.finish(out)
 }
 
 fn footer(out: &mut impl Write, empty: bool, c: &Counters) -> io::Result<()> {
