@@ -4,7 +4,7 @@
 //! ([`crate::config`]), sets up logging as go-metro does ([`crate::logging`]), resolves the
 //! whitelist and the names its tags carry ([`crate::dns`]), and runs every instance at once: a
 //! live interface through [`crate::live::run`] on its own thread, a capture file
-//! (`interface: file`) through a [`Worker`] on its own thread. Each instance has its own
+//! (`interface: file`) through the offline engine's [`Follow`]. Each instance has its own
 //! DogStatsD [`Reporter`], as each go-metro sniffer had its own client.
 //!
 //! Lifecycle, as go-metro's:
@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,20 +35,21 @@ use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
 use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn};
 
-use crate::capture::file::{FileError, FileSource, FileStats};
+use crate::capture::file::FileStats;
 use crate::capture::filter::Framing;
 use crate::capture::{expr, iface};
 use crate::cli::{exit, Cli};
 use crate::config::{self, msg, Config, ConfigError, Instance, Source};
-use crate::decode::{Addr, Skip};
+use crate::decode::Addr;
 use crate::dns;
 use crate::flow::Ttl;
 use crate::live::{self, IntervalReport, KernelStats, LiveConfig, LiveError};
 use crate::logging::{Logger, CRITICAL};
+use crate::offline::{Follow, FollowEnd};
 use crate::report::statsd::{Names, QueueSink, Reporter, ReporterConfig, QUEUE_METRICS};
 use crate::report::Merged;
 use crate::signals;
-use crate::worker::{Net, Worker, WorkerConfig};
+use crate::worker::{Net, WorkerConfig};
 
 /// How long go-metro sleeps before exiting when it cannot read its configuration.
 pub const MISSING_CONFIG_WAIT: Duration = Duration::from_secs(5);
@@ -146,13 +147,11 @@ fn wait_for_interface(name: &str, stop: &AtomicBool) -> bool {
 /// Refuses `-f` expressions metro cannot evaluate, before anything starts: without libpcap,
 /// every one but `tcp`; with it, those libpcap cannot compile (checked for Ethernet framing; a
 /// raw-IP interface compiles it again for its own).
-pub fn check_filter(expression: &str) -> Result<(), String> {
+pub fn check_filter(expression: &str) -> Result<(), expr::ExprError> {
     if expr::is_default(expression) {
         return Ok(());
     }
-    expr::compile(expression, Framing::Ethernet)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    expr::compile(expression, Framing::Ethernet).map(|_| ())
 }
 
 /// Why an instance stops metro before anything runs (logged as CRITICAL, exit status 1).
@@ -200,24 +199,18 @@ enum Finished {
 }
 
 enum Done {
-    /// A file was read to its end, or broke off (`error`), or could not be opened.
-    File {
-        idx: usize,
-        stats: FileStats,
-        error: Option<FileError>,
-        opened: bool,
-    },
+    /// A file was read to its end, or broke off, or could not be opened.
+    File { idx: usize, end: FollowEnd },
     /// A live capture returned; `Err` when it could not start or had to stop.
     Live {
         iface: String,
-        result: Result<(), String>,
+        result: Result<(), LiveError>,
     },
 }
 
-/// A file instance being read: its worker, shared with the reading thread.
+/// A file instance being read, and where its intervals go.
 struct FileRun {
-    path: std::path::PathBuf,
-    worker: Arc<Mutex<Worker>>,
+    follow: Follow,
     reporter: Reporter,
     /// Frames and reported samples so far, for the closing log line.
     packets: u64,
@@ -283,10 +276,12 @@ impl Daemon {
         for (idx, p) in prepared.into_iter().enumerate() {
             running += 1;
             match p.inst.source.clone() {
-                Source::File(path) => {
-                    let run = self.start_file(idx, &path, p, done_tx.clone());
-                    files.insert(idx, run);
-                }
+                Source::File(path) => match self.start_file(idx, &path, p, done_tx.clone()) {
+                    Some(run) => {
+                        files.insert(idx, run);
+                    }
+                    None => running -= 1,
+                },
                 Source::Interface(_) => self.start_live(idx, p, done_tx.clone()),
             }
         }
@@ -488,34 +483,38 @@ impl Daemon {
         }
     }
 
-    fn start_file(&self, idx: usize, path: &Path, p: Prepared, done: Sender<Done>) -> FileRun {
-        let worker = Arc::new(Mutex::new(Worker::new(
-            idx,
-            &self.worker_config(&p.whitelist),
-        )));
-        let w = worker.clone();
-        let stop = self.stop.clone();
-        let path = path.to_owned();
-        let p2 = path.clone();
+    fn start_file(
+        &self,
+        idx: usize,
+        path: &Path,
+        p: Prepared,
+        done: Sender<Done>,
+    ) -> Option<FileRun> {
         info!("starting capture on interface {:?}", p.inst.interface);
         let (unnamed, names) = (p.unnamed, p.names);
-        let spawned = thread::Builder::new()
-            .name(format!("metro-file-{idx}"))
-            .spawn(move || {
-                // As go-metro, names first: a file is read faster than DNS answers.
-                name_addresses(&unnamed, &names);
-                read_file(idx, &p2, &w, &stop, &done)
-            });
-        if let Err(e) = spawned {
-            error!("cannot start a thread for instance {idx}: {e}");
-        }
-        FileRun {
+        let follow = Follow::start(
             path,
-            worker,
-            reporter: p.reporter,
-            packets: 0,
-            samples: 0,
-            max_pairs: self.cfg.init.max_pairs,
+            idx,
+            &self.worker_config(&p.whitelist),
+            self.stop.clone(),
+            // As go-metro, names first: a file is read faster than DNS answers.
+            move || name_addresses(&unnamed, &names),
+            move |end| {
+                let _ = done.send(Done::File { idx, end });
+            },
+        );
+        match follow {
+            Ok(follow) => Some(FileRun {
+                follow,
+                reporter: p.reporter,
+                packets: 0,
+                samples: 0,
+                max_pairs: self.cfg.init.max_pairs,
+            }),
+            Err(e) => {
+                error!("cannot start a thread for instance {idx}: {e}");
+                None
+            }
         }
     }
 
@@ -576,7 +575,7 @@ impl Daemon {
                 reporter.sink().flush_wait(SHUTDOWN_WAIT);
                 let _ = done.send(Done::Live {
                     iface: cfg.interface.clone(),
-                    result: result.map_err(|e| e.to_string()),
+                    result,
                 });
             });
         if let Err(e) = spawned {
@@ -587,35 +586,35 @@ impl Daemon {
     /// Handles an instance that has finished.
     fn finish(&self, d: Done, files: &mut HashMap<usize, FileRun>) -> Finished {
         match d {
-            Done::File {
-                idx,
-                stats,
-                error,
-                opened,
-            } => {
+            Done::File { idx, end } => {
                 let Some(mut run) = files.remove(&idx) else {
                     return Finished::Ok;
                 };
-                if opened {
-                    report_file(&mut run, Some(stats), true);
-                    run.reporter.sink().flush_wait(SHUTDOWN_WAIT);
-                    info!("Done sniffing.");
-                    log_totals(&run);
-                }
-                match error {
-                    Some(e) if opened => {
-                        error!("{e}; the metrics sent cover the packets before it");
-                        Finished::Failed
+                match end {
+                    FollowEnd::Read { stats, error } => {
+                        report_file(&mut run, Some(&stats), true);
+                        run.reporter.sink().flush_wait(SHUTDOWN_WAIT);
+                        info!("Done sniffing.");
+                        log_totals(&run);
+                        match error {
+                            Some(e) => {
+                                error!("{e}; the metrics sent cover the packets before it");
+                                Finished::Failed
+                            }
+                            None => Finished::Ok,
+                        }
                     }
-                    Some(e) => {
-                        error!("Unable to open pcap file {:?}: {e}", run.path.display());
+                    FollowEnd::NotOpened(e) => {
+                        error!(
+                            "Unable to open pcap file {:?}: {e}",
+                            run.follow.path().display()
+                        );
                         error!(
                             target: CRITICAL,
                             "Unable to start sniffer for interface: \"file\" (please check your configuration and privileges)."
                         );
                         Finished::CannotRun
                     }
-                    None => Finished::Ok,
                 }
             }
             Done::Live { iface, result } => match result {
@@ -669,65 +668,16 @@ impl Daemon {
 fn log_totals(run: &FileRun) {
     info!(
         "{}: {} packets, {} RTT samples reported",
-        run.path.display(),
+        run.follow.path().display(),
         run.packets,
         run.samples
     );
 }
 
-/// Reads a capture file into the shared worker, frame by frame, until its end or a stop.
-fn read_file(
-    idx: usize,
-    path: &Path,
-    worker: &Mutex<Worker>,
-    stop: &AtomicBool,
-    done: &Sender<Done>,
-) {
-    let mut src = match FileSource::open(path) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = done.send(Done::File {
-                idx,
-                stats: FileStats::default(),
-                error: Some(e),
-                opened: false,
-            });
-            return;
-        }
-    };
-    info!("reading in packets");
-    let r = src.for_each(|link, frame| {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        worker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handle(link, frame);
-    });
-    let _ = done.send(Done::File {
-        idx,
-        stats: src.stats(),
-        error: r.err(),
-        opened: true,
-    });
-}
-
 /// Sends a file instance's interval: what its worker gathered since the last report.
-fn report_file(run: &mut FileRun, file: Option<FileStats>, last: bool) {
-    let stats = run
-        .worker
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take_interval(Default::default());
-    let merged = Merged::from_owned(vec![stats], run.max_pairs);
-    let mut counters = merged.counters;
-    if let Some(f) = file {
-        // As offline mode counts them: frames the reader could not hand to the worker.
-        counters.packets += f.unknown_link + f.untimed;
-        counters.skipped[Skip::UnknownLink.index()] += f.unknown_link;
-        counters.skipped[Skip::Malformed.index()] += f.untimed;
-    }
+fn report_file(run: &mut FileRun, ended: Option<&FileStats>, last: bool) {
+    let merged = Merged::from_owned(vec![run.follow.take_interval(ended)], run.max_pairs);
+    let counters = merged.counters;
     run.packets += counters.packets;
     run.samples += counters.samples - counters.filtered;
     let report = IntervalReport {
@@ -759,8 +709,13 @@ fn send_report(reporter: &mut Reporter, iface: &str, r: &IntervalReport) {
     );
 }
 
+/// `statsd_ip` names no host metro can find.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {0:?}; give DogStatsD's IP address")]
+pub struct StatsdAddrError(String);
+
 /// DogStatsD's address: an IP (as go-metro requires) or, from metro, a host name.
-fn resolve_statsd(host: &str, port: u16) -> Result<SocketAddr, String> {
+fn resolve_statsd(host: &str, port: u16) -> Result<SocketAddr, StatsdAddrError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
@@ -768,7 +723,7 @@ fn resolve_statsd(host: &str, port: u16) -> Result<SocketAddr, String> {
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("cannot resolve {host:?}; give DogStatsD's IP address"))
+        .ok_or_else(|| StatsdAddrError(host.to_string()))
 }
 
 /// Names whitelisted addresses as go-metro does, in order: each name of Go's `LookupAddr` list
@@ -823,13 +778,13 @@ mod tests {
         assert!(check_filter(" tcp ").is_ok());
         #[cfg(not(feature = "libpcap"))]
         assert_eq!(
-            check_filter("tcp port 80").unwrap_err(),
+            check_filter("tcp port 80").unwrap_err().to_string(),
             "-f \"tcp port 80\": this metro was built without libpcap, so it cannot compile filter expressions other than `tcp`; drop -f (the instances' `ips`/`hosts` whitelist selects hosts), or build metro with `--features libpcap`"
         );
         #[cfg(feature = "libpcap")]
         {
-            assert_eq!(check_filter("tcp port 80"), Ok(()));
-            let e = check_filter("tcp port eighty").unwrap_err();
+            assert!(check_filter("tcp port 80").is_ok());
+            let e = check_filter("tcp port eighty").unwrap_err().to_string();
             assert!(
                 e.starts_with(
                     "-f \"tcp port eighty\": libpcap cannot compile this filter expression ("
