@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
+use crate::config::limits;
 pub use crate::config::DEFAULT_CONFIG_FILE;
 
 /// Where go-metro writes its log when `-log` is not given (and `log_to_file` is on).
@@ -166,16 +167,16 @@ pub struct Cli {
     pub interval: Duration,
 
     /// Live: bytes per ring block (a multiple of the page size) [default: 1048576].
-    #[arg(long, value_name = "BYTES", requires = "interface", value_parser = clap::value_parser!(u32).range(4096..=1 << 28))]
+    #[arg(long, value_name = "BYTES", requires = "interface", value_parser = clap::value_parser!(u32).range(limits::RING_BLOCK_SIZE))]
     pub ring_block_size: Option<u32>,
 
     /// Live: blocks per worker's ring [default: 16].
-    #[arg(long, value_name = "N", requires = "interface", value_parser = clap::value_parser!(u32).range(2..=65536))]
+    #[arg(long, value_name = "N", requires = "interface", value_parser = clap::value_parser!(u32).range(limits::RING_BLOCKS))]
     pub ring_blocks: Option<u32>,
 
     /// Live: milliseconds the kernel waits before handing over a block that is not full
     /// [default: 10]; it delays delivery only, never timestamps.
-    #[arg(long, value_name = "MS", requires = "interface", value_parser = clap::value_parser!(u64).range(1..=60000))]
+    #[arg(long, value_name = "MS", requires = "interface", value_parser = clap::value_parser!(u64).range(*limits::RING_BLOCK_TIMEOUT_MS.start() as u64..=*limits::RING_BLOCK_TIMEOUT_MS.end() as u64))]
     pub ring_block_timeout: Option<u64>,
 
     /// Diagnostic, live: at exit, print the flows each worker holds as JSON lines
@@ -189,13 +190,13 @@ pub struct Cli {
 
     /// Worker threads; frames are dispatched by a symmetric flow hash [default: 1 for a file;
     /// live, one per CPU the process may run on].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(limits::WORKERS))]
     pub workers: Option<u16>,
 
     /// Most host pairs reported apart in an interval (per worker, and after merging); the
     /// samples of pairs beyond it are reported together as the pair `other`, counted as
     /// overflow_samples. Bounds memory on a gateway [default: 250000].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PAIRS_LIMIT))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(limits::MAX_PAIRS))]
     pub max_pairs: Option<u32>,
 
     /// Output format.
@@ -230,9 +231,6 @@ fn parse_pair(s: &str) -> Result<(std::net::IpAddr, std::net::IpAddr), String> {
         b.trim().parse().map_err(|_| bad())?,
     ))
 }
-
-/// The largest `--max-pairs` (and `max_pairs:`): a worker names a pair's slot in 24 bits.
-pub const MAX_PAIRS_LIMIT: i64 = 16_000_000;
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {

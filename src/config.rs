@@ -23,7 +23,6 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::live::{DutyCycle, RingConfig};
 use crate::worker::Net;
 
 /// Where go-metro looks for its configuration when `-cfg` is not given.
@@ -53,6 +52,72 @@ pub mod msg {
     pub const UNKNOWN_LEVEL: &str =
         "Configured log level \"{}\" unknown - defaulting to WARNING level.";
 }
+
+/// The bounds of metro's own numeric settings, checked once here for the file and by clap for
+/// the command line (both use these ranges), and relied on by the engines.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// Bytes per ring block: at least a page; at most 256 MiB, far more than a ring needs.
+    pub const RING_BLOCK_SIZE: RangeInclusive<i64> = 4096..=1 << 28;
+    /// Blocks per ring: two, so the kernel fills one while a worker reads the other.
+    pub const RING_BLOCKS: RangeInclusive<i64> = 2..=65_536;
+    /// Milliseconds before the kernel hands over a block that is not full.
+    pub const RING_BLOCK_TIMEOUT_MS: RangeInclusive<i64> = 1..=60_000;
+    /// Workers per live capture.
+    pub const WORKERS: RangeInclusive<i64> = 1..=1024;
+    /// Flows one worker tracks at once.
+    pub const MAX_FLOWS: RangeInclusive<i64> = 1024..=1 << 26;
+    /// Host pairs reported apart: a worker names a pair's slot in 24 bits.
+    pub const MAX_PAIRS: RangeInclusive<i64> = 1..=16_000_000;
+
+    /// `A to B`, for messages.
+    pub fn text(r: &RangeInclusive<i64>) -> String {
+        format!("{} to {}", r.start(), r.end())
+    }
+}
+
+/// Sizes of each live worker's TPACKET_V3 ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Bytes per block.
+    pub block_size: u32,
+    /// Blocks per ring.
+    pub block_count: u32,
+    /// How long the kernel waits before handing over a block that is not full.
+    pub block_timeout: Duration,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            // 1 MiB holds about 6,000 small frames with their ring headers, so at high rates a
+            // block changes hands rarely; it is also a size the kernel allocates easily (order 8).
+            block_size: 1 << 20,
+            // 16 MiB per worker rides out ~100 ms of a stalled worker at 1 M small packets/s.
+            block_count: 16,
+            // Only delays delivery, never timestamps (they come from the ring): 10 ms keeps a
+            // quiet ring's packets flowing and is short against a report interval.
+            block_timeout: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A duty cycle: capture for `on` out of every `every` (go-metro's `sample_duration` and
+/// `sample_interval`, in metro's reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DutyCycle {
+    /// Capture time per period.
+    pub on: Duration,
+    /// The period.
+    pub every: Duration,
+}
+
+/// A flow with no packets for this long is forgotten: go-metro's default `idle_ttl`.
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(300);
+/// A flow that has closed (FIN or RST) is forgotten after this long: go-metro's default
+/// `exp_ttl`, long enough for the last ACKs of a closing flow.
+pub const DEFAULT_EXP_TTL: Duration = Duration::from_secs(60);
 
 /// How much metro logs. go-metro's names are accepted, case-insensitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,9 +170,9 @@ pub struct InitConfig {
     /// Bytes captured per frame. Default 512, the value in every go-metro example: enough for
     /// the largest Ethernet + IPv6 + TCP header with options.
     pub snaplen: u32,
-    /// A flow with no packets for this long is forgotten. Default 300 s, go-metro's example.
+    /// A flow with no packets for this long is forgotten ([`DEFAULT_IDLE_TTL`]).
     pub idle_ttl: Duration,
-    /// A flow that has closed (FIN or RST) is forgotten after this long. Default 60 s.
+    /// A flow that has closed (FIN or RST) is forgotten after this long ([`DEFAULT_EXP_TTL`]).
     pub exp_ttl: Duration,
     /// Where DogStatsD listens. Default 127.0.0.1, the agent's.
     pub statsd_ip: String,
@@ -146,8 +211,8 @@ impl Default for InitConfig {
     fn default() -> Self {
         InitConfig {
             snaplen: 512,
-            idle_ttl: Duration::from_secs(300),
-            exp_ttl: Duration::from_secs(60),
+            idle_ttl: DEFAULT_IDLE_TTL,
+            exp_ttl: DEFAULT_EXP_TTL,
             statsd_ip: "127.0.0.1".into(),
             statsd_port: 8125,
             log_to_file: false,
@@ -566,6 +631,29 @@ fn non_negative(path: &Path, key: &str, v: &Spanned<i64>) -> Result<u64, ConfigE
     })
 }
 
+/// A metro setting that must lie in `range`; the error names the range and the unit.
+fn ranged(
+    path: &Path,
+    key: &str,
+    v: &Spanned<i64>,
+    range: std::ops::RangeInclusive<i64>,
+    unit: &str,
+) -> Result<i64, ConfigError> {
+    if v.value < 0 {
+        non_negative(path, key, v)?;
+    }
+    if range.contains(&v.value) {
+        Ok(v.value)
+    } else {
+        Err(ConfigError::at(
+            path,
+            line_of(v),
+            key,
+            format!("{} is outside {} {unit}", v.value, limits::text(&range)),
+        ))
+    }
+}
+
 /// The value of a go-metro integer key, warning when it was written as a float (go-metro's
 /// `yaml.v2` truncates it, and so does metro).
 fn go_int(key: &str, v: &Spanned<GoInt>, warnings: &mut Vec<String>) -> i64 {
@@ -722,82 +810,72 @@ fn init_config(
         c.report_interval = Duration::from_secs_f64(v.value);
     }
     if let Some(v) = &raw.workers {
-        let n = non_negative(path, "init_config.workers", v)?;
-        c.workers = match n {
+        // 0 asks for one worker per CPU.
+        c.workers = match v.value {
             0 => None,
-            1..=1024 => Some(n as usize),
-            _ => {
-                return Err(ConfigError::at(
-                    path,
-                    line_of(v),
-                    "init_config.workers",
-                    format!("{n} workers is more than 1024; give 0 for one per CPU"),
-                ))
-            }
+            _ => Some(ranged(
+                path,
+                "init_config.workers",
+                v,
+                limits::WORKERS,
+                "workers; give 0 for one per CPU",
+            )? as usize),
         };
     }
     if let Some(v) = &raw.max_flows {
-        let n = non_negative(path, "init_config.max_flows", v)?;
-        if !(1024..=1 << 26).contains(&n) {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.max_flows",
-                format!("{n} is outside 1024 to 67108864 flows per worker"),
-            ));
-        }
-        c.max_flows = n as usize;
+        c.max_flows = ranged(
+            path,
+            "init_config.max_flows",
+            v,
+            limits::MAX_FLOWS,
+            "flows per worker",
+        )? as usize;
     }
     if let Some(v) = &raw.max_pairs {
-        let n = non_negative(path, "init_config.max_pairs", v)?;
-        if !(1..=crate::cli::MAX_PAIRS_LIMIT as u64).contains(&n) {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.max_pairs",
-                format!(
-                    "{n} is outside 1 to {} host pairs",
-                    crate::cli::MAX_PAIRS_LIMIT
-                ),
-            ));
-        }
-        c.max_pairs = n as usize;
+        c.max_pairs = ranged(
+            path,
+            "init_config.max_pairs",
+            v,
+            limits::MAX_PAIRS,
+            "host pairs",
+        )? as usize;
     }
     if let Some(v) = &raw.ring_block_size {
-        let n = non_negative(path, "init_config.ring_block_size", v)?;
-        if !(4096..=1 << 28).contains(&n) || n % 4096 != 0 {
+        let n = ranged(
+            path,
+            "init_config.ring_block_size",
+            v,
+            limits::RING_BLOCK_SIZE,
+            "bytes",
+        )?;
+        if n % 4096 != 0 {
             return Err(ConfigError::at(
                 path,
                 line_of(v),
                 "init_config.ring_block_size",
-                format!("{n} is not a multiple of 4096 bytes between 4096 and 268435456"),
+                format!("{n} is not a multiple of 4096 bytes"),
             ));
         }
         c.ring.block_size = n as u32;
     }
     if let Some(v) = &raw.ring_blocks {
-        let n = non_negative(path, "init_config.ring_blocks", v)?;
-        if !(2..=65_536).contains(&n) {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.ring_blocks",
-                format!("{n} is outside 2 to 65536 blocks per ring"),
-            ));
-        }
-        c.ring.block_count = n as u32;
+        c.ring.block_count = ranged(
+            path,
+            "init_config.ring_blocks",
+            v,
+            limits::RING_BLOCKS,
+            "blocks per ring",
+        )? as u32;
     }
     if let Some(v) = &raw.ring_block_timeout {
-        let n = non_negative(path, "init_config.ring_block_timeout", v)?;
-        if !(1..=60_000).contains(&n) {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.ring_block_timeout",
-                format!("{n} is outside 1 to 60000 ms"),
-            ));
-        }
-        c.ring.block_timeout = Duration::from_millis(n);
+        let ms = ranged(
+            path,
+            "init_config.ring_block_timeout",
+            v,
+            limits::RING_BLOCK_TIMEOUT_MS,
+            "ms",
+        )?;
+        c.ring.block_timeout = Duration::from_millis(ms as u64);
     }
     if let Some(v) = &raw.percentile_gauges {
         c.percentile_gauges = v.value;
