@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
+use crate::config::limits;
 pub use crate::config::DEFAULT_CONFIG_FILE;
 
 /// Where go-metro writes its log when `-log` is not given (and `log_to_file` is on).
@@ -42,11 +43,17 @@ pub enum Format {
 pub mod exit {
     /// Everything read and reported; or stopped by a signal after flushing.
     pub const OK: i32 = 0;
-    /// Bad command line or configuration.
+    /// Offline and live modes: a bad configuration (a flag's value, a plot file).
     pub const USAGE: i32 = 1;
-    /// The capture could not be opened or read to its end, or live capture could not run; what
-    /// was read is still reported.
+    /// Offline and live modes: the capture could not be opened or read to its end, or live
+    /// capture could not run; what was read is still reported.
     pub const INPUT: i32 = 2;
+    /// go-metro mode: any failure, as go-metro exits 1 for every one (configuration,
+    /// interface, privileges, DogStatsD).
+    pub const FAILURE: i32 = 1;
+    /// A command line that cannot be parsed, in every mode: 2, as Go's `flag` package (so
+    /// go-metro) and clap exit.
+    pub const FLAGS: i32 = 2;
 }
 
 const AFTER_HELP: &str = "\
@@ -84,9 +91,12 @@ Plots:
 
 Exit status:
   0  the capture was read and reported, or metro was stopped by a signal and flushed
-  1  bad command line or configuration (the message names the file, key and line), or
-     a --plot file that cannot be written (found before anything is read)
-  2  a capture could not be opened, or broke off or was damaged part-way (offline: the
+  1  go-metro mode: any failure, as go-metro (a bad configuration, whose message names the
+     file, key and line; no interface to capture; an interface down; no CAP_NET_RAW);
+     offline and live: a bad configuration, or a --plot file that cannot be written
+     (found before anything is read)
+  2  a command line that cannot be parsed (as Go's flag package exits); offline and live:
+     a capture could not be opened, or broke off or was damaged part-way (offline: the
      statistics of what was read are still printed); live: the interface is missing, down
      or vanished, or CAP_NET_RAW is missing
 
@@ -99,8 +109,13 @@ Examples:
 
 /// metro: passive TCP round-trip-time sniffer, and a drop-in go-metro.
 #[derive(Debug, Parser)]
-#[command(name = "metro", version, about, after_help = AFTER_HELP)]
+#[command(name = "metro", version, about, after_help = AFTER_HELP, args_override_self = true)]
 pub struct Cli {
+    /// go-metro mode: arguments after the first one that is not a flag, ignored as Go's `flag`
+    /// package ignores them (go-metro reads none).
+    #[arg(skip)]
+    pub ignored: Vec<String>,
+
     /// go-metro: the YAML configuration file (instances, statsd, logging).
     #[arg(long = "cfg", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE)]
     pub cfg: PathBuf,
@@ -152,16 +167,16 @@ pub struct Cli {
     pub interval: Duration,
 
     /// Live: bytes per ring block (a multiple of the page size) [default: 1048576].
-    #[arg(long, value_name = "BYTES", requires = "interface", value_parser = clap::value_parser!(u32).range(4096..=1 << 28))]
+    #[arg(long, value_name = "BYTES", requires = "interface", value_parser = clap::value_parser!(u32).range(limits::RING_BLOCK_SIZE))]
     pub ring_block_size: Option<u32>,
 
     /// Live: blocks per worker's ring [default: 16].
-    #[arg(long, value_name = "N", requires = "interface", value_parser = clap::value_parser!(u32).range(2..=65536))]
+    #[arg(long, value_name = "N", requires = "interface", value_parser = clap::value_parser!(u32).range(limits::RING_BLOCKS))]
     pub ring_blocks: Option<u32>,
 
     /// Live: milliseconds the kernel waits before handing over a block that is not full
     /// [default: 10]; it delays delivery only, never timestamps.
-    #[arg(long, value_name = "MS", requires = "interface", value_parser = clap::value_parser!(u64).range(1..=60000))]
+    #[arg(long, value_name = "MS", requires = "interface", value_parser = clap::value_parser!(u64).range(*limits::RING_BLOCK_TIMEOUT_MS.start() as u64..=*limits::RING_BLOCK_TIMEOUT_MS.end() as u64))]
     pub ring_block_timeout: Option<u64>,
 
     /// Diagnostic, live: at exit, print the flows each worker holds as JSON lines
@@ -175,13 +190,13 @@ pub struct Cli {
 
     /// Worker threads; frames are dispatched by a symmetric flow hash [default: 1 for a file;
     /// live, one per CPU the process may run on].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(limits::WORKERS))]
     pub workers: Option<u16>,
 
     /// Most host pairs reported apart in an interval (per worker, and after merging); the
     /// samples of pairs beyond it are reported together as the pair `other`, counted as
     /// overflow_samples. Bounds memory on a gateway [default: 250000].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PAIRS_LIMIT))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(limits::MAX_PAIRS))]
     pub max_pairs: Option<u32>,
 
     /// Output format.
@@ -217,9 +232,6 @@ fn parse_pair(s: &str) -> Result<(std::net::IpAddr, std::net::IpAddr), String> {
     ))
 }
 
-/// The largest `--max-pairs` (and `max_pairs:`): a worker names a pair's slot in 24 bits.
-pub const MAX_PAIRS_LIMIT: i64 = 16_000_000;
-
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Ok(Duration::from_secs_f64(v)),
@@ -245,7 +257,13 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        Cli::try_parse_from(normalize(args.into_iter().map(Into::into).collect()))
+        let (args, ignored) = normalize(args.into_iter().map(Into::into).collect());
+        let mut cli = Cli::try_parse_from(args)?;
+        cli.ignored = ignored
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        Ok(cli)
     }
 
     /// The mode the flags select.
@@ -281,10 +299,15 @@ fn parse_go_bool(s: &str) -> Result<bool, String> {
 }
 
 /// Rewrites Go-style single-dash long flags (`-cfg=x`, `-cfg x`, `-st`) to `--cfg=x`, `--cfg x`,
-/// `--st`. The program name, values of flags that take one, and everything after `--` pass
-/// unchanged. Single-letter arguments that are not long flags (`-h`, `-V`) are left to clap, and
-/// so are unknown names, which clap then reports with a suggestion.
-pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
+/// `--st`. The program name and values of flags that take one pass unchanged. Single-letter
+/// arguments that are not long flags (`-h`, `-V`) are left to clap, and so are unknown names,
+/// which clap then reports with a suggestion.
+///
+/// In go-metro mode (no `--pcap` or `--interface` before it), the first argument that is not a
+/// flag, or `--`, ends the flags as in Go's `flag` package: it and what follows are returned
+/// apart, to be ignored as go-metro ignores them. In metro's own modes they go to clap, which
+/// refuses them.
+pub fn normalize(args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
     let cmd = Cli::command();
     // Long names, and whether each takes a value as the next argument.
     let longs: Vec<(String, bool)> = cmd
@@ -300,15 +323,23 @@ pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
     let find = |name: &str| longs.iter().find(|(l, _)| l == name);
 
     let mut out = Vec::with_capacity(args.len());
+    let mut ignored = Vec::new();
+    let mut metro_mode = false;
     let mut it = args.into_iter();
     if let Some(prog) = it.next() {
         out.push(prog);
     }
     while let Some(arg) = it.next() {
-        let Some(s) = arg.to_str() else {
-            out.push(arg);
-            continue;
-        };
+        let s = arg.to_str().unwrap_or("");
+        let positional = s == "-" || !s.starts_with('-');
+        if !metro_mode && (positional || s == "--") {
+            // Go's flag package consumes `--` and stops; a positional argument stays.
+            if s != "--" {
+                ignored.push(arg);
+            }
+            ignored.extend(it);
+            break;
+        }
         if s == "--" {
             out.push(arg);
             out.extend(it);
@@ -316,7 +347,7 @@ pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
         }
         let (dashes, body) = if let Some(b) = s.strip_prefix("--") {
             (2, b)
-        } else if let Some(b) = s.strip_prefix('-') {
+        } else if let Some(b) = s.strip_prefix('-').filter(|_| !positional) {
             (1, b)
         } else {
             out.push(arg);
@@ -327,6 +358,7 @@ pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
             None => (body, false),
         };
         let known = find(name);
+        metro_mode |= matches!(name, "pcap" | "interface");
         let rewrite = dashes == 1 && !name.is_empty() && (known.is_some() || name.len() > 1);
         let long = if rewrite {
             format!("-{s}")
@@ -346,7 +378,7 @@ pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
             _ => out.push(OsString::from(long)),
         }
     }
-    out
+    (out, ignored)
 }
 
 #[cfg(test)]
@@ -417,8 +449,11 @@ mod tests {
             assert_eq!(parse(&[&format!("-st={v}")]).st, want, "{v}");
         }
         assert!(Cli::parse_args(["metro", "-st=maybe"]).is_err());
-        // As in Go, a bool flag does not take the next argument as its value.
-        assert!(Cli::parse_args(["metro", "-st", "false"]).is_err());
+        // As in Go, a bool flag does not take the next argument as its value: `false` is the
+        // first argument that is not a flag, so it and the rest are ignored.
+        let c = parse(&["-st", "false", "-cfg=/x.yaml"]);
+        assert!(c.st);
+        assert_eq!(c.ignored, vec!["false", "-cfg=/x.yaml"]);
     }
 
     #[test]
@@ -520,8 +555,18 @@ mod tests {
             e.to_string().contains("a similar argument exists: '--st'"),
             "{e}"
         );
-        let e = Cli::parse_args(["metro", "stray"]).unwrap_err();
+        // In metro's own modes a stray argument is an error; in go-metro mode it ends the
+        // flags, as in Go, and it and the rest are ignored.
+        let e = Cli::parse_args(["metro", "--pcap", "x", "stray"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        let c = parse(&["-cfg=/a.yaml", "stray", "-log=/b.log"]);
+        assert_eq!(c.cfg, PathBuf::from("/a.yaml"));
+        assert_eq!(
+            c.log,
+            PathBuf::from(DEFAULT_LOG_FILE),
+            "not read after the stray one"
+        );
+        assert_eq!(c.ignored, vec!["stray", "-log=/b.log"]);
     }
 
     #[test]
@@ -533,15 +578,23 @@ mod tests {
     }
 
     #[test]
-    fn normalize_leaves_values_and_terminator_alone() {
-        let v: Vec<OsString> = ["metro", "-cfg", "-x", "--", "-log"]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        let n: Vec<String> = normalize(v)
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect();
-        assert_eq!(n, vec!["metro", "--cfg=-x", "--", "-log"]);
+    fn normalize_leaves_values_alone_and_ends_go_flags_at_the_terminator() {
+        let strings = |v: Vec<OsString>| -> Vec<String> {
+            v.into_iter().map(|s| s.into_string().unwrap()).collect()
+        };
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        let (n, ignored) = normalize(args(&["metro", "-cfg", "-x", "--", "-log"]));
+        assert_eq!(strings(n), vec!["metro", "--cfg=-x"]);
+        assert_eq!(strings(ignored), vec!["-log"]);
+        let (n, ignored) = normalize(args(&["metro", "--pcap", "a", "--", "-log"]));
+        assert_eq!(strings(n), vec!["metro", "--pcap=a", "--", "-log"]);
+        assert!(ignored.is_empty());
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value_as_in_go() {
+        let c = parse(&["-cfg=/a.yaml", "-cfg", "/b.yaml", "-log=/x", "--log=/y"]);
+        assert_eq!(c.cfg, PathBuf::from("/b.yaml"));
+        assert_eq!(c.log, PathBuf::from("/y"));
     }
 }

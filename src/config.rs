@@ -23,11 +23,14 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::live::{DutyCycle, RingConfig};
 use crate::worker::Net;
 
 /// Where go-metro looks for its configuration when `-cfg` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/dd-agent/checks.d/go-metro.yaml";
+
+/// The largest snap length libpcap takes (`MAXIMUM_SNAPLEN`); go-metro's libpcap cuts a larger
+/// one to it.
+pub const MAX_SNAPLEN: u32 = 262_144;
 
 /// The `interface` value that means "read the `pcap` file instead".
 pub const FILE_INTERFACE: &str = "file";
@@ -49,6 +52,72 @@ pub mod msg {
     pub const UNKNOWN_LEVEL: &str =
         "Configured log level \"{}\" unknown - defaulting to WARNING level.";
 }
+
+/// The bounds of metro's own numeric settings, checked once here for the file and by clap for
+/// the command line (both use these ranges), and relied on by the engines.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// Bytes per ring block: at least a page; at most 256 MiB, far more than a ring needs.
+    pub const RING_BLOCK_SIZE: RangeInclusive<i64> = 4096..=1 << 28;
+    /// Blocks per ring: two, so the kernel fills one while a worker reads the other.
+    pub const RING_BLOCKS: RangeInclusive<i64> = 2..=65_536;
+    /// Milliseconds before the kernel hands over a block that is not full.
+    pub const RING_BLOCK_TIMEOUT_MS: RangeInclusive<i64> = 1..=60_000;
+    /// Workers per live capture.
+    pub const WORKERS: RangeInclusive<i64> = 1..=1024;
+    /// Flows one worker tracks at once.
+    pub const MAX_FLOWS: RangeInclusive<i64> = 1024..=1 << 26;
+    /// Host pairs reported apart: a worker names a pair's slot in 24 bits.
+    pub const MAX_PAIRS: RangeInclusive<i64> = 1..=16_000_000;
+
+    /// `A to B`, for messages.
+    pub fn text(r: &RangeInclusive<i64>) -> String {
+        format!("{} to {}", r.start(), r.end())
+    }
+}
+
+/// Sizes of each live worker's TPACKET_V3 ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Bytes per block.
+    pub block_size: u32,
+    /// Blocks per ring.
+    pub block_count: u32,
+    /// How long the kernel waits before handing over a block that is not full.
+    pub block_timeout: Duration,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            // 1 MiB holds about 6,000 small frames with their ring headers, so at high rates a
+            // block changes hands rarely; it is also a size the kernel allocates easily (order 8).
+            block_size: 1 << 20,
+            // 16 MiB per worker rides out ~100 ms of a stalled worker at 1 M small packets/s.
+            block_count: 16,
+            // Only delays delivery, never timestamps (they come from the ring): 10 ms keeps a
+            // quiet ring's packets flowing and is short against a report interval.
+            block_timeout: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A duty cycle: capture for `on` out of every `every` (go-metro's `sample_duration` and
+/// `sample_interval`, in metro's reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DutyCycle {
+    /// Capture time per period.
+    pub on: Duration,
+    /// The period.
+    pub every: Duration,
+}
+
+/// A flow with no packets for this long is forgotten: go-metro's default `idle_ttl`.
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(300);
+/// A flow that has closed (FIN or RST) is forgotten after this long: go-metro's default
+/// `exp_ttl`, long enough for the last ACKs of a closing flow.
+pub const DEFAULT_EXP_TTL: Duration = Duration::from_secs(60);
 
 /// How much metro logs. go-metro's names are accepted, case-insensitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -101,9 +170,9 @@ pub struct InitConfig {
     /// Bytes captured per frame. Default 512, the value in every go-metro example: enough for
     /// the largest Ethernet + IPv6 + TCP header with options.
     pub snaplen: u32,
-    /// A flow with no packets for this long is forgotten. Default 300 s, go-metro's example.
+    /// A flow with no packets for this long is forgotten ([`DEFAULT_IDLE_TTL`]).
     pub idle_ttl: Duration,
-    /// A flow that has closed (FIN or RST) is forgotten after this long. Default 60 s.
+    /// A flow that has closed (FIN or RST) is forgotten after this long ([`DEFAULT_EXP_TTL`]).
     pub exp_ttl: Duration,
     /// Where DogStatsD listens. Default 127.0.0.1, the agent's.
     pub statsd_ip: String,
@@ -127,6 +196,9 @@ pub struct InitConfig {
     /// metro: also send `.min`, `.max`, `.95percentile`, `.99percentile` and `.count`. Default
     /// off, as go-metro sends only three gauges.
     pub percentile_gauges: bool,
+    /// metro: also send metro's own health (`metro.packets`, `metro.kernel.drops`, …). Default
+    /// off: for Datadog users every series is a billable custom metric, and go-metro sent none.
+    pub self_metrics: bool,
     /// metro: refuse an empty or only-local whitelist, as go-metro does. Default true; a gateway,
     /// which forwards other hosts' traffic, sets it to false.
     pub require_whitelist: bool,
@@ -139,8 +211,8 @@ impl Default for InitConfig {
     fn default() -> Self {
         InitConfig {
             snaplen: 512,
-            idle_ttl: Duration::from_secs(300),
-            exp_ttl: Duration::from_secs(60),
+            idle_ttl: DEFAULT_IDLE_TTL,
+            exp_ttl: DEFAULT_EXP_TTL,
             statsd_ip: "127.0.0.1".into(),
             statsd_port: 8125,
             log_to_file: false,
@@ -150,6 +222,7 @@ impl Default for InitConfig {
             max_flows: crate::worker::WorkerConfig::default().max_flows,
             max_pairs: crate::worker::WorkerConfig::default().max_pairs,
             percentile_gauges: false,
+            self_metrics: false,
             require_whitelist: true,
             ring: RingConfig::default(),
         }
@@ -165,13 +238,13 @@ pub enum Source {
     File(PathBuf),
 }
 
-/// One whitelisted `ips` entry: an address or a CIDR range, as written.
+/// One whitelisted `ips` entry: an address, a CIDR range or a host name, as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhitelistEntry {
     /// As written in the file.
     pub text: String,
-    /// The range it covers.
-    pub net: Net,
+    /// The range it covers; `None` for a host name, resolved when the instance starts.
+    pub net: Option<Net>,
     /// The single address it names, when it is not a wider range: such entries are
     /// reverse-resolved for tag names.
     pub single: Option<std::net::IpAddr>,
@@ -270,19 +343,20 @@ struct RawFile {
 
 #[derive(Deserialize, Default)]
 struct RawInit {
-    snaplen: S<i64>,
-    idle_ttl: S<i64>,
-    exp_ttl: S<i64>,
-    expired_ttl: S<i64>,
-    statsd_ip: S<Option<String>>,
-    statsd_port: S<i64>,
+    snaplen: S<GoInt>,
+    idle_ttl: S<GoInt>,
+    exp_ttl: S<GoInt>,
+    expired_ttl: S<GoInt>,
+    statsd_ip: S<Option<GoStr>>,
+    statsd_port: S<GoInt>,
     log_to_file: S<bool>,
-    log_level: S<Option<String>>,
+    log_level: S<Option<GoStr>>,
     report_interval: S<f64>,
     workers: S<i64>,
     max_flows: S<i64>,
     max_pairs: S<i64>,
     percentile_gauges: S<bool>,
+    self_metrics: S<bool>,
     require_whitelist: S<bool>,
     ring_block_size: S<i64>,
     ring_blocks: S<i64>,
@@ -291,14 +365,91 @@ struct RawInit {
 
 #[derive(Deserialize, Default)]
 struct RawInstance {
-    interface: S<Option<String>>,
-    pcap: S<Option<String>>,
-    tags: Option<Vec<String>>,
-    ips: Option<Vec<Spanned<String>>>,
-    hosts: Option<Vec<Spanned<String>>>,
+    interface: S<Option<GoStr>>,
+    pcap: S<Option<GoStr>>,
+    tags: Option<Vec<Spanned<Option<GoStr>>>>,
+    ips: Option<Vec<Spanned<Option<GoStr>>>>,
+    hosts: Option<Vec<Spanned<Option<GoStr>>>>,
     sample: S<bool>,
-    sample_duration: S<i64>,
-    sample_interval: S<i64>,
+    sample_duration: S<GoInt>,
+    sample_interval: S<GoInt>,
+}
+
+/// A whole number as go-metro's `yaml.v2` decodes one into a Go `int`: a float is truncated
+/// toward zero (`512.0` and `512.9` are both 512), anything else that is not a number is an
+/// error. `float` keeps the value as written, so that metro can say what it assumed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GoInt {
+    value: i64,
+    float: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for GoInt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = GoInt;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoInt, E> {
+                Ok(GoInt {
+                    value: v,
+                    float: None,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoInt, E> {
+                i64::try_from(v)
+                    .map(|value| GoInt { value, float: None })
+                    .map_err(|_| E::custom("expected a whole number below 2^63"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<GoInt, E> {
+                // yaml.v2: `resolved <= math.MaxInt64 && !out.OverflowInt(int64(resolved))`.
+                if v.is_finite() && v.abs() < 9.2e18 {
+                    Ok(GoInt {
+                        value: v.trunc() as i64,
+                        float: Some(v),
+                    })
+                } else {
+                    Err(E::custom("expected a whole number"))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string as `yaml.v2` decodes one into a Go `string`: any scalar, as written (`tags: [1]`
+/// is the tag `1`).
+#[derive(Debug, Clone, PartialEq)]
+struct GoStr(String);
+
+impl<'de> Deserialize<'de> for GoStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = GoStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GoStr, E> {
+                Ok(GoStr(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoStr, E> {
+                Ok(GoStr(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoStr, E> {
+                Ok(GoStr(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<GoStr, E> {
+                Ok(GoStr(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<GoStr, E> {
+                Ok(GoStr(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 const TOP_KEYS: &[&str] = &["init_config", "instances", "config"];
@@ -316,6 +467,7 @@ const INIT_KEYS: &[&str] = &[
     "max_flows",
     "max_pairs",
     "percentile_gauges",
+    "self_metrics",
     "require_whitelist",
     "ring_block_size",
     "ring_blocks",
@@ -417,15 +569,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
     let (list_key, list) = match (raw.instances, raw.config) {
         (Some(a), Some(b)) => {
-            return Err(ConfigError::at(
-                path,
-                Some(b.referenced.line()),
-                "config",
-                format!(
-                    "both `instances` (line {}) and go-metro's older `config` list are present; keep only `instances`",
-                    a.referenced.line()
-                ),
-            ))
+            warnings.push(format!(
+                "line {}: config: go-metro's older list is ignored, as go-metro ignores it, because `instances` (line {}) is present; remove one of them",
+                b.referenced.line(),
+                a.referenced.line()
+            ));
+            ("instances", Some(a))
         }
         (Some(a), None) => ("instances", Some(a)),
         (None, Some(b)) => ("config", Some(b)),
@@ -457,7 +606,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let key = format!("{list_key}[{i}]");
         let line = item.referenced.line();
         let raw = item.value.unwrap_or_default();
-        instances.push(instance(path, &key, line, raw, &init)?);
+        instances.push(instance(path, &key, line, raw, &init, &mut warnings)?);
     }
     Ok(Config {
         path: path.to_owned(),
@@ -482,6 +631,70 @@ fn non_negative(path: &Path, key: &str, v: &Spanned<i64>) -> Result<u64, ConfigE
     })
 }
 
+/// A metro setting that must lie in `range`; the error names the range and the unit.
+fn ranged(
+    path: &Path,
+    key: &str,
+    v: &Spanned<i64>,
+    range: std::ops::RangeInclusive<i64>,
+    unit: &str,
+) -> Result<i64, ConfigError> {
+    if v.value < 0 {
+        non_negative(path, key, v)?;
+    }
+    if range.contains(&v.value) {
+        Ok(v.value)
+    } else {
+        Err(ConfigError::at(
+            path,
+            line_of(v),
+            key,
+            format!("{} is outside {} {unit}", v.value, limits::text(&range)),
+        ))
+    }
+}
+
+/// The value of a go-metro integer key, warning when it was written as a float (go-metro's
+/// `yaml.v2` truncates it, and so does metro).
+fn go_int(key: &str, v: &Spanned<GoInt>, warnings: &mut Vec<String>) -> i64 {
+    if let Some(f) = v.value.float {
+        warnings.push(format!(
+            "line {}: {key}: {f} is not a whole number; read as {}, as go-metro reads it",
+            v.referenced.line(),
+            v.value.value
+        ));
+    }
+    v.value.value
+}
+
+/// A go-metro duration in seconds, where 0 means the default; a negative one, which go-metro
+/// accepts and misuses, is replaced by the default with a warning.
+fn go_secs(
+    key: &str,
+    v: &Spanned<GoInt>,
+    default: Duration,
+    warnings: &mut Vec<String>,
+) -> Duration {
+    match go_int(key, v, warnings) {
+        0 => default,
+        n if n < 0 => {
+            warnings.push(format!(
+                "line {}: {key}: {n} is negative; using the default, {} s",
+                v.referenced.line(),
+                default.as_secs()
+            ));
+            default
+        }
+        n => Duration::from_secs(n as u64),
+    }
+}
+
+fn go_str(v: &S<Option<GoStr>>) -> Option<&str> {
+    v.as_ref()
+        .and_then(|s| s.value.as_ref())
+        .map(|s| s.0.trim())
+}
+
 fn init_config(
     path: &Path,
     raw: RawInit,
@@ -489,74 +702,77 @@ fn init_config(
 ) -> Result<InitConfig, ConfigError> {
     let mut c = InitConfig::default();
     if let Some(v) = &raw.snaplen {
-        let n = non_negative(path, "init_config.snaplen", v)?;
-        // 0 means "the default", as it does for libpcap under go-metro.
-        if n > 0 {
-            if n > 262_144 {
-                return Err(ConfigError::at(
-                    path,
-                    line_of(v),
-                    "init_config.snaplen",
-                    format!("{n} is larger than the largest snap length, 262144"),
-                ));
-            }
+        let n = go_int("init_config.snaplen", v, warnings);
+        let line = v.referenced.line();
+        // libpcap, under go-metro, takes 0 or less as "the most", and cuts anything larger
+        // to its most; metro needs only the headers, so 0 keeps the default.
+        if n < 0 {
+            warnings.push(format!(
+                "line {line}: init_config.snaplen: {n} is negative; using the default, {} bytes",
+                c.snaplen
+            ));
+        } else if n > MAX_SNAPLEN as i64 {
+            warnings.push(format!(
+                "line {line}: init_config.snaplen: {n} is more than libpcap's most, {MAX_SNAPLEN}; using {MAX_SNAPLEN}"
+            ));
+            c.snaplen = MAX_SNAPLEN;
+        } else if n > 0 {
             if n < 104 {
                 warnings.push(format!(
-                    "line {}: init_config.snaplen: {n} is below 104 bytes, so long TCP headers will be cut and their segments skipped",
-                    v.referenced.line()
+                    "line {line}: init_config.snaplen: {n} is below 104 bytes, so long TCP headers will be cut and their segments skipped"
                 ));
             }
             c.snaplen = n as u32;
         }
     }
     if let Some(v) = &raw.idle_ttl {
-        let n = non_negative(path, "init_config.idle_ttl", v)?;
-        if n > 0 {
-            c.idle_ttl = Duration::from_secs(n);
-        }
+        c.idle_ttl = go_secs("init_config.idle_ttl", v, c.idle_ttl, warnings);
     }
-    // go-metro documents `exp_ttl` but its code reads `expired_ttl`: metro reads both.
+    // go-metro documents `exp_ttl` but its code reads `expired_ttl`: metro reads both, and
+    // when they disagree takes `expired_ttl`, the value go-metro ran with.
     let exp = match (&raw.exp_ttl, &raw.expired_ttl) {
-        (Some(a), Some(b)) if a.value != b.value => {
-            return Err(ConfigError::at(
-                path,
-                line_of(b),
-                "init_config.expired_ttl",
-                format!(
-                    "{} disagrees with exp_ttl {} (line {}); they are the same setting, keep one",
-                    b.value,
-                    a.value,
+        (Some(a), Some(b)) => {
+            if a.value.value != b.value.value {
+                warnings.push(format!(
+                    "line {}: init_config.expired_ttl: {} disagrees with exp_ttl {} (line {}); they are the same setting: using expired_ttl, the one go-metro reads",
+                    b.referenced.line(),
+                    b.value.value,
+                    a.value.value,
                     a.referenced.line()
-                ),
-            ))
+                ));
+            }
+            Some(("init_config.expired_ttl", b))
         }
-        (Some(a), _) => Some(("init_config.exp_ttl", a)),
+        (Some(a), None) => Some(("init_config.exp_ttl", a)),
         (None, Some(b)) => Some(("init_config.expired_ttl", b)),
         (None, None) => None,
     };
     if let Some((key, v)) = exp {
-        let n = non_negative(path, key, v)?;
-        if n > 0 {
-            c.exp_ttl = Duration::from_secs(n);
-        }
+        c.exp_ttl = go_secs(key, v, c.exp_ttl, warnings);
     }
-    if let Some(Spanned {
-        value: Some(ip), ..
-    }) = &raw.statsd_ip
-    {
-        if !ip.trim().is_empty() {
-            c.statsd_ip = ip.trim().to_string();
+    if let Some(ip) = go_str(&raw.statsd_ip) {
+        if !ip.is_empty() {
+            c.statsd_ip = ip.to_string();
         }
     }
     if let Some(v) = &raw.statsd_port {
-        c.statsd_port = match u16::try_from(v.value) {
-            Ok(p) if p > 0 => p,
-            _ => {
+        let n = go_int("init_config.statsd_port", v, warnings);
+        c.statsd_port = match u16::try_from(n) {
+            Ok(0) => {
+                warnings.push(format!(
+                    "line {}: init_config.statsd_port: 0 is no port; using the default, {}",
+                    v.referenced.line(),
+                    c.statsd_port
+                ));
+                c.statsd_port
+            }
+            Ok(p) => p,
+            Err(_) => {
                 return Err(ConfigError::at(
                     path,
                     line_of(v),
                     "init_config.statsd_port",
-                    format!("{} is not a UDP port (1 to 65535)", v.value),
+                    format!("{n} is not a UDP port (1 to 65535)"),
                 ))
             }
         };
@@ -565,7 +781,7 @@ fn init_config(
         c.log_to_file = v.value;
     }
     if let Some(Spanned {
-        value: Some(name),
+        value: Some(GoStr(name)),
         referenced,
         ..
     }) = &raw.log_level
@@ -594,85 +810,78 @@ fn init_config(
         c.report_interval = Duration::from_secs_f64(v.value);
     }
     if let Some(v) = &raw.workers {
-        let n = non_negative(path, "init_config.workers", v)?;
-        c.workers = match n {
+        // 0 asks for one worker per CPU.
+        c.workers = match v.value {
             0 => None,
-            1..=1024 => Some(n as usize),
-            _ => {
-                return Err(ConfigError::at(
-                    path,
-                    line_of(v),
-                    "init_config.workers",
-                    format!("{n} workers is more than 1024; give 0 for one per CPU"),
-                ))
-            }
+            _ => Some(ranged(
+                path,
+                "init_config.workers",
+                v,
+                limits::WORKERS,
+                "workers; give 0 for one per CPU",
+            )? as usize),
         };
     }
     if let Some(v) = &raw.max_flows {
-        let n = non_negative(path, "init_config.max_flows", v)?;
-        if !(1024..=1 << 26).contains(&n) {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.max_flows",
-                format!("{n} is outside 1024 to 67108864 flows per worker"),
-            ));
-        }
-        c.max_flows = n as usize;
+        c.max_flows = ranged(
+            path,
+            "init_config.max_flows",
+            v,
+            limits::MAX_FLOWS,
+            "flows per worker",
+        )? as usize;
     }
     if let Some(v) = &raw.max_pairs {
-        let n = non_negative(path, "init_config.max_pairs", v)?;
-        if !(1..=crate::cli::MAX_PAIRS_LIMIT as u64).contains(&n) {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.max_pairs",
-                format!(
-                    "{n} is outside 1 to {} host pairs",
-                    crate::cli::MAX_PAIRS_LIMIT
-                ),
-            ));
-        }
-        c.max_pairs = n as usize;
+        c.max_pairs = ranged(
+            path,
+            "init_config.max_pairs",
+            v,
+            limits::MAX_PAIRS,
+            "host pairs",
+        )? as usize;
     }
     if let Some(v) = &raw.ring_block_size {
-        let n = non_negative(path, "init_config.ring_block_size", v)?;
-        if !(4096..=1 << 28).contains(&n) || n % 4096 != 0 {
+        let n = ranged(
+            path,
+            "init_config.ring_block_size",
+            v,
+            limits::RING_BLOCK_SIZE,
+            "bytes",
+        )?;
+        if n % 4096 != 0 {
             return Err(ConfigError::at(
                 path,
                 line_of(v),
                 "init_config.ring_block_size",
-                format!("{n} is not a multiple of 4096 bytes between 4096 and 268435456"),
+                format!("{n} is not a multiple of 4096 bytes"),
             ));
         }
         c.ring.block_size = n as u32;
     }
     if let Some(v) = &raw.ring_blocks {
-        let n = non_negative(path, "init_config.ring_blocks", v)?;
-        if !(2..=65_536).contains(&n) {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.ring_blocks",
-                format!("{n} is outside 2 to 65536 blocks per ring"),
-            ));
-        }
-        c.ring.block_count = n as u32;
+        c.ring.block_count = ranged(
+            path,
+            "init_config.ring_blocks",
+            v,
+            limits::RING_BLOCKS,
+            "blocks per ring",
+        )? as u32;
     }
     if let Some(v) = &raw.ring_block_timeout {
-        let n = non_negative(path, "init_config.ring_block_timeout", v)?;
-        if !(1..=60_000).contains(&n) {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.ring_block_timeout",
-                format!("{n} is outside 1 to 60000 ms"),
-            ));
-        }
-        c.ring.block_timeout = Duration::from_millis(n);
+        let ms = ranged(
+            path,
+            "init_config.ring_block_timeout",
+            v,
+            limits::RING_BLOCK_TIMEOUT_MS,
+            "ms",
+        )?;
+        c.ring.block_timeout = Duration::from_millis(ms as u64);
     }
     if let Some(v) = &raw.percentile_gauges {
         c.percentile_gauges = v.value;
+    }
+    if let Some(v) = &raw.self_metrics {
+        c.self_metrics = v.value;
     }
     if let Some(v) = &raw.require_whitelist {
         c.require_whitelist = v.value;
@@ -686,13 +895,9 @@ fn instance(
     line: u64,
     raw: RawInstance,
     init: &InitConfig,
+    warnings: &mut Vec<String>,
 ) -> Result<Instance, ConfigError> {
-    let interface = raw
-        .interface
-        .as_ref()
-        .and_then(|s| s.value.as_deref())
-        .map(str::trim)
-        .unwrap_or("");
+    let interface = go_str(&raw.interface).unwrap_or("");
     if interface.is_empty() {
         let l = raw.interface.as_ref().map(|s| s.referenced.line());
         return Err(ConfigError::at(
@@ -706,12 +911,7 @@ fn instance(
         ));
     }
     let source = if interface == FILE_INTERFACE {
-        let pcap = raw
-            .pcap
-            .as_ref()
-            .and_then(|s| s.value.as_deref())
-            .map(str::trim)
-            .unwrap_or("");
+        let pcap = go_str(&raw.pcap).unwrap_or("");
         if pcap.is_empty() {
             return Err(ConfigError::at(
                 path,
@@ -730,43 +930,75 @@ fn instance(
     } else {
         Source::Interface(interface.to_string())
     };
+    let duty = duty_cycle(key, &raw, warnings);
 
     let mut ips = Vec::new();
     for (j, s) in raw.ips.unwrap_or_default().into_iter().enumerate() {
-        let text = s.value.trim().to_string();
-        let net: Net = text.parse().map_err(|e: String| {
-            ConfigError::at(
-                path,
-                line_of(&s),
-                format!("{key}.ips[{j}]"),
-                format!("{e}; write an address (192.0.2.7, 2001:db8::7) or a range (10.0.0.0/8)"),
-            )
-        })?;
-        let single = match text.split_once('/') {
-            None => text.parse().ok(),
-            Some((a, len)) => {
-                let ip: std::net::IpAddr = a.trim().parse().ok().unwrap_or(
-                    // Already validated by Net::from_str.
-                    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                );
-                let full = if ip.is_ipv4() { "32" } else { "128" };
-                (len.trim() == full).then_some(ip)
+        let text = s.value.as_ref().map_or("", |t| t.0.trim()).to_string();
+        let entry = match text.parse::<Net>() {
+            Ok(net) => {
+                let single = match text.split_once('/') {
+                    None => text.parse().ok(),
+                    Some((a, len)) => {
+                        let ip: std::net::IpAddr = a.trim().parse().ok().unwrap_or(
+                            // Already validated by Net::from_str.
+                            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                        );
+                        let full = if ip.is_ipv4() { "32" } else { "128" };
+                        (len.trim() == full).then_some(ip)
+                    }
+                };
+                WhitelistEntry {
+                    text,
+                    net: Some(net),
+                    single,
+                }
+            }
+            // go-metro puts `host NAME` in its libpcap filter, which resolves the name: so
+            // does metro, when it starts the instance.
+            Err(_) if is_host_name(&text) => WhitelistEntry {
+                text,
+                net: None,
+                single: None,
+            },
+            Err(e) => {
+                let e = if text.is_empty() {
+                    "an empty entry (go-metro's filter `host ` does not compile either)".to_string()
+                } else {
+                    e
+                };
+                return Err(ConfigError::at(
+                    path,
+                    line_of(&s),
+                    format!("{key}.ips[{j}]"),
+                    format!("{e}; write an address (192.0.2.7, 2001:db8::7), a range (10.0.0.0/8) or a host name"),
+                ));
             }
         };
-        ips.push(WhitelistEntry { text, net, single });
+        ips.push(entry);
     }
     let mut hosts = Vec::new();
     for (j, s) in raw.hosts.unwrap_or_default().into_iter().enumerate() {
-        let h = s.value.trim();
+        let h = s.value.as_ref().map_or("", |t| t.0.trim());
         if h.is_empty() {
-            return Err(ConfigError::at(
-                path,
-                line_of(&s),
-                format!("{key}.hosts[{j}]"),
-                "empty host name; remove the entry or name a host",
+            // go-metro looks the empty name up, logs the failure and goes on.
+            warnings.push(format!(
+                "line {}: {key}.hosts[{j}]: empty host name, skipped (remove the entry or name a host)",
+                s.referenced.line()
             ));
+            continue;
         }
         hosts.push(h.to_string());
+    }
+    let mut tags = Vec::new();
+    for (j, s) in raw.tags.unwrap_or_default().into_iter().enumerate() {
+        match s.value {
+            Some(GoStr(t)) if !t.is_empty() => tags.push(t),
+            _ => warnings.push(format!(
+                "line {}: {key}.tags[{j}]: empty tag, not sent (go-metro sent it as an empty tag)",
+                s.referenced.line()
+            )),
+        }
     }
     if init.require_whitelist && ips.is_empty() && hosts.is_empty() {
         return Err(ConfigError::at(
@@ -779,54 +1011,73 @@ fn instance(
             ),
         ));
     }
-
-    let duty = if raw.sample.as_ref().is_some_and(|s| s.value) {
-        let get = |v: &S<i64>, name: &str| -> Result<u64, ConfigError> {
-            match v {
-                Some(s) if s.value > 0 => Ok(s.value as u64),
-                Some(s) => Err(ConfigError::at(
-                    path,
-                    line_of(s),
-                    format!("{key}.{name}"),
-                    format!("{} is not a positive number of seconds", s.value),
-                )),
-                None => Err(ConfigError::at(
-                    path,
-                    raw.sample.as_ref().map(|s| s.referenced.line()),
-                    format!("{key}.{name}"),
-                    format!("`sample: true` needs `{name}` (seconds)"),
-                )),
-            }
-        };
-        let on = get(&raw.sample_duration, "sample_duration")?;
-        let every = get(&raw.sample_interval, "sample_interval")?;
-        if on >= every {
-            return Err(ConfigError::at(
-                path,
-                raw.sample_duration.as_ref().and_then(line_of),
-                format!("{key}.sample_duration"),
-                format!(
-                    "capturing {on} s out of every {every} s is not a duty cycle; make sample_duration shorter than sample_interval, or drop `sample`"
-                ),
-            ));
-        }
-        Some(DutyCycle {
-            on: Duration::from_secs(on),
-            every: Duration::from_secs(every),
-        })
-    } else {
-        None
-    };
-
     Ok(Instance {
         source,
         interface: interface.to_string(),
-        tags: raw.tags.unwrap_or_default(),
+        tags,
         ips,
         hosts,
         duty,
         line,
     })
+}
+
+/// `sample`, `sample_duration` and `sample_interval` as a duty cycle: capture
+/// `sample_duration` s out of every `sample_interval` s. Settings that are no duty cycle in
+/// that reading are read as go-metro reads them, with a warning: a duration as long as the
+/// interval or longer means "capture `sample_duration` s, then pause `sample_interval` s"
+/// (go-metro's loop), and a duration of 0 or none, with which go-metro never captures a
+/// packet, turns sampling off.
+fn duty_cycle(key: &str, raw: &RawInstance, warnings: &mut Vec<String>) -> Option<DutyCycle> {
+    let sample = raw.sample.as_ref().filter(|s| s.value)?;
+    let mut get = |v: &S<GoInt>, name: &str| -> u64 {
+        let Some(v) = v else { return 0 };
+        let n = go_int(&format!("{key}.{name}"), v, warnings);
+        u64::try_from(n).unwrap_or(0)
+    };
+    let on = get(&raw.sample_duration, "sample_duration");
+    let every = get(&raw.sample_interval, "sample_interval");
+    let line = raw
+        .sample_duration
+        .as_ref()
+        .map_or(sample.referenced.line(), |s| s.referenced.line());
+    if on == 0 {
+        warnings.push(format!(
+            "line {line}: {key}.sample_duration: `sample: true` with no positive sample_duration captures nothing under go-metro; metro captures all the time (sampling off). Give sample_duration and sample_interval in seconds, or drop `sample`"
+        ));
+        return None;
+    }
+    if every == 0 {
+        warnings.push(format!(
+            "line {line}: {key}.sample_interval: no positive sample_interval, so no pause: capturing all the time (sampling off), as go-metro does"
+        ));
+        return None;
+    }
+    if on >= every {
+        let period = on + every;
+        warnings.push(format!(
+            "line {line}: {key}.sample_duration: capturing {on} s out of every {every} s is no duty cycle; read as go-metro reads it: capture {on} s, then pause {every} s (every {period} s). To say that in metro's reading, set sample_interval: {period}"
+        ));
+        return Some(DutyCycle {
+            on: Duration::from_secs(on),
+            every: Duration::from_secs(period),
+        });
+    }
+    Some(DutyCycle {
+        on: Duration::from_secs(on),
+        every: Duration::from_secs(every),
+    })
+}
+
+/// A name that libpcap's `host NAME` would look up: letters, digits, `-`, `_` and dots.
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.parse::<std::net::IpAddr>().is_err()
+        && !s.contains('/')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
 /// Turns a YAML or type error into a message with the file, the key path and the line.
@@ -843,6 +1094,11 @@ fn yaml_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> ConfigError {
     let first = first.strip_prefix("error: ").unwrap_or(first);
     let first = match first.split_once(": ") {
         Some((loc, rest)) if loc.starts_with("line ") => rest,
+        _ => first,
+    };
+    // serde's "invalid type: string \"soon\", expected a whole number": the expectation says it.
+    let first = match first.split_once(", expected ") {
+        Some((found, _)) if found.starts_with("invalid type") => &first[found.len() + 2..],
         _ => first,
     };
     let what = match first {
@@ -1058,7 +1314,7 @@ instances:
         assert_eq!(a.ips[0].single, Some("192.168.0.1".parse().unwrap()));
         assert_eq!(a.ips[1].single, None);
         assert_eq!(a.ips[2].single, Some("2001:db8::1".parse().unwrap()));
-        assert_eq!(a.ips[1].net, "10.0.0.0/8".parse().unwrap());
+        assert_eq!(a.ips[1].net, Some("10.0.0.0/8".parse().unwrap()));
         assert_eq!(a.hosts, vec!["somehost.example"]);
         assert_eq!(a.duty, None);
         assert_eq!(a.line, 20);
@@ -1111,12 +1367,15 @@ instances:
         for x in [a, b, c] {
             assert_eq!(x.init.exp_ttl, Duration::from_secs(17));
         }
-        let e = err(&format!(
+        // go-metro reads only `expired_ttl`: when they disagree, that is the one it ran with.
+        let c = p(&format!(
             "init_config:\n  exp_ttl: 17\n  expired_ttl: 18\n{base}"
-        ));
+        ))
+        .unwrap();
+        assert_eq!(c.init.exp_ttl, Duration::from_secs(18));
         assert_eq!(
-            e,
-            "/etc/go-metro.yaml:3: init_config.expired_ttl: 18 disagrees with exp_ttl 17 (line 2); they are the same setting, keep one"
+            c.warnings,
+            ["line 3: init_config.expired_ttl: 18 disagrees with exp_ttl 17 (line 2); they are the same setting: using expired_ttl, the one go-metro reads"]
         );
     }
 
@@ -1242,7 +1501,7 @@ instances:
         );
         assert_eq!(
             e,
-            "/etc/go-metro.yaml:5: instances[0].ips[1]: '300.1.1.1' is not an IP address or CIDR range; write an address (192.0.2.7, 2001:db8::7) or a range (10.0.0.0/8)"
+            "/etc/go-metro.yaml:5: instances[0].ips[1]: '300.1.1.1' is not an IP address or CIDR range; write an address (192.0.2.7, 2001:db8::7), a range (10.0.0.0/8) or a host name"
         );
         let e = err("init_config:\n  statsd_port: 70000\ninstances:\n  - interface: eth0\n    ips: [192.0.2.1]\n");
         assert_eq!(
@@ -1250,16 +1509,16 @@ instances:
             "/etc/go-metro.yaml:2: init_config.statsd_port: 70000 is not a UDP port (1 to 65535)"
         );
         let e = err(
-            "init_config:\n  idle_ttl: -5\ninstances:\n  - interface: eth0\n    ips: [192.0.2.1]\n",
+            "init_config:\n  workers: -5\ninstances:\n  - interface: eth0\n    ips: [192.0.2.1]\n",
         );
         assert_eq!(
             e,
-            "/etc/go-metro.yaml:2: init_config.idle_ttl: -5 is negative; give a number of at least 0"
+            "/etc/go-metro.yaml:2: init_config.workers: -5 is negative; give a number of at least 0"
         );
         let e = err("instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n    tags:\n      - a:b\n      - {x: y}\n");
         assert_eq!(
             e,
-            "/etc/go-metro.yaml:6: instances[0].tags[1]: expected string scalar"
+            "/etc/go-metro.yaml:6: instances[0].tags[1]: expected a string"
         );
         let e = err("init_config:\n  log_to_file: maybe\ninstances:\n  - interface: eth0\n    ips: [192.0.2.1]\n");
         assert_eq!(
@@ -1278,20 +1537,139 @@ instances:
         );
     }
 
+    /// The duty cycle of `sample: yes` with these two keys, and the warnings.
+    fn duty(extra: &str) -> (Option<DutyCycle>, Vec<String>) {
+        let c = p(&format!(
+            "instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n    sample: yes\n{extra}"
+        ))
+        .unwrap();
+        (c.instances[0].duty, c.warnings)
+    }
+
+    fn secs(on: u64, every: u64) -> Option<DutyCycle> {
+        Some(DutyCycle {
+            on: Duration::from_secs(on),
+            every: Duration::from_secs(every),
+        })
+    }
+
     #[test]
-    fn sample_needs_a_real_duty_cycle() {
-        let base = "instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n    sample: yes\n";
-        let e = err(base);
+    fn sample_settings_that_are_no_duty_cycle_are_read_as_go_metro_runs_them() {
+        let (d, w) = duty("    sample_duration: 5\n    sample_interval: 60\n");
+        assert_eq!((d, w.len()), (secs(5, 60), 0));
+        // Equal or inverted: go-metro captures sample_duration s, then pauses sample_interval s.
+        let (d, w) = duty("    sample_duration: 10\n    sample_interval: 10\n");
+        assert_eq!(d, secs(10, 20));
         assert_eq!(
-            e,
-            "/etc/go-metro.yaml:4: instances[0].sample_duration: `sample: true` needs `sample_duration` (seconds)"
+            w,
+            ["line 5: instances[0].sample_duration: capturing 10 s out of every 10 s is no duty cycle; read as go-metro reads it: capture 10 s, then pause 10 s (every 20 s). To say that in metro's reading, set sample_interval: 20"]
         );
-        let e = err(&format!(
-            "{base}    sample_duration: 10\n    sample_interval: 10\n"
-        ));
-        assert!(e.starts_with("/etc/go-metro.yaml:5: instances[0].sample_duration: capturing 10 s out of every 10 s"), "{e}");
-        let c = p(&format!("{base}    sample: no\n").replace("    sample: yes\n", "")).unwrap();
-        assert_eq!(c.instances[0].duty, None);
+        let (d, w) = duty("    sample_duration: 30\n    sample_interval: 10\n");
+        assert_eq!((d, w.len()), (secs(30, 40), 1));
+        // None at all: go-metro never captures; metro captures all the time, and says so.
+        let (d, w) = duty("");
+        assert_eq!(d, None);
+        assert_eq!(
+            w,
+            ["line 4: instances[0].sample_duration: `sample: true` with no positive sample_duration captures nothing under go-metro; metro captures all the time (sampling off). Give sample_duration and sample_interval in seconds, or drop `sample`"]
+        );
+        let (d, w) = duty("    sample_duration: 5\n");
+        assert_eq!((d, w.len()), (None, 1));
+        assert!(
+            w[0].contains("no positive sample_interval, so no pause"),
+            "{w:?}"
+        );
+        let (d, w) = duty("    sample_duration: -5\n    sample_interval: 60\n");
+        assert_eq!((d, w.len()), (None, 1));
+        let c = p("instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n    sample: no\n    sample_duration: 0\n").unwrap();
+        assert_eq!((c.instances[0].duty, c.warnings.len()), (None, 0));
+    }
+
+    #[test]
+    fn where_go_metro_runs_metro_runs_and_says_what_it_assumed() {
+        let base = "instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n";
+        // yaml.v2 truncates a float into a Go int.
+        let c = p(&format!("init_config:\n  snaplen: 512.0\n  idle_ttl: 120.9\n  expired_ttl: 30.0\n  statsd_port: 9125.0\n{base}")).unwrap();
+        assert_eq!(c.init.snaplen, 512);
+        assert_eq!(c.init.idle_ttl, Duration::from_secs(120));
+        assert_eq!(c.init.exp_ttl, Duration::from_secs(30));
+        assert_eq!(c.init.statsd_port, 9125);
+        assert_eq!(
+            c.warnings[..2],
+            [
+                "line 2: init_config.snaplen: 512 is not a whole number; read as 512, as go-metro reads it",
+                "line 3: init_config.idle_ttl: 120.9 is not a whole number; read as 120, as go-metro reads it"
+            ]
+        );
+        assert_eq!(c.warnings.len(), 4);
+        // Negative durations and snap lengths, port 0: the defaults, said.
+        let c = p(&format!(
+            "init_config:\n  snaplen: -1\n  idle_ttl: -5\n  exp_ttl: -1\n  statsd_port: 0\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(c.init.idle_ttl, Duration::from_secs(300));
+        assert_eq!(c.init.exp_ttl, Duration::from_secs(60));
+        assert_eq!(c.init.snaplen, 512);
+        assert_eq!(c.init.statsd_port, 8125);
+        assert_eq!(
+            c.warnings,
+            [
+                "line 2: init_config.snaplen: -1 is negative; using the default, 512 bytes",
+                "line 3: init_config.idle_ttl: -5 is negative; using the default, 300 s",
+                "line 4: init_config.exp_ttl: -1 is negative; using the default, 60 s",
+                "line 5: init_config.statsd_port: 0 is no port; using the default, 8125"
+            ]
+        );
+        let c = p(&format!("init_config:\n  snaplen: 1000000\n{base}")).unwrap();
+        assert_eq!(c.init.snaplen, MAX_SNAPLEN);
+        assert_eq!(c.warnings.len(), 1);
+        // Null tags, null and non-string entries: as yaml.v2 reads them.
+        let c = p("instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n    tags:\n").unwrap();
+        assert!(c.instances[0].tags.is_empty() && c.warnings.is_empty());
+        let c = p("instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n    tags:\n      -\n      - 7\n      - on\n      - env:prod\n").unwrap();
+        assert_eq!(c.instances[0].tags, ["7", "true", "env:prod"]);
+        assert_eq!(
+            c.warnings,
+            ["line 5: instances[0].tags[0]: empty tag, not sent (go-metro sent it as an empty tag)"]
+        );
+        // An empty host entry: go-metro fails to resolve it and goes on.
+        let c = p(
+            "instances:\n  - interface: eth0\n    hosts:\n      - ''\n      -\n      - a.example\n",
+        )
+        .unwrap();
+        assert_eq!(c.instances[0].hosts, ["a.example"]);
+        assert_eq!(c.warnings.len(), 2);
+        assert!(
+            c.warnings[0].starts_with("line 4: instances[0].hosts[0]: empty host name, skipped")
+        );
+        // `instances` and the older `config`: go-metro reads `instances` only.
+        let c = p("config:\n  - interface: eth1\n    ips: [192.0.2.2]\ninstances:\n  - interface: eth0\n    ips: [192.0.2.1]\n").unwrap();
+        assert_eq!(c.instances.len(), 1);
+        assert_eq!(c.instances[0].interface, "eth0");
+        assert_eq!(
+            c.warnings,
+            ["line 2: config: go-metro's older list is ignored, as go-metro ignores it, because `instances` (line 5) is present; remove one of them"]
+        );
+        // A host name in `ips`: kept for resolving at start, as go-metro's libpcap resolves it.
+        let c =
+            p("instances:\n  - interface: eth0\n    ips: [db-1.example, 10.0.0.0/8]\n").unwrap();
+        assert_eq!(c.instances[0].ips[0].text, "db-1.example");
+        assert_eq!(
+            (c.instances[0].ips[0].net, c.instances[0].ips[0].single),
+            (None, None)
+        );
+        assert!(c.instances[0].ips[1].net.is_some());
+        // What go-metro refuses stays refused, and no message leaks Rust's types.
+        for (yaml, want) in [
+            ("instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n    tags: [{a: b}]\n", ":4: instances[0].tags"),
+            ("instances:\n  - interface: eth0\n    ips: ['']\n", ":3: instances[0].ips[0]: an empty entry"),
+            ("init_config:\n  snaplen: '512'\ninstances:\n  - interface: eth0\n    ips: [192.0.2.1]\n", ":2: init_config.snaplen: expected a whole number"),
+            ("init_config:\n  statsd_port: -1\ninstances:\n  - interface: eth0\n    ips: [192.0.2.1]\n", ":2: init_config.statsd_port: -1 is not a UDP port"),
+        ] {
+            let e = err(yaml);
+            assert!(e.contains(want), "{e}");
+            assert!(!e.contains("Option") && !e.contains("i64") && !e.contains("GoStr"), "{e}");
+        }
     }
 
     #[test]
@@ -1304,7 +1682,7 @@ instances:
     }
 
     #[test]
-    fn go_metros_older_config_list_is_read_too() {
+    fn go_metros_older_config_list_is_read_alone() {
         let c = p("config:\n  - interface: eth1\n    ips: [192.0.2.1]\n").unwrap();
         assert_eq!(c.instances[0].interface, "eth1");
     }

@@ -16,14 +16,16 @@
 //!
 //! [`offline`] drives the pipeline over a capture file, and [`live`] over TPACKET_V3 rings fanned
 //! out to pinned workers, with a reporter thread that merges their intervals. [`daemon`] is go-metro mode: it reads
-//! go-metro's YAML ([`config`]), logs in go-metro's format ([`logging`]), runs every instance (a
-//! [`live`] capture or a file) and sends DogStatsD gauges ([`report::statsd`]) until stopped.
+//! go-metro's YAML ([`config`]), logs in go-metro's format ([`logging`]), names hosts as go-metro
+//! does ([`dns`]), runs every instance (a [`live`] capture or a file) and sends DogStatsD gauges
+//! ([`report::statsd`]) until stopped ([`signals`], shared with live mode).
 
 pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod dns;
 pub mod flow;
 pub mod live;
 pub mod logging;
@@ -31,4 +33,5 @@ pub mod offline;
 pub mod record;
 pub mod report;
 pub mod rtt;
+pub mod signals;
 pub mod worker;

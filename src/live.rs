@@ -37,48 +37,13 @@ use crate::capture::filter::{self, FilterError, Insn};
 use crate::capture::iface::{self, IfaceError, Status};
 use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
 use crate::capture::LinkType;
+use crate::config::{limits, DutyCycle, RingConfig};
 use crate::decode::Addr;
 use crate::flow::FlowKey;
 use crate::record::IntervalStats;
 use crate::report::plot::{PlotPoints, PointLimits};
 use crate::report::{Counters, Merged, PairSummary};
 use crate::worker::{Net, Worker, WorkerConfig};
-
-/// Sizes of each worker's TPACKET_V3 ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RingConfig {
-    /// Bytes per block.
-    pub block_size: u32,
-    /// Blocks per ring.
-    pub block_count: u32,
-    /// How long the kernel waits before handing over a block that is not full.
-    pub block_timeout: Duration,
-}
-
-impl Default for RingConfig {
-    fn default() -> Self {
-        RingConfig {
-            // 1 MiB holds about 6,000 small frames with their ring headers, so at high rates a
-            // block changes hands rarely; it is also a size the kernel allocates easily (order 8).
-            block_size: 1 << 20,
-            // 16 MiB per worker rides out ~100 ms of a stalled worker at 1 M small packets/s.
-            block_count: 16,
-            // Only delays delivery, never timestamps (they come from the ring): 10 ms keeps a
-            // quiet ring's packets flowing and is short against a report interval.
-            block_timeout: Duration::from_millis(10),
-        }
-    }
-}
-
-/// A duty cycle: capture for `on` out of every `every` (go-metro's `sample_duration` and
-/// `sample_interval`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DutyCycle {
-    /// Capture time per period.
-    pub on: Duration,
-    /// The period.
-    pub every: Duration,
-}
 
 /// Everything one live capture (one interface, one fanout group) needs.
 #[derive(Debug, Clone)]
@@ -260,11 +225,12 @@ fn validate(cfg: &LiveConfig) -> Result<(), LiveError> {
             r.block_size
         )));
     }
-    if r.block_count < 2 {
+    if !limits::RING_BLOCKS.contains(&i64::from(r.block_count)) {
         return Err(LiveError::Config(format!(
-            "ring block count {} is too small: use at least 2, so the kernel can fill one block \
+            "ring block count {} is outside {}: use at least 2, so the kernel can fill one block \
              while a worker reads another",
-            r.block_count
+            r.block_count,
+            limits::text(&limits::RING_BLOCKS)
         )));
     }
     if r.block_timeout.is_zero() {

@@ -6,8 +6,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use nix::sys::signal::{SigSet, Signal};
-
 use metro::cli::{exit, Cli, Format, Mode};
 use metro::daemon;
 use metro::decode::Addr;
@@ -16,6 +14,7 @@ use metro::offline;
 use metro::record::PairKey;
 use metro::report::plot::{PairChoice, PlotInput, PlotTarget, PointLimits, DEFAULT_PAIRS};
 use metro::report::{json, table, Counters, PairSummary};
+use metro::signals;
 use metro::worker::WorkerConfig;
 
 fn main() -> ExitCode {
@@ -28,7 +27,7 @@ fn main() -> ExitCode {
                 eprintln!("{}", metro::cli::flags_hint());
             }
             let code = if e.use_stderr() {
-                exit::USAGE
+                exit::FLAGS
             } else {
                 exit::OK
             };
@@ -196,7 +195,10 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         .without_time()
         .try_init();
     let stop = Arc::new(AtomicBool::new(false));
-    if let Err(e) = stop_on_signals(&stop) {
+    let watched = signals::block(signals::LIVE)
+        .map_err(io::Error::from)
+        .and_then(|set| signals::watch(set, Arc::clone(&stop), true));
+    if let Err(e) = watched {
         eprintln!("metro: cannot set up signal handling: {e}");
         return Ok(exit::INPUT);
     }
@@ -267,30 +269,6 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
             })
         }
     }
-}
-
-/// Blocks SIGINT and SIGTERM in every thread (call before any is spawned) and takes them on a
-/// thread of their own: the first asks for a clean stop, the second ends the process at once.
-fn stop_on_signals(stop: &Arc<AtomicBool>) -> nix::Result<()> {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block()?;
-    let stop = Arc::clone(stop);
-    std::thread::Builder::new()
-        .name("metro-signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            while let Ok(sig) = set.wait() {
-                seen += 1;
-                if seen > 1 {
-                    std::process::exit(128 + sig as i32);
-                }
-                stop.store(true, Ordering::Release);
-            }
-        })
-        .map_err(|_| nix::Error::EAGAIN)?;
-    Ok(())
 }
 
 fn print_report(format: Format, rep: &IntervalReport) -> io::Result<()> {

@@ -8,13 +8,19 @@
 //!
 //! A read error (a file cut short, a damaged record) stops the read but not the report: the
 //! statistics gathered up to that point are returned with the error.
+//!
+//! [`Follow`] reads a file on a thread of its own into one worker whose intervals another thread
+//! takes whenever it reports: go-metro mode's file instances, which report every interval while
+//! the file is read, and at a stop even while the reader waits on a FIFO.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::capture::file::{FileError, FileSource};
+use crate::capture::file::{FileError, FileSource, FileStats};
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Skip};
 use crate::flow::FlowKey;
@@ -104,7 +110,7 @@ pub fn run_plotted(
             }
         });
         let mut stats = w.take_interval(Default::default());
-        add_file_counts(&mut stats.counters, &src);
+        add_file_counts(&mut stats.counters, &src.stats());
         return Ok(Outcome {
             intervals: vec![stats],
             max_pairs: cfg.max_pairs,
@@ -129,11 +135,88 @@ impl Outcome {
     }
 }
 
-fn add_file_counts(c: &mut Counters, src: &FileSource) {
-    let f = src.stats();
+/// Counts the frames the reader could not hand to a worker, as the worker counts its skips.
+fn add_file_counts(c: &mut Counters, f: &FileStats) {
     c.packets += f.unknown_link + f.untimed;
     c.skipped[Skip::UnknownLink.index()] += f.unknown_link;
     c.skipped[Skip::Malformed.index()] += f.untimed;
+}
+
+/// How a followed file's read ended.
+pub enum FollowEnd {
+    /// The file could not be opened as a capture.
+    NotOpened(FileError),
+    /// Read to its end, or to a stop; `error` when it broke off. `stats` are the reader's.
+    Read {
+        stats: FileStats,
+        error: Option<FileError>,
+    },
+}
+
+/// A capture file being read on its own thread into one worker (see the module's doc).
+pub struct Follow {
+    path: PathBuf,
+    worker: Arc<Mutex<Worker>>,
+}
+
+impl Follow {
+    /// Starts reading `path` into a worker configured by `cfg`, after `first` has run on the
+    /// reading thread; stops early when `stop` is set, and hands the end to `done`.
+    pub fn start(
+        path: &Path,
+        id: usize,
+        cfg: &WorkerConfig,
+        stop: Arc<AtomicBool>,
+        first: impl FnOnce() + Send + 'static,
+        done: impl FnOnce(FollowEnd) + Send + 'static,
+    ) -> std::io::Result<Follow> {
+        let worker = Arc::new(Mutex::new(Worker::new(id, cfg)));
+        let w = Arc::clone(&worker);
+        let p = path.to_owned();
+        thread::Builder::new()
+            .name(format!("metro-file-{id}"))
+            .spawn(move || {
+                first();
+                let mut src = match FileSource::open(&p) {
+                    Ok(s) => s,
+                    Err(e) => return done(FollowEnd::NotOpened(e)),
+                };
+                tracing::info!("reading in packets");
+                let r = src.for_each(|link, frame| {
+                    if !stop.load(Ordering::Relaxed) {
+                        lock(&w).handle(link, frame);
+                    }
+                });
+                done(FollowEnd::Read {
+                    stats: src.stats(),
+                    error: r.err(),
+                })
+            })?;
+        Ok(Follow {
+            path: path.to_owned(),
+            worker,
+        })
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the worker gathered since the last call; once the read has ended, with the
+    /// reader's own counts (`ended`), as [`run`] counts them.
+    pub fn take_interval(&self, ended: Option<&FileStats>) -> IntervalStats {
+        let mut stats = lock(&self.worker).take_interval(Default::default());
+        if let Some(f) = ended {
+            add_file_counts(&mut stats.counters, f);
+        }
+        stats
+    }
+}
+
+/// The worker, also when a reader panicked while holding it (its counts are still whole).
+fn lock(w: &Mutex<Worker>) -> std::sync::MutexGuard<'_, Worker> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Frames per batch handed to a worker thread.
@@ -253,7 +336,7 @@ fn run_parallel(
     for h in handles {
         let (mut stats, k) = h.join().expect("a worker thread panicked");
         if intervals.is_empty() {
-            add_file_counts(&mut stats.counters, &src);
+            add_file_counts(&mut stats.counters, &src.stats());
         }
         intervals.push(stats);
         kept.merge(k);

@@ -126,9 +126,8 @@ impl Default for WorkerConfig {
             max_rings: 4096,
             max_pairs: DEFAULT_MAX_PAIRS,
             ttl: Ttl {
-                // go-metro's defaults: idle_ttl 300 s, exp_ttl 60 s.
-                idle_ns: 300 * 1_000_000_000,
-                closed_ns: 60 * 1_000_000_000,
+                idle_ns: crate::config::DEFAULT_IDLE_TTL.as_nanos() as u64,
+                closed_ns: crate::config::DEFAULT_EXP_TTL.as_nanos() as u64,
             },
             local: Vec::new(),
             whitelist: None,

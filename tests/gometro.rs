@@ -120,19 +120,37 @@ fn mkfifo(p: &Path) {
     assert!(st.success(), "mkfifo {}", p.display());
 }
 
+/// A go-metro file with metro's own health series on (`self_metrics`), which the tests read
+/// as the end of an interval, and `instances` as given.
 fn config(port: u16, init_extra: &str, instances: &str) -> String {
     format!(
-        "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {port}\n  log_level: info\n{init_extra}instances:\n{instances}"
+        "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {port}\n  log_level: info\n  self_metrics: yes\n{init_extra}instances:\n{instances}"
     )
 }
 
+/// `args`, with a `-log` of this test process's own unless one is given: go-metro mode logs
+/// to it until its configuration is read, and the default is the system's.
+fn with_log(args: &[&str]) -> Vec<String> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if !args
+        .iter()
+        .any(|a| a.starts_with("-log") || a.starts_with("--log"))
+    {
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!("metro-gm-{}-{n}.log", std::process::id()));
+        v.push(format!("-log={}", log.display()));
+    }
+    v
+}
+
 fn run_metro(args: &[&str]) -> Output {
-    Command::new(METRO).args(args).output().unwrap()
+    Command::new(METRO).args(with_log(args)).output().unwrap()
 }
 
 fn spawn_metro(args: &[&str]) -> Child {
     Command::new(METRO)
-        .args(args)
+        .args(with_log(args))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -169,7 +187,7 @@ fn feed_scp_then_stop(child: Child, fifo: &Path, pcap: &Path) -> String {
     let out = wait_with_timeout(child, Duration::from_secs(10));
     drop(w);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         log.contains(&format!(
             "{}: 657 packets, 167 RTT samples reported",
@@ -286,7 +304,9 @@ fn file_instance_sends_go_metros_gauges_equal_to_offline_statistics() {
             "reason:unknown_link"
         ]
     );
-    let log = String::from_utf8_lossy(&out.stderr);
+    // With log_to_file off, go-metro logs to standard output (seelog's console).
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "{out:?}");
     assert!(log.contains("| INFO | "), "{log}");
     assert!(log.contains("reading in packets"), "{log}");
     assert!(
@@ -432,7 +452,7 @@ fn signal_flushes(sig: Signal, name: &str) {
     );
     check_pairs(&m, &pairs, &[], "file");
     assert_eq!(value(&m, "metro.packets"), 657.0);
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = String::from_utf8_lossy(&out.stdout);
     let said = match sig {
         Signal::SIGHUP => "hungup",
         Signal::SIGINT => "sig int caught, shutting down.",
@@ -527,7 +547,8 @@ fn firewalled_receiver_drops_are_counted_and_capture_goes_on() {
         ),
     );
     let child = Command::new("ip")
-        .args(["netns", "exec", &ns, METRO, "-cfg", cfg.to_str().unwrap()])
+        .args(["netns", "exec", &ns, METRO])
+        .args(with_log(&["-cfg", cfg.to_str().unwrap()]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -542,25 +563,33 @@ fn firewalled_receiver_drops_are_counted_and_capture_goes_on() {
 }
 
 #[test]
-fn missing_config_waits_5_s_then_exits_0_and_says_why() {
+fn missing_config_waits_5_s_then_exits_0_and_says_why_in_the_log_file() {
+    let dir = Scratch::new("missing");
+    let log = dir.0.join("log/go-metro.log");
     let start = Instant::now();
-    let out = run_metro(&["-cfg=/nonexistent/metro/go-metro.yaml"]);
+    let out = run_metro(&[
+        "-cfg=/nonexistent/metro/go-metro.yaml",
+        &format!("-log={}", log.display()),
+    ]);
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(took >= Duration::from_millis(4900), "waited only {took:?}");
     assert!(took < Duration::from_secs(8), "waited {took:?}");
-    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let text = fs::read_to_string(&log).unwrap();
     assert!(
-        log.contains("| ERROR | ")
-            && log.contains("cannot read configuration file /nonexistent/metro/go-metro.yaml")
-            && log.contains("exiting in 5 s"),
-        "{log}"
+        text.contains("| ERROR | ")
+            && text.contains("cannot read configuration file /nonexistent/metro/go-metro.yaml")
+            && text.contains("exiting in 5 s"),
+        "{text}"
     );
 }
 
-/// go-metro's refusals, word for word, with the file, key and line metro adds.
+/// go-metro's refusals, word for word, with the file, key and line metro adds: in the `-log`
+/// file, where go-metro writes them (its logger writes to the file until the configuration is
+/// read), with exit status 1.
 #[test]
-fn go_metros_config_errors_exit_1_with_its_explanation() {
+fn go_metros_config_errors_exit_1_into_the_log_file_with_its_explanation() {
     let dir = Scratch::new("errors");
     let cases = [
         (
@@ -587,40 +616,128 @@ fn go_metros_config_errors_exit_1_with_its_explanation() {
             "init_config:\n  idle_ttl: [1]\ninstances:\n  - interface: lo\n    ips: [192.0.2.1]\n",
             ":2: init_config.idle_ttl: ",
         ),
+        (
+            "instances:\n  - interface: lo\n    ips: [no-such-host.invalid]\n",
+            "error setting BPF filter: cannot resolve \"no-such-host.invalid\" in `ips`",
+        ),
     ];
     for (i, (yaml, want)) in cases.iter().enumerate() {
         let cfg = dir.file(&format!("c{i}.yaml"), yaml);
-        let out = run_metro(&["-cfg", cfg.to_str().unwrap()]);
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "case {i}: {log}");
-        assert!(log.contains("| CRITICAL | "), "case {i}: {log}");
-        assert!(log.contains(want), "case {i}: want {want:?} in {log}");
-        if !want.starts_with("Whitelist cannot") {
+        let log = dir.0.join(format!("c{i}.log"));
+        let out = run_metro(&["-cfg", cfg.to_str().unwrap(), "-log", log.to_str().unwrap()]);
+        // A configuration that parses switches the log to standard output (log_to_file is off)
+        // before the instances are prepared.
+        let after_parsing =
+            want.starts_with("Whitelist cannot") || want.starts_with("error setting");
+        let text = if after_parsing {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            fs::read_to_string(&log).unwrap_or_default()
+        };
+        assert_eq!(out.status.code(), Some(1), "case {i}: {text} {out:?}");
+        assert!(text.contains("| CRITICAL | "), "case {i}: {text}");
+        assert!(text.contains(want), "case {i}: want {want:?} in {text}");
+        if !after_parsing {
             assert!(
-                log.contains(&format!(
+                text.contains(&format!(
                     "Error parsing configuration file: {}",
                     cfg.display()
                 )),
-                "case {i}: {log}"
+                "case {i}: {text}"
             );
         }
     }
 }
 
+/// With `log_to_file: false`, what comes after the configuration goes to standard output, as
+/// go-metro's console logger writes.
 #[test]
-fn command_line_errors_exit_1_and_help_exits_0() {
+fn without_log_to_file_the_log_goes_to_standard_output() {
+    let dir = Scratch::new("stdout");
+    let log = dir.0.join("go-metro.log");
+    let cfg = dir.file(
+        "go-metro.yaml",
+        "init_config:\n  log_level: info\n  exp_tl: 1\ninstances:\n  - interface: file\n    pcap: /nonexistent/x.pcap\n    ips: [192.0.2.1]\n",
+    );
+    let out = run_metro(&["-cfg", cfg.to_str().unwrap(), "-log", log.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stdout.contains("| WARN | ") && stdout.contains("init_config.exp_tl: unknown key"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| CRITICAL | ")
+            && stdout.contains("Unable to start sniffer for interface: \"file\""),
+        "{stdout}"
+    );
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap_or_default(),
+        "",
+        "nothing before the configuration was read"
+    );
+}
+
+/// Go's `flag` package exits 2 on a flag it does not know, ignores what follows the first
+/// argument that is not a flag, and keeps the last of a repeated flag.
+#[test]
+fn command_line_errors_exit_2_stray_arguments_are_ignored_and_help_exits_0() {
     let out = run_metro(&["-cgf=/x.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unexpected argument '--cgf'"), "{err}");
     assert!(
         err.contains("metro's flags are -cfg, -log, -f, -st"),
         "{err}"
     );
-    let out = run_metro(&["-f", "tcp port 22", "-cfg=/nonexistent.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("cannot compile filter expressions other than `tcp`"));
+    let dir = Scratch::new("flags");
+    let log = dir.0.join("go-metro.log");
+    let out = run_metro(&[
+        "-f",
+        "tcp port 22",
+        "-cfg=/nonexistent.yaml",
+        "-log",
+        log.to_str().unwrap(),
+    ]);
+    #[cfg(not(feature = "libpcap"))]
+    {
+        assert_eq!(out.status.code(), Some(1));
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("| CRITICAL | ")
+                && text.contains("cannot compile filter expressions other than `tcp`")
+                && text.contains("build metro with `--features libpcap`"),
+            "{text}"
+        );
+    }
+    #[cfg(feature = "libpcap")]
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a missing file after a good filter: {out:?}"
+    );
+    // The last -cfg wins; a stray argument ends the flags (-st is not read) and is logged.
+    let bad = dir.file("bad.yaml", "instances:\n");
+    let out = run_metro(&[
+        "-cfg",
+        bad.to_str().unwrap(),
+        "-cfg=/nonexistent.yaml",
+        "-log",
+        log.to_str().unwrap(),
+        "stray",
+        "-st",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the last -cfg is the missing one: {out:?}"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("argument \"stray\" ignored") && text.contains("argument \"-st\" ignored"),
+        "{text}"
+    );
     let out = run_metro(&["-help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
@@ -660,14 +777,15 @@ fn log_to_file_writes_go_metros_log_file() {
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains(" | INFO | (daemon.rs:"), "{text}");
     assert!(
-        text.contains("Setting BPF filter: tcp and (host 162.243.251.92)"),
+        text.contains("Setting BPF filter: tcp and not host 127.0.0.1 and (host 162.243.251.92)"),
         "{text}"
     );
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("| INFO |"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("| INFO |"));
+    assert!(out.stderr.is_empty(), "{out:?}");
 }
 
 /// A live instance that cannot capture (no CAP_NET_RAW: dropped from the bounding set when
-/// root) is logged with go-metro's words and metro's way out, and metro exits 2. The gauges of a
+/// root) is logged with go-metro's words and metro's way out, and metro exits 1, as go-metro. The gauges of a
 /// live instance that can capture are checked in `gometro_live.rs`, in network namespaces.
 #[test]
 fn live_instance_without_cap_net_raw_says_how_to_grant_it() {
@@ -695,8 +813,8 @@ fn live_instance_without_cap_net_raw_says_how_to_grant_it() {
         .spawn()
         .unwrap();
     let out = wait_with_timeout(child, Duration::from_secs(10));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{log}");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
         log.contains("Unable to start sniffer for interface: \"lo\" (please check your configuration and privileges): capturing needs CAP_NET_RAW: run as root or `setcap cap_net_raw+ep "),
         "{log}"

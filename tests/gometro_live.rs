@@ -195,8 +195,12 @@ impl CfgFile {
         CfgFile(p)
     }
 
-    fn arg(&self) -> String {
-        format!("-cfg={}", self.0.display())
+    /// `-cfg` and a `-log` beside it (go-metro mode logs there until its configuration is read).
+    fn args(&self) -> [String; 2] {
+        [
+            format!("-cfg={}", self.0.display()),
+            format!("-log={}", self.0.with_extension("log").display()),
+        ]
     }
 }
 
@@ -331,12 +335,12 @@ fn live_run(bed: &Bed, attempt: u32) -> Vec<String> {
     let cfg = CfgFile::new(
         "e2e",
         &format!(
-            "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {}\n  log_level: info\n  report_interval: 1\n  workers: 2\ninstances:\n  - interface: eth0\n    tags: [{}]\n    ips: [{SRV}]\n",
+            "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {}\n  log_level: info\n  self_metrics: yes\n  report_interval: 1\n  workers: 2\ninstances:\n  - interface: eth0\n    tags: [{}]\n    ips: [{SRV}]\n",
             rx.port,
             TAGS.join(", ")
         ),
     );
-    let metro = Metro::start(&bed.cli, &[&cfg.arg()]);
+    let metro = Metro::start_daemon(&bed.cli, &cfg.args().each_ref().map(String::as_str));
     let started = Instant::now();
     const PERIODIC: usize = 4;
     wait_reports(&rx, &metro, PERIODIC, Duration::from_secs(8));
@@ -350,8 +354,9 @@ fn live_run(bed: &Bed, attempt: u32) -> Vec<String> {
     assert!(out.stderr.contains("| WARN | ") && out.stderr.contains("force stop"));
     assert!(stopped < Duration::from_secs(3), "SIGTERM took {stopped:?}");
     assert!(
-        out.stderr
-            .contains(&format!("Setting BPF filter: tcp and (host {SRV})")),
+        out.stderr.contains(&format!(
+            "Setting BPF filter: tcp and not host 127.0.0.1 and (host {SRV})"
+        )),
         "{}",
         out.stderr
     );
@@ -445,12 +450,12 @@ fn duty_cycle_captures_only_during_its_on_phases() {
     let cfg = CfgFile::new(
         "duty",
         &format!(
-            "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {}\n  log_level: info\n  report_interval: 1\n  percentile_gauges: true\ninstances:\n  - interface: eth0\n    tags: [{}]\n    ips: [{SRV}]\n    sample: yes\n    sample_duration: 1\n    sample_interval: 3\n",
+            "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {}\n  log_level: info\n  self_metrics: yes\n  report_interval: 1\n  percentile_gauges: true\ninstances:\n  - interface: eth0\n    tags: [{}]\n    ips: [{SRV}]\n    sample: yes\n    sample_duration: 1\n    sample_interval: 3\n",
             rx.port,
             TAGS.join(", ")
         ),
     );
-    let metro = Metro::start(&bed.cli, &[&cfg.arg()]);
+    let metro = Metro::start_daemon(&bed.cli, &cfg.args().each_ref().map(String::as_str));
     let link0 = bed.link_packets();
     let t0 = Instant::now();
     // Three periods' worth: on, off, off, on, off, off, on; then stop, paused.
@@ -551,11 +556,11 @@ fn a_recreated_interface_is_captured_again() {
     let cfg = CfgFile::new(
         "recreated",
         &format!(
-            "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {}\n  log_level: info\n  report_interval: 1\n  workers: 1\ninstances:\n  - interface: eth0\n    ips: [10.83.0.2]\n",
+            "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {}\n  log_level: info\n  self_metrics: yes\n  report_interval: 1\n  workers: 1\ninstances:\n  - interface: eth0\n    ips: [10.83.0.2]\n",
             rx.port
         ),
     );
-    let mut metro = Metro::start(&a, &[&cfg.arg()]);
+    let mut metro = Metro::start_daemon(&a, &cfg.args().each_ref().map(String::as_str));
     let server = SocketAddr::from(([10, 83, 0, 2], PORT));
     let has_rtt = |m: &[support::statsd::Metric]| m.iter().any(|m| m.name == "system.net.tcp.rtt");
 

@@ -233,7 +233,7 @@ mod tests {
             )
             .unwrap();
             let both = filter::and(&metro, &user, 256).unwrap();
-            match crate::capture::ring::PacketSocket::open() {
+            match crate::capture::ring::PacketSocket::open(false) {
                 Ok(s) => s
                     .attach_filter(&both)
                     .expect("the kernel accepts the program"),

@@ -6,7 +6,11 @@
 //! While capturing, it also needs to notice the interface going down, coming back, or vanishing.
 //!
 //! Everything here goes through `getifaddrs` and `if_nametoindex` in the calling thread's network
-//! namespace. Addresses are read once, at start: an address added later is not treated as local.
+//! namespace. Live capture reads the addresses again while it runs ([`status`]), so an address
+//! added later is local from then on.
+//!
+//! [`ANY`] names every interface at once, as libpcap's `any` device does: index 0, always up,
+//! cooked framing (from the network header), and every interface's addresses.
 
 use std::net::IpAddr;
 
@@ -16,6 +20,7 @@ use nix::net::if_::{if_nameindex, if_nametoindex, InterfaceFlags};
 use nix::sys::socket::SockaddrStorage;
 
 use super::filter::Framing;
+use super::ring::ANY_IFINDEX;
 use super::LinkType;
 
 /// `ARPHRD_*` values (from `linux/if_arp.h`) of links metro can decode.
@@ -42,9 +47,15 @@ pub struct Interface {
     pub addrs: Vec<IpAddr>,
 }
 
+/// The name that captures on every interface (go-metro's libpcap lists it as a device).
+pub const ANY: &str = "any";
+
 impl Interface {
     /// How frames captured on this interface are framed, or `None` for a link metro cannot decode.
     pub fn framing(&self) -> Option<(LinkType, Framing)> {
+        if self.index == ANY_IFINDEX {
+            return Some((LinkType::Raw, Framing::RawIp));
+        }
         match self.hatype {
             arphrd::ETHER | arphrd::LOOPBACK => Some((LinkType::Ethernet, Framing::Ethernet)),
             arphrd::NONE | arphrd::RAWIP | arphrd::PPP => Some((LinkType::Raw, Framing::RawIp)),
@@ -96,8 +107,28 @@ pub fn names() -> Vec<String> {
     }
 }
 
+/// Every address of every interface.
+fn all_addrs() -> Option<Vec<IpAddr>> {
+    let list = getifaddrs().ok()?;
+    let mut out: Vec<IpAddr> = list
+        .filter_map(|a| a.address.as_ref().and_then(ip_of))
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
 /// Looks up `name`: its index, state, link type and addresses.
 pub fn lookup(name: &str) -> Result<Interface, IfaceError> {
+    if name == ANY {
+        return Ok(Interface {
+            name: name.to_string(),
+            index: ANY_IFINDEX,
+            up: true,
+            hatype: 0,
+            addrs: all_addrs().unwrap_or_default(),
+        });
+    }
     let index = match if_nametoindex(name) {
         Ok(i) if i != 0 => i,
         // glibc reports an unknown name as ENODEV; a name too long for IFNAMSIZ as EINVAL or
@@ -150,6 +181,9 @@ pub fn ip_of(addr: &SockaddrStorage) -> Option<IpAddr> {
 /// Whether the interface with `name` and `index` is still there, and up, and its addresses now
 /// (`None` when they cannot be read this time).
 pub fn status(name: &str, index: u32) -> (Status, Option<Vec<IpAddr>>) {
+    if index == ANY_IFINDEX {
+        return (Status::Up, all_addrs());
+    }
     match if_nametoindex(name) {
         Ok(i) if i == index => {}
         _ => return (Status::Gone, None),
@@ -199,5 +233,15 @@ mod tests {
         assert_eq!(st, Status::Up);
         assert!(addrs.unwrap().contains(&"127.0.0.1".parse().unwrap()));
         assert_eq!(status("lo", lo.index + 1000), (Status::Gone, None));
+    }
+
+    #[test]
+    fn any_is_every_interface_cooked() {
+        let any = lookup(ANY).unwrap();
+        assert_eq!(any.index, 0);
+        assert!(any.up);
+        assert_eq!(any.framing(), Some((LinkType::Raw, Framing::RawIp)));
+        assert!(any.addrs.contains(&"127.0.0.1".parse().unwrap()), "{any:?}");
+        assert_eq!(status(ANY, 0).0, Status::Up);
     }
 }

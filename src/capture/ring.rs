@@ -190,15 +190,18 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens a socket that receives nothing until [`PacketSocket::bind`].
-    pub fn open() -> Result<PacketSocket, RingError> {
+    /// Opens a socket that receives nothing until [`PacketSocket::bind`]. A `cooked` socket
+    /// (`SOCK_DGRAM`) delivers frames from their network header on: the only framing that one
+    /// socket bound to every interface (`interface: any`) can give, as their link headers
+    /// differ; libpcap's `any` device is cooked for the same reason.
+    pub fn open(cooked: bool) -> Result<PacketSocket, RingError> {
+        let kind = if cooked {
+            SockType::Datagram
+        } else {
+            SockType::Raw
+        };
         // Protocol 0: no packet is queued before the filter, ring and fanout are in place.
-        match socket::socket(
-            AddressFamily::Packet,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        ) {
+        match socket::socket(AddressFamily::Packet, kind, SockFlag::SOCK_CLOEXEC, None) {
             Ok(fd) => Ok(PacketSocket { fd }),
             Err(Errno::EPERM | Errno::EACCES) => Err(RingError::Permission {
                 binary: std::env::current_exe()
@@ -243,7 +246,8 @@ impl PacketSocket {
             .map_err(sys("selecting TPACKET_V3"))
     }
 
-    /// Binds the socket to interface `ifindex` for every protocol; packets start to arrive.
+    /// Binds the socket to interface `ifindex` (0: every interface) for every protocol;
+    /// packets start to arrive.
     pub fn bind(&self, ifindex: u32) -> Result<(), RingError> {
         let sll = libc::sockaddr_ll {
             sll_family: libc::AF_PACKET as libc::c_ushort,
@@ -580,7 +584,11 @@ impl<'b> Iterator for Frames<'b> {
     }
 }
 
-/// Opens `n` sockets with rings on interface `ifindex`, all in one new fanout group.
+/// The interface index that binds a packet socket to every interface.
+pub const ANY_IFINDEX: u32 = 0;
+
+/// Opens `n` sockets with rings on interface `ifindex`, all in one new fanout group; on
+/// [`ANY_IFINDEX`] the sockets are cooked (see [`PacketSocket::open`]).
 ///
 /// Every socket carries `hold` (a filter that keeps nothing) until the whole group has joined:
 /// while members join, the kernel's hash-to-member mapping changes, and a flow's packets could
@@ -595,7 +603,7 @@ pub fn open_group(
     let mut rings = Vec::with_capacity(n);
     let mut group = None;
     for i in 0..n {
-        let sock = Arc::new(PacketSocket::open()?);
+        let sock = Arc::new(PacketSocket::open(ifindex == ANY_IFINDEX)?);
         sock.attach_filter(hold)?;
         let ring = Ring::new(Arc::clone(&sock), size)?;
         sock.bind(ifindex)?;

@@ -6,14 +6,15 @@
 //! written, then `iface:IF` — go-metro's tags in go-metro's order. `rtt` is the interval's median
 //! and `rtt.avg` its mean (or, with `-st`, the smoothed RTT); go-metro sent the last sample and a
 //! running mean instead. Optional gauges (`.min`, `.max`, `.95percentile`, `.99percentile`,
-//! `.count`: the names Datadog gives its own histogram aggregates) and metro's own counters under
-//! `metro.` follow.
+//! `.count`: the names Datadog gives its own histogram aggregates) and, when asked for
+//! (`self_metrics`), metro's own counters under `metro.` follow: for Datadog users every series
+//! is a billable custom metric, so by default only go-metro's gauges leave.
 //!
 //! Metrics are formatted by `cadence` and handed to [`QueueSink`], a bounded queue drained by one
 //! sender thread per instance. Capture never waits for the network: a full queue drops the metric
 //! and counts it, and the sender packs lines into datagrams of at most [`MAX_DATAGRAM`] bytes
 //! (datadog-go's size) on a connected UDP socket, so that a receiver that is down shows up as
-//! `ECONNREFUSED` and is counted too. The counts go out as `metro.statsd.errors`.
+//! `ECONNREFUSED` and is counted too. The counts go out as `metro.statsd.errors`, and are logged.
 //!
 //! What this module does not do: aggregate samples (that is [`super::merge`]), or decide which
 //! pairs are reported (the worker's whitelist does).
@@ -239,6 +240,8 @@ pub struct ReporterConfig {
     pub soften: bool,
     /// Also send `.min`, `.max`, `.95percentile`, `.99percentile`, `.count`.
     pub extra_gauges: bool,
+    /// Also send metro's own health (`metro.packets`, `metro.statsd.errors`, …) every interval.
+    pub self_metrics: bool,
 }
 
 /// Sends one instance's intervals.
@@ -299,7 +302,9 @@ impl Reporter {
                 self.gauge(metric, value, &[&src, &dst]);
             }
         }
-        self.counters(r);
+        if self.cfg.self_metrics {
+            self.counters(r);
+        }
     }
 
     /// The gauges of one pair, in the order they are sent.
@@ -449,6 +454,7 @@ mod tests {
                 tags: vec!["env:prod".into(), "solo".into()],
                 soften: false,
                 extra_gauges: false,
+                self_metrics: true,
             },
             names,
         );
@@ -496,13 +502,15 @@ mod tests {
                 tags: vec![],
                 soften: true,
                 extra_gauges: true,
+                self_metrics: false,
             },
             Names::default(),
         );
         r.report(&report(vec![pair()]));
         assert!(sink.flush_wait(Duration::from_secs(2)));
         let all = datagrams(&rx).join("\n");
-        let lines: Vec<&str> = all.split('\n').take(8).collect();
+        // Without self_metrics, go-metro's series only: no `metro.` line follows.
+        let lines: Vec<&str> = all.split('\n').collect();
         let t = "src:10.42.31.222,dst:162.243.251.92,iface:file";
         assert_eq!(
             lines,

@@ -264,10 +264,31 @@ impl Metro {
         m
     }
 
+    /// Starts `metro ARGS` in go-metro mode in `ns` and waits until it says it is capturing.
+    /// go-metro mode logs to standard output (seelog's console), which is read here as
+    /// standard error is read for the other modes.
+    pub fn start_daemon(ns: &Netns, args: &[&str]) -> Metro {
+        let mut m = Metro::spawn_with(ns, args, true);
+        m.wait_stderr("capturing on", Duration::from_secs(10));
+        m
+    }
+
     /// Starts `metro ARGS` in `ns` without waiting.
     pub fn spawn(ns: &Netns, args: &[&str]) -> Metro {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, METRO])
+        Metro::spawn_with(ns, args, false)
+    }
+
+    /// Starts `metro ARGS` in `ns`; with `merged`, its standard output goes where its standard
+    /// error goes. (`sh` execs metro, so the child is still metro.)
+    fn spawn_with(ns: &Netns, args: &[&str], merged: bool) -> Metro {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name]);
+        if merged {
+            cmd.args(["sh", "-c", "exec \"$0\" \"$@\" 1>&2", METRO]);
+        } else {
+            cmd.arg(METRO);
+        }
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
