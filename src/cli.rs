@@ -21,6 +21,7 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
 pub use crate::config::DEFAULT_CONFIG_FILE;
+use crate::privilege::Seccomp;
 
 /// Where go-metro writes its log when `-log` is not given (and `log_to_file` is on).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/datadog/go-metro.log";
@@ -81,6 +82,13 @@ Plots:
   pairs named by --plot-pair SRC,DST, RTT against capture time (dots coloured seq, syn, ts) and
   the RTT distribution (a CDF with p50, p95 and p99); live, of the whole run, when it ends. At
   most 100,000 dots per pair are kept, thinned evenly (the page says so).
+
+Privileges:
+  Before it captures, a live metro drops every capability but CAP_NET_RAW (offline: all of
+  them, before opening the file), sets no-new-privileges and, with --user NAME, runs as that
+  user. A seccomp filter then
+  allows only the system calls metro makes; any other kills it with SIGSYS (status 159).
+  --seccomp log logs such calls instead (see the kernel's log), --seccomp off turns it off.
 
 Exit status:
   0  the capture was read and reported, or metro was stopped by a signal and flushed
@@ -205,6 +213,17 @@ pub struct Cli {
     /// Plot this pair (data sender, acknowledging end) instead of the busiest (repeatable).
     #[arg(long, value_name = "SRC,DST", requires = "plot", value_parser = parse_pair)]
     pub plot_pair: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+
+    /// Once set up, run as this user, its group and supplementary groups, keeping only
+    /// CAP_NET_RAW (as `tcpdump -Z`); needs root. go-metro mode: overrides `user:` in
+    /// init_config.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// What a system call outside metro's seccomp filter does: kill the process (SIGSYS, status
+    /// 159), or log it in the kernel's log and go on; `off` installs no filter (for debugging).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Seccomp::Kill)]
+    pub seccomp: Seccomp,
 }
 
 /// `SRC,DST`: two addresses.

@@ -130,6 +130,8 @@ pub struct InitConfig {
     /// metro: refuse an empty or only-local whitelist, as go-metro does. Default true; a gateway,
     /// which forwards other hosts' traffic, sets it to false.
     pub require_whitelist: bool,
+    /// metro: the user to run as once set up (`--user` overrides it); `None` stays as started.
+    pub user: Option<String>,
     /// metro: each live worker's TPACKET_V3 ring (`ring_block_size` bytes, `ring_blocks`,
     /// `ring_block_timeout` ms). Defaults in [`RingConfig::default`].
     pub ring: RingConfig,
@@ -151,6 +153,7 @@ impl Default for InitConfig {
             max_pairs: crate::worker::WorkerConfig::default().max_pairs,
             percentile_gauges: false,
             require_whitelist: true,
+            user: None,
             ring: RingConfig::default(),
         }
     }
@@ -284,6 +287,7 @@ struct RawInit {
     max_pairs: S<i64>,
     percentile_gauges: S<bool>,
     require_whitelist: S<bool>,
+    user: S<Option<String>>,
     ring_block_size: S<i64>,
     ring_blocks: S<i64>,
     ring_block_timeout: S<i64>,
@@ -317,6 +321,7 @@ const INIT_KEYS: &[&str] = &[
     "max_pairs",
     "percentile_gauges",
     "require_whitelist",
+    "user",
     "ring_block_size",
     "ring_blocks",
     "ring_block_timeout",
@@ -676,6 +681,12 @@ fn init_config(
     }
     if let Some(v) = &raw.require_whitelist {
         c.require_whitelist = v.value;
+    }
+    if let Some(Spanned {
+        value: Some(name), ..
+    }) = &raw.user
+    {
+        c.user = Some(name.clone()).filter(|n| !n.is_empty());
     }
     Ok(c)
 }

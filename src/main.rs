@@ -13,6 +13,7 @@ use metro::daemon;
 use metro::decode::Addr;
 use metro::live::{self, IntervalReport, LiveConfig};
 use metro::offline;
+use metro::privilege::{self, Keep};
 use metro::record::PairKey;
 use metro::report::plot::{PairChoice, PlotInput, PlotTarget, PointLimits, DEFAULT_PAIRS};
 use metro::report::{json, table, Counters, PairSummary};
@@ -68,6 +69,9 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
+    if let Err(code) = lock_down(cli, Keep::Nothing) {
+        return Ok(code);
+    }
     let limits = plot.as_ref().map(|_| point_limits(cli));
     let workers = cli.workers.unwrap_or(1) as usize;
     let outcome = match offline::run_plotted(pcap, workers, &cfg, limits) {
@@ -195,11 +199,6 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         .with_target(false)
         .without_time()
         .try_init();
-    let stop = Arc::new(AtomicBool::new(false));
-    if let Err(e) = stop_on_signals(&stop) {
-        eprintln!("metro: cannot set up signal handling: {e}");
-        return Ok(exit::INPUT);
-    }
     let mut cfg = LiveConfig::new(name);
     cfg.workers = cli.workers.map(usize::from);
     cfg.interval = cli.interval;
@@ -224,6 +223,15 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         Err(code) => return Ok(code),
     };
     cfg.plot = plot.as_ref().map(|_| point_limits(cli));
+    // With the plot's file open and before any thread exists (they inherit what is left).
+    if let Err(code) = lock_down(cli, Keep::NetRaw) {
+        return Ok(code);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = stop_on_signals(&stop) {
+        eprintln!("metro: cannot set up signal handling: {e}");
+        return Ok(exit::INPUT);
+    }
 
     let mut write_error: Option<io::Error> = None;
     let mut plot_code = exit::OK;
@@ -267,6 +275,19 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
             })
         }
     }
+}
+
+/// Drops privileges and confines the process ([`privilege::lock_down`]); on failure, says why
+/// and returns the exit status.
+fn lock_down(cli: &Cli, keep: Keep) -> Result<(), i32> {
+    privilege::lock_down(keep, cli.user.as_deref(), cli.seccomp).map_err(|e| {
+        eprintln!("metro: {e}");
+        if e.is_config() {
+            exit::USAGE
+        } else {
+            exit::INPUT
+        }
+    })
 }
 
 /// Blocks SIGINT and SIGTERM in every thread (call before any is spawned) and takes them on a

@@ -473,9 +473,10 @@ pub fn drop_all() -> Vec<Insn> {
 /// A classic BPF interpreter with the kernel's semantics (`bpf_prog_run` on a converted classic
 /// program): a load past the end of the packet, or a division by zero, returns 0 (drop). For
 /// tests: it checks what [`compile`], [`and`] and libpcap's programs keep, instruction by
-/// instruction. Ancillary loads (`SKF_AD_*`, negative offsets) are not modelled.
-#[cfg(test)]
-pub(crate) fn interpret(prog: &[Insn], pkt: &[u8]) -> u32 {
+/// instruction, and the fuzz targets (built with `--cfg fuzzing`) run it against the decoder.
+/// Ancillary loads (`SKF_AD_*`, negative offsets) are not modelled.
+#[cfg(any(test, fuzzing))]
+pub fn interpret(prog: &[Insn], pkt: &[u8]) -> u32 {
     const ST: u16 = 0x02;
     const STX: u16 = 0x03;
     const MISC: u16 = 0x07;
