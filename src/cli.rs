@@ -192,6 +192,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PAIRS_LIMIT))]
     pub max_pairs: Option<u32>,
 
+    /// Most flows a worker tracks at once; past it a new flow evicts an old one (counted), so
+    /// memory is bounded whatever the traffic (128 bytes an IPv4 flow, 144 an IPv6 one)
+    /// [default: 262144].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=100_000_000))]
+    pub max_flows: Option<u32>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

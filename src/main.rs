@@ -63,6 +63,9 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
         max_pairs: cli
             .max_pairs
             .map_or(WorkerConfig::default().max_pairs, |n| n as usize),
+        max_flows: cli
+            .max_flows
+            .map_or(WorkerConfig::default().max_flows, |n| n as usize),
         ..WorkerConfig::default()
     };
     let plot = match open_plot(cli) {
@@ -217,6 +220,9 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
     if let Some(n) = cli.max_pairs {
         cfg.worker.max_pairs = n as usize;
+    }
+    if let Some(n) = cli.max_flows {
+        cfg.worker.max_flows = n as usize;
     }
     let mut plot = match open_plot(cli) {
         Ok(p) => p,
