@@ -179,15 +179,21 @@ fn a_syn_flood_stays_within_max_flows_and_spares_a_real_connection() {
         .into_iter()
         .find(|p| p["dst"] == SRV)
         .unwrap_or_else(|| panic!("no samples towards the server:\n{}", out.stdout));
+    // metro times from the capture point, the kernel from its socket: under the flood, which
+    // the client's host receives too, the kernel's srtt also holds the host's delay in
+    // handling it, so metro's median is held to the injected delay (bulk's usual bound,
+    // max(5 %, 1 ms)) and must not be above the kernel's.
     let p50 = pair["p50_ms"].as_f64().unwrap();
     let mut s = srtt.clone();
     s.sort_by(f64::total_cmp);
     let kernel = s[s.len() / 2];
-    let tol = (kernel * 0.05).max(1.0);
     assert!(
-        (p50 - kernel).abs() <= tol,
-        "metro's median {p50} ms vs the kernel's srtt {kernel} ms (±{tol})"
+        (19.9..=21.0).contains(&p50),
+        "metro's median {p50} ms, for a 20 ms delay line"
     );
-    assert!(p50 >= 19.9, "below the injected 20 ms: {p50}");
+    assert!(
+        p50 <= kernel + 0.1,
+        "metro's median {p50} ms above the kernel's srtt {kernel} ms"
+    );
     mark_ran(NAME);
 }

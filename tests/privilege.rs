@@ -307,6 +307,88 @@ fn as_another_user_a_recreated_interface_is_captured_again() {
     mark_ran(NAME);
 }
 
+/// As packages install it: a copy of metro with `cap_net_raw+ep`, run by an ordinary user
+/// (nobody). It keeps CAP_NET_RAW alone in its effective and permitted sets, no inheritable or
+/// ambient capability (its bounding set it may not change, and NO_NEW_PRIVS makes it moot), is
+/// confined, and captures: the exchanges towards the server are timed.
+#[test]
+fn a_file_capability_binary_run_by_a_user_keeps_cap_net_raw_alone() {
+    const NAME: &str = "a_file_capability_binary_run_by_a_user_keeps_cap_net_raw_alone";
+    if !root_or_skip(NAME) {
+        return;
+    }
+    let _g = heavy();
+    let dir = Scratch::new("filecap");
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.0.join("metro");
+    fs::copy(METRO, &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    sh(&["setcap", "cap_net_raw+ep", bin.to_str().unwrap()]);
+    let (a, b) = wired_pair();
+    a.ip(&["addr", "add", "10.90.0.1/24", "dev", "eth0"]);
+    b.ip(&["addr", "add", "10.90.0.2/24", "dev", "eth0"]);
+    echo_server(&b, vec![SocketAddr::from(([0, 0, 0, 0], PORT))])
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a.name,
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+        ])
+        .args([
+            "--clear-groups",
+            bin.to_str().unwrap(),
+            "--interface",
+            "eth0",
+        ])
+        .args(["--workers", "1", "--duration", "4", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `ip netns exec` and setpriv exec: the child is metro.
+    let pid = child.id();
+    let t0 = Instant::now();
+    loop {
+        let st = status_of(Path::new(&format!("/proc/{pid}/status")));
+        if field(&st, "Seccomp") == "2" && threads_of(pid).len() >= 3 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "never confined");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let st = status_of(Path::new(&format!("/proc/{pid}/status")));
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(
+        field(&st, "Uid"),
+        [nobody.uid.as_raw().to_string(); 4].join("\t")
+    );
+    assert_live_confined(pid, false);
+    exchanges(&a, SocketAddr::from(([10, 90, 0, 2], PORT)), 30);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: u64 = lines_of(&stdout, "pair")
+        .iter()
+        .filter(|p| p["dst"] == "10.90.0.2")
+        .map(|p| p["samples"].as_u64().unwrap())
+        .sum();
+    assert!(
+        samples >= 30,
+        "samples towards the server: {samples}\n{stdout}"
+    );
+    mark_ran(NAME);
+}
+
 /// Offline as root: metro drops every capability and confines itself before it opens its file
 /// (seen while it waits to open a FIFO), and then reads it: tshark's three samples of
 /// go-metro's `test_tcp.pcap` towards the server (72.322 to 74.599 ms).

@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     if framing == Framing::Ethernet && frame.len() >= 18 {
         let outer = u16::from_be_bytes([frame[12], frame[13]]);
         let inner = u16::from_be_bytes([frame[16], frame[17]]);
-        let tag = |t: u16| t == 0x8100 || t == 0x88a8;
+        let tag = |t: u16| t == 0x8100 || t == 0x88a8 || t == 0x9100;
         if tag(outer) && tag(inner) {
             return;
         }

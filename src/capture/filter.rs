@@ -117,6 +117,8 @@ const ETHERTYPE_IPV4: u32 = 0x0800;
 const ETHERTYPE_IPV6: u32 = 0x86dd;
 const ETHERTYPE_VLAN: u32 = 0x8100;
 const ETHERTYPE_QINQ: u32 = 0x88a8;
+/// The tag protocol id of QinQ before 802.1ad, which the decoder also follows.
+const ETHERTYPE_QINQ_OLD: u32 = 0x9100;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_FRAGMENT: u32 = 44;
 /// IPv6 extension headers that may come before TCP and that the filter leaves to the decoder.
@@ -328,6 +330,7 @@ pub fn compile(
             a.ld_abs(op::H, field::ETH_TYPE);
             a.jeq(ETHERTYPE_VLAN, Some(tagged), None);
             a.jeq(ETHERTYPE_QINQ, Some(tagged), None);
+            a.jeq(ETHERTYPE_QINQ_OLD, Some(tagged), None);
             a.ldx_imm(field::ETH_HLEN);
             a.jeq_far(ETHERTYPE_IPV4, v4);
             a.jeq_far(ETHERTYPE_IPV6, v6);
@@ -638,6 +641,13 @@ mod tests {
         let p = compile(Framing::Ethernet, None, 256).unwrap();
         assert_eq!(run(&p, &eth(0x0800, false, &ipv4(6, A, B))), 256);
         assert_eq!(run(&p, &eth(0x0800, true, &ipv4(6, A, B))), 256);
+        // A tag with 802.1ad's or the older QinQ protocol id, as the decoder follows them (the
+        // `filter` fuzz target found the older one dropped).
+        for tpid in [0x88a8u16, 0x9100] {
+            let mut f = eth(0x0800, true, &ipv4(6, A, B));
+            f[12..14].copy_from_slice(&tpid.to_be_bytes());
+            assert_eq!(run(&p, &f), 256, "{tpid:#x}");
+        }
         let v6 = ipv6(6, "2001:db8::1", "2001:db8::2");
         assert_eq!(run(&p, &eth(0x86dd, false, &v6)), 256);
         assert_eq!(run(&p, &eth(0x86dd, true, &v6)), 256);
