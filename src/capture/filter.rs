@@ -121,11 +121,16 @@ const ETHERTYPE_QINQ: u32 = 0x88a8;
 const ETHERTYPE_QINQ_OLD: u32 = 0x9100;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_FRAGMENT: u32 = 44;
-/// IPv6 extension headers that may come before TCP and that the filter leaves to the decoder.
-const IPV6_EXT_HEADERS: [u32; 3] = [
-    0,  // hop-by-hop options
-    43, // routing
-    60, // destination options
+/// IPv6 extension headers that may come before TCP and that the filter leaves to the decoder:
+/// every one the decoder walks (the `filter` fuzz target checks that none is dropped here).
+const IPV6_EXT_HEADERS: [u32; 7] = [
+    0,   // hop-by-hop options
+    43,  // routing
+    60,  // destination options
+    51,  // authentication header
+    135, // mobility
+    139, // host identity protocol
+    140, // shim6
 ];
 const LOOPBACK_V4: u32 = 0x7f00_0001;
 
@@ -388,6 +393,9 @@ pub fn compile(
     a.bind(frag);
     a.ld_ind(op::B, field::V6_FRAG_NEXT);
     a.jeq(IPPROTO_TCP, Some(v6_tcp), None);
+    for ext in IPV6_EXT_HEADERS.iter().chain(&[IPPROTO_FRAGMENT]) {
+        a.jeq(*ext, Some(v6_tcp), None);
+    }
     a.ret(0);
     a.bind(v6_tcp);
     let loopback = Range::new(&std::net::Ipv6Addr::LOCALHOST.octets(), 128);
@@ -654,7 +662,7 @@ mod tests {
         let frag = ipv6(44, "2001:db8::1", "2001:db8::2");
         assert_eq!(run(&p, &eth(0x86dd, false, &frag)), 256);
         // Extension header chains are left to the decoder; other next headers are dropped.
-        for next in [0, 43, 60] {
+        for next in [0, 43, 60, 51, 135, 139, 140] {
             let ext = ipv6(next, "2001:db8::1", "2001:db8::2");
             assert_eq!(
                 run(&p, &eth(0x86dd, false, &ext)),
