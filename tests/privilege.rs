@@ -363,10 +363,8 @@ fn a_file_capability_binary_run_by_a_user_keeps_cap_net_raw_alone() {
     }
     let st = status_of(Path::new(&format!("/proc/{pid}/status")));
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    assert_eq!(
-        field(&st, "Uid"),
-        [nobody.uid.as_raw().to_string(); 4].join("\t")
-    );
+    let uid = nobody.uid.as_raw().to_string();
+    assert_eq!(field(&st, "Uid"), [uid.as_str(); 4].join("\t"));
     assert_live_confined(pid, false);
     exchanges(&a, SocketAddr::from(([10, 90, 0, 2], PORT)), 30);
     let out = child.wait_with_output().unwrap();
