@@ -22,6 +22,7 @@ use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
 use crate::config::limits;
 pub use crate::config::DEFAULT_CONFIG_FILE;
+use crate::privilege::Seccomp;
 
 /// Where go-metro writes its log when `-log` is not given (and `log_to_file` is on).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/datadog/go-metro.log";
@@ -88,6 +89,13 @@ Plots:
   pairs named by --plot-pair SRC,DST, RTT against capture time (dots coloured seq, syn, ts) and
   the RTT distribution (a CDF with p50, p95 and p99); live, of the whole run, when it ends. At
   most 100,000 dots per pair are kept, thinned evenly (the page says so).
+
+Privileges:
+  Before it captures, a live metro drops every capability but CAP_NET_RAW (offline: all of
+  them, before opening the file), sets no-new-privileges and, with --user NAME, runs as that
+  user. A seccomp filter then
+  allows only the system calls metro makes; any other kills it with SIGSYS (status 159).
+  --seccomp log logs such calls instead (see the kernel's log), --seccomp off turns it off.
 
 Exit status:
   0  the capture was read and reported, or metro was stopped by a signal and flushed
@@ -199,6 +207,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(limits::MAX_PAIRS))]
     pub max_pairs: Option<u32>,
 
+    /// Most flows a worker tracks at once; past it a new flow evicts an old one (counted), so
+    /// memory is bounded whatever the traffic (128 bytes an IPv4 flow, 144 an IPv6 one)
+    /// [default: 262144].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=100_000_000))]
+    pub max_flows: Option<u32>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -220,6 +234,17 @@ pub struct Cli {
     /// Plot this pair (data sender, acknowledging end) instead of the busiest (repeatable).
     #[arg(long, value_name = "SRC,DST", requires = "plot", value_parser = parse_pair)]
     pub plot_pair: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+
+    /// Once set up, run as this user, its group and supplementary groups, keeping only
+    /// CAP_NET_RAW (as `tcpdump -Z`); needs root. go-metro mode: overrides `user:` in
+    /// init_config.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// What a system call outside metro's seccomp filter does: kill the process (SIGSYS, status
+    /// 159), or log it in the kernel's log and go on; `off` installs no filter (for debugging).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Seccomp::Kill)]
+    pub seccomp: Seccomp,
 }
 
 /// `SRC,DST`: two addresses.
@@ -548,7 +573,7 @@ mod tests {
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -format, -samples, -plot, -plot-pairs, -plot-pair (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -max-flows, -format, -samples, -plot, -plot-pairs, -plot-pair, -user, -seccomp (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(

@@ -202,6 +202,8 @@ pub struct InitConfig {
     /// metro: refuse an empty or only-local whitelist, as go-metro does. Default true; a gateway,
     /// which forwards other hosts' traffic, sets it to false.
     pub require_whitelist: bool,
+    /// metro: the user to run as once set up (`--user` overrides it); `None` stays as started.
+    pub user: Option<String>,
     /// metro: each live worker's TPACKET_V3 ring (`ring_block_size` bytes, `ring_blocks`,
     /// `ring_block_timeout` ms). Defaults in [`RingConfig::default`].
     pub ring: RingConfig,
@@ -224,6 +226,7 @@ impl Default for InitConfig {
             percentile_gauges: false,
             self_metrics: false,
             require_whitelist: true,
+            user: None,
             ring: RingConfig::default(),
         }
     }
@@ -358,6 +361,7 @@ struct RawInit {
     percentile_gauges: S<bool>,
     self_metrics: S<bool>,
     require_whitelist: S<bool>,
+    user: S<Option<String>>,
     ring_block_size: S<i64>,
     ring_blocks: S<i64>,
     ring_block_timeout: S<i64>,
@@ -469,6 +473,7 @@ const INIT_KEYS: &[&str] = &[
     "percentile_gauges",
     "self_metrics",
     "require_whitelist",
+    "user",
     "ring_block_size",
     "ring_blocks",
     "ring_block_timeout",
@@ -885,6 +890,12 @@ fn init_config(
     }
     if let Some(v) = &raw.require_whitelist {
         c.require_whitelist = v.value;
+    }
+    if let Some(Spanned {
+        value: Some(name), ..
+    }) = &raw.user
+    {
+        c.user = Some(name.clone()).filter(|n| !n.is_empty());
     }
     Ok(c)
 }

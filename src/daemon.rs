@@ -46,6 +46,7 @@ use crate::flow::Ttl;
 use crate::live::{self, IntervalReport, KernelStats, LiveConfig, LiveError};
 use crate::logging::{Logger, CRITICAL};
 use crate::offline::{Follow, FollowEnd};
+use crate::privilege::{self, Keep};
 use crate::report::statsd::{Names, QueueSink, Reporter, ReporterConfig, QUEUE_METRICS};
 use crate::report::Merged;
 use crate::signals;
@@ -105,6 +106,21 @@ pub fn run(cli: &Cli, cfg_path: &Path) -> i32 {
     }
     for w in &cfg.warnings {
         warn!("{}: {w}", cfg.path.display());
+    }
+    // With the log open and before any thread exists (they inherit what is left): a live
+    // instance keeps CAP_NET_RAW, to capture its interface again if it is re-created.
+    let live = cfg
+        .instances
+        .iter()
+        .any(|i| matches!(i.source, Source::Interface(_)));
+    let keep = if live { Keep::NetRaw } else { Keep::Nothing };
+    let user = cli.user.as_deref().or(cfg.init.user.as_deref());
+    if let Err(e) = privilege::lock_down(keep, user, cli.seccomp) {
+        error!(target: CRITICAL, "{e}");
+        return exit::FAILURE;
+    }
+    if let Some(u) = user {
+        info!("running as user {u}");
     }
     let stop = Arc::new(AtomicBool::new(false));
     let sig_rx = match signals::watch(signal_set, stop.clone(), false) {

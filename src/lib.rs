@@ -14,6 +14,9 @@
 //! - [`report`]: merging the workers' finished intervals into per-pair statistics, and printing
 //!   them.
 //!
+//! [`privilege`] drops what metro does not need once it is set up: capabilities, the user,
+//! system calls.
+//!
 //! [`offline`] drives the pipeline over a capture file, and [`live`] over TPACKET_V3 rings fanned
 //! out to pinned workers, with a reporter thread that merges their intervals. [`daemon`] is go-metro mode: it reads
 //! go-metro's YAML ([`config`]), logs in go-metro's format ([`logging`]), names hosts as go-metro
@@ -30,6 +33,7 @@ pub mod flow;
 pub mod live;
 pub mod logging;
 pub mod offline;
+pub mod privilege;
 pub mod record;
 pub mod report;
 pub mod rtt;

@@ -509,6 +509,15 @@ fn work(
     link: LinkType,
     mut ctl: Control<'_>,
 ) -> (IntervalStats, Vec<FlowKey>, Option<PlotPoints>) {
+    // The ring is set up: from here a worker only waits, reads and hands intervals over.
+    if let Err(e) = crate::privilege::confine_worker() {
+        let msg = format!("worker {}: {e}", w.id());
+        error!("{msg}");
+        if let Ok(mut f) = ctl.failed.lock() {
+            f.get_or_insert(msg);
+        }
+        return (w.take_interval(IntervalStats::default()), Vec::new(), None);
+    }
     let mut quit_at: Option<Instant> = None;
     let mut last_error = None;
     loop {

@@ -11,6 +11,7 @@ use metro::daemon;
 use metro::decode::Addr;
 use metro::live::{self, IntervalReport, LiveConfig};
 use metro::offline;
+use metro::privilege::{self, Keep};
 use metro::record::PairKey;
 use metro::report::plot::{PairChoice, PlotInput, PlotTarget, PointLimits, DEFAULT_PAIRS};
 use metro::report::{json, table, Counters, PairSummary};
@@ -61,12 +62,18 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
         max_pairs: cli
             .max_pairs
             .map_or(WorkerConfig::default().max_pairs, |n| n as usize),
+        max_flows: cli
+            .max_flows
+            .map_or(WorkerConfig::default().max_flows, |n| n as usize),
         ..WorkerConfig::default()
     };
     let plot = match open_plot(cli) {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
+    if let Err(code) = lock_down(cli, Keep::Nothing) {
+        return Ok(code);
+    }
     let limits = plot.as_ref().map(|_| point_limits(cli));
     let workers = cli.workers.unwrap_or(1) as usize;
     let outcome = match offline::run_plotted(pcap, workers, &cfg, limits) {
@@ -194,14 +201,6 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         .with_target(false)
         .without_time()
         .try_init();
-    let stop = Arc::new(AtomicBool::new(false));
-    let watched = signals::block(signals::LIVE)
-        .map_err(io::Error::from)
-        .and_then(|set| signals::watch(set, Arc::clone(&stop), true));
-    if let Err(e) = watched {
-        eprintln!("metro: cannot set up signal handling: {e}");
-        return Ok(exit::INPUT);
-    }
     let mut cfg = LiveConfig::new(name);
     cfg.workers = cli.workers.map(usize::from);
     cfg.interval = cli.interval;
@@ -221,11 +220,26 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     if let Some(n) = cli.max_pairs {
         cfg.worker.max_pairs = n as usize;
     }
+    if let Some(n) = cli.max_flows {
+        cfg.worker.max_flows = n as usize;
+    }
     let mut plot = match open_plot(cli) {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
     cfg.plot = plot.as_ref().map(|_| point_limits(cli));
+    // With the plot's file open and before any thread exists (they inherit what is left).
+    if let Err(code) = lock_down(cli, Keep::NetRaw) {
+        return Ok(code);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watched = signals::block(signals::LIVE)
+        .map_err(io::Error::from)
+        .and_then(|set| signals::watch(set, Arc::clone(&stop), true));
+    if let Err(e) = watched {
+        eprintln!("metro: cannot set up signal handling: {e}");
+        return Ok(exit::INPUT);
+    }
 
     let mut write_error: Option<io::Error> = None;
     let mut plot_code = exit::OK;
@@ -269,6 +283,19 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
             })
         }
     }
+}
+
+/// Drops privileges and confines the process ([`privilege::lock_down`]); on failure, says why
+/// and returns the exit status.
+fn lock_down(cli: &Cli, keep: Keep) -> Result<(), i32> {
+    privilege::lock_down(keep, cli.user.as_deref(), cli.seccomp).map_err(|e| {
+        eprintln!("metro: {e}");
+        if e.is_config() {
+            exit::USAGE
+        } else {
+            exit::INPUT
+        }
+    })
 }
 
 fn print_report(format: Format, rep: &IntervalReport) -> io::Result<()> {

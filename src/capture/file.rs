@@ -174,10 +174,11 @@ impl FileSource {
                                     ..
                                 }) => {
                                     let sub = u64::from(b.ts_usec) * (1_000_000_000 / units);
+                                    let data = clip(b.data, b.caplen);
                                     let frame = Frame {
                                         ts_ns: u64::from(b.ts_sec) * 1_000_000_000 + sub,
-                                        data: clip(b.data, b.caplen),
-                                        wire_len: b.origlen,
+                                        data,
+                                        wire_len: wire_len(b.origlen, data),
                                     };
                                     f(link, &frame);
                                 }
@@ -204,10 +205,11 @@ impl FileSource {
                                 }) if units > 0 => {
                                     let raw =
                                         (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                    let data = clip(epb.data, epb.caplen);
                                     let frame = Frame {
                                         ts_ns: to_ns(raw, units, offset_s),
-                                        data: clip(epb.data, epb.caplen),
-                                        wire_len: epb.origlen,
+                                        data,
+                                        wire_len: wire_len(epb.origlen, data),
                                     };
                                     f(link, &frame);
                                 }
@@ -324,6 +326,12 @@ fn describe(e: &PcapError<&[u8]>) -> String {
 
 /// The captured bytes: pcapng pads packet data to 32 bits, and `caplen` says where it ends.
 #[inline]
+/// A record's original length, raised to what it holds when a damaged record claims less:
+/// a [`Frame`]'s wire length is never below its captured bytes.
+fn wire_len(origlen: u32, data: &[u8]) -> u32 {
+    origlen.max(u32::try_from(data.len()).unwrap_or(u32::MAX))
+}
+
 fn clip(data: &[u8], caplen: u32) -> &[u8] {
     &data[..data.len().min(caplen as usize)]
 }
@@ -393,6 +401,21 @@ mod tests {
         let (r, n) = read_all(v);
         assert_eq!(n, 1);
         assert!(matches!(r, Err(FileError::Truncated { .. })), "{r:?}");
+    }
+
+    /// Found by the `capture_file` fuzz target (its input is kept in fuzz/regressions/).
+    #[test]
+    fn a_record_claiming_fewer_bytes_on_the_wire_than_captured_keeps_them_all() {
+        let mut v = pcap_header();
+        v.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        v.extend_from_slice(&34u32.to_le_bytes());
+        v.extend_from_slice(&32u32.to_le_bytes());
+        v.extend(std::iter::repeat_n(0, 34));
+        let mut got = Vec::new();
+        let r = FileSource::from_reader(Path::new("mem"), io::Cursor::new(v))
+            .and_then(|mut s| s.for_each(|_, f| got.push((f.data.len(), f.wire_len))));
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(got, [(34, 34)]);
     }
 
     #[test]

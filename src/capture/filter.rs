@@ -117,13 +117,20 @@ const ETHERTYPE_IPV4: u32 = 0x0800;
 const ETHERTYPE_IPV6: u32 = 0x86dd;
 const ETHERTYPE_VLAN: u32 = 0x8100;
 const ETHERTYPE_QINQ: u32 = 0x88a8;
+/// The tag protocol id of QinQ before 802.1ad, which the decoder also follows.
+const ETHERTYPE_QINQ_OLD: u32 = 0x9100;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_FRAGMENT: u32 = 44;
-/// IPv6 extension headers that may come before TCP and that the filter leaves to the decoder.
-const IPV6_EXT_HEADERS: [u32; 3] = [
-    0,  // hop-by-hop options
-    43, // routing
-    60, // destination options
+/// IPv6 extension headers that may come before TCP and that the filter leaves to the decoder:
+/// every one the decoder walks (the `filter` fuzz target checks that none is dropped here).
+const IPV6_EXT_HEADERS: [u32; 7] = [
+    0,   // hop-by-hop options
+    43,  // routing
+    60,  // destination options
+    51,  // authentication header
+    135, // mobility
+    139, // host identity protocol
+    140, // shim6
 ];
 const LOOPBACK_V4: u32 = 0x7f00_0001;
 
@@ -328,6 +335,7 @@ pub fn compile(
             a.ld_abs(op::H, field::ETH_TYPE);
             a.jeq(ETHERTYPE_VLAN, Some(tagged), None);
             a.jeq(ETHERTYPE_QINQ, Some(tagged), None);
+            a.jeq(ETHERTYPE_QINQ_OLD, Some(tagged), None);
             a.ldx_imm(field::ETH_HLEN);
             a.jeq_far(ETHERTYPE_IPV4, v4);
             a.jeq_far(ETHERTYPE_IPV6, v6);
@@ -385,6 +393,9 @@ pub fn compile(
     a.bind(frag);
     a.ld_ind(op::B, field::V6_FRAG_NEXT);
     a.jeq(IPPROTO_TCP, Some(v6_tcp), None);
+    for ext in IPV6_EXT_HEADERS.iter().chain(&[IPPROTO_FRAGMENT]) {
+        a.jeq(*ext, Some(v6_tcp), None);
+    }
     a.ret(0);
     a.bind(v6_tcp);
     let loopback = Range::new(&std::net::Ipv6Addr::LOCALHOST.octets(), 128);
@@ -473,9 +484,10 @@ pub fn drop_all() -> Vec<Insn> {
 /// A classic BPF interpreter with the kernel's semantics (`bpf_prog_run` on a converted classic
 /// program): a load past the end of the packet, or a division by zero, returns 0 (drop). For
 /// tests: it checks what [`compile`], [`and`] and libpcap's programs keep, instruction by
-/// instruction. Ancillary loads (`SKF_AD_*`, negative offsets) are not modelled.
-#[cfg(test)]
-pub(crate) fn interpret(prog: &[Insn], pkt: &[u8]) -> u32 {
+/// instruction, and the fuzz targets (built with `--cfg fuzzing`) run it against the decoder.
+/// Ancillary loads (`SKF_AD_*`, negative offsets) are not modelled.
+#[cfg(any(test, fuzzing))]
+pub fn interpret(prog: &[Insn], pkt: &[u8]) -> u32 {
     const ST: u16 = 0x02;
     const STX: u16 = 0x03;
     const MISC: u16 = 0x07;
@@ -637,13 +649,20 @@ mod tests {
         let p = compile(Framing::Ethernet, None, 256).unwrap();
         assert_eq!(run(&p, &eth(0x0800, false, &ipv4(6, A, B))), 256);
         assert_eq!(run(&p, &eth(0x0800, true, &ipv4(6, A, B))), 256);
+        // A tag with 802.1ad's or the older QinQ protocol id, as the decoder follows them (the
+        // `filter` fuzz target found the older one dropped).
+        for tpid in [0x88a8u16, 0x9100] {
+            let mut f = eth(0x0800, true, &ipv4(6, A, B));
+            f[12..14].copy_from_slice(&tpid.to_be_bytes());
+            assert_eq!(run(&p, &f), 256, "{tpid:#x}");
+        }
         let v6 = ipv6(6, "2001:db8::1", "2001:db8::2");
         assert_eq!(run(&p, &eth(0x86dd, false, &v6)), 256);
         assert_eq!(run(&p, &eth(0x86dd, true, &v6)), 256);
         let frag = ipv6(44, "2001:db8::1", "2001:db8::2");
         assert_eq!(run(&p, &eth(0x86dd, false, &frag)), 256);
         // Extension header chains are left to the decoder; other next headers are dropped.
-        for next in [0, 43, 60] {
+        for next in [0, 43, 60, 51, 135, 139, 140] {
             let ext = ipv6(next, "2001:db8::1", "2001:db8::2");
             assert_eq!(
                 run(&p, &eth(0x86dd, false, &ext)),

@@ -317,6 +317,11 @@ impl Metro {
         }
     }
 
+    /// metro's process id (`ip netns exec` execs metro: the child is metro).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until a line of metro's stderr contains `what`; panics on timeout or exit.
     pub fn wait_stderr(&mut self, what: &str, timeout: Duration) {
         self.wait_stderr_times(what, 1, timeout);
