@@ -291,7 +291,8 @@ impl Worker {
     pub fn handle(&mut self, link: LinkType, frame: &Frame<'_>) {
         let c = &mut self.engine.stats.counters;
         c.packets += 1;
-        let seg = match decode::decode(link, frame.data, frame.wire_len) {
+        let seg = match decode::decode_counting(link, frame.data, frame.wire_len, &mut c.encapsulated)
+        {
             Ok(s) => s,
             Err(why) => {
                 c.skipped[why.index()] += 1;
