@@ -6,15 +6,18 @@
 //! `PACKET_FANOUT_HASH` stands in for, so both directions of a flow meet in one worker; frames
 //! travel in recycled batches over bounded channels, so the reader never runs ahead unbounded.
 //!
+//! Several captures are read as one, in capture-time order ([`Captures`]).
+//!
 //! A read error (a file cut short, a damaged record) stops the read but not the report: the
 //! statistics gathered up to that point are returned with the error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::capture::file::{FileError, FileSource};
+use crate::capture::file::{FileError, FileStats};
+use crate::capture::input::{Captures, InputError};
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Skip};
 use crate::flow::FlowKey;
@@ -77,23 +80,24 @@ impl Kept {
 /// Reads `path` with `workers` workers configured by `cfg`.
 ///
 /// Fails only when the file cannot be opened as a capture at all.
-pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, FileError> {
-    run_plotted(path, workers, cfg, None)
+pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, InputError> {
+    run_plotted(&[path.to_owned()], workers, cfg, None)
 }
 
-/// [`run`], also keeping the samples a plot draws, within `plot`'s limits.
+/// Reads the captures `paths` name as one (see [`Captures`]), also keeping the samples a plot
+/// draws, within `plot`'s limits.
 pub fn run_plotted(
-    path: &Path,
+    paths: &[PathBuf],
     workers: usize,
     cfg: &WorkerConfig,
     plot: Option<PointLimits>,
-) -> Result<Outcome, FileError> {
+) -> Result<Outcome, InputError> {
     let all = cfg.keep_samples;
     let cfg = &WorkerConfig {
         keep_samples: all || plot.is_some(),
         ..cfg.clone()
     };
-    let mut src = FileSource::open(path)?;
+    let mut src = Captures::open(paths)?;
     if workers <= 1 {
         let mut w = Worker::new(0, cfg);
         let mut kept = Kept::new(all, &plot);
@@ -104,7 +108,7 @@ pub fn run_plotted(
             }
         });
         let mut stats = w.take_interval(Default::default());
-        add_file_counts(&mut stats.counters, &src);
+        add_file_counts(&mut stats.counters, src.stats());
         return Ok(Outcome {
             intervals: vec![stats],
             max_pairs: cfg.max_pairs,
@@ -113,7 +117,7 @@ pub fn run_plotted(
             points: kept.points,
         });
     }
-    run_parallel(src, workers, cfg, Kept::new(all, &plot))
+    Ok(run_parallel(src, workers, cfg, Kept::new(all, &plot)))
 }
 
 impl Outcome {
@@ -129,8 +133,7 @@ impl Outcome {
     }
 }
 
-fn add_file_counts(c: &mut Counters, src: &FileSource) {
-    let f = src.stats();
+fn add_file_counts(c: &mut Counters, f: FileStats) {
     c.packets += f.unknown_link + f.untimed;
     c.skipped[Skip::UnknownLink.index()] += f.unknown_link;
     c.skipped[Skip::Malformed.index()] += f.untimed;
@@ -191,12 +194,7 @@ impl Lane {
     }
 }
 
-fn run_parallel(
-    mut src: FileSource,
-    n: usize,
-    cfg: &WorkerConfig,
-    mut kept: Kept,
-) -> Result<Outcome, FileError> {
+fn run_parallel(mut src: Captures, n: usize, cfg: &WorkerConfig, mut kept: Kept) -> Outcome {
     let mut lanes = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for id in 0..n {
@@ -253,18 +251,18 @@ fn run_parallel(
     for h in handles {
         let (mut stats, k) = h.join().expect("a worker thread panicked");
         if intervals.is_empty() {
-            add_file_counts(&mut stats.counters, &src);
+            add_file_counts(&mut stats.counters, src.stats());
         }
         intervals.push(stats);
         kept.merge(k);
     }
     let mut samples = kept.all.unwrap_or_default();
     samples.sort_by_key(|s| s.ts_ns);
-    Ok(Outcome {
+    Outcome {
         intervals,
         max_pairs: cfg.max_pairs,
         samples,
         error: r.err(),
         points: kept.points,
-    })
+    }
 }
