@@ -855,7 +855,20 @@ mod tests {
             h.push(2);
             h
         } else {
-            let mut h = vec![0x45, 0, 0, 20 + payload.len() as u8, 0, 0, 0, 0, 64, proto, 0, 0];
+            let mut h = vec![
+                0x45,
+                0,
+                0,
+                20 + payload.len() as u8,
+                0,
+                0,
+                0,
+                0,
+                64,
+                proto,
+                0,
+                0,
+            ];
             h.extend_from_slice(&A);
             h.extend_from_slice(&B);
             h
