@@ -1167,6 +1167,78 @@ mod tests {
         }
     }
 
+    /// The frames of a classic little-endian pcap file.
+    fn pcap_frames(file: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut i = 24;
+        while i + 16 <= file.len() {
+            let caplen = u32::from_le_bytes(file[i + 8..i + 12].try_into().unwrap()) as usize;
+            out.push(&file[i + 16..i + 16 + caplen]);
+            i += 16 + caplen;
+        }
+        out
+    }
+
+    #[test]
+    fn tunnel_frames_decode_to_the_inner_segment_and_damage_never_panics() {
+        let captures: [&[u8]; 6] = [
+            include_bytes!("../testdata/vxlan.pcap"),
+            include_bytes!("../testdata/geneve.pcap"),
+            include_bytes!("../testdata/gre.pcap"),
+            include_bytes!("../testdata/erspan.pcap"),
+            include_bytes!("../testdata/ip_in_ip.pcap"),
+            include_bytes!("../testdata/mpls.pcap"),
+        ];
+        for file in captures {
+            for f in pcap_frames(file) {
+                let mut n = 0;
+                let s = decode_counting(LinkType::Ethernet, f, f.len() as u32, &mut n).unwrap();
+                assert_eq!(n, 1, "counted as encapsulated");
+                assert!(s.dst_port() == 443 || s.src_port() == 443);
+                let inner = s.src().to_string();
+                assert!(
+                    [
+                        "192.0.2.10",
+                        "198.51.100.20",
+                        "2001:db8:0:1::10",
+                        "2001:db8:0:2::20"
+                    ]
+                    .contains(&inner.as_str()),
+                    "{inner}"
+                );
+                for cut in 0..f.len() {
+                    let _ = decode(LinkType::Ethernet, &f[..cut], f.len() as u32);
+                }
+                let mut g = f.to_vec();
+                for i in 0..g.len().min(160) {
+                    for bit in [0x01, 0x10, 0x80] {
+                        g[i] ^= bit;
+                        let _ = decode(LinkType::Ethernet, &g, g.len() as u32);
+                        g[i] ^= bit;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_label_stack_that_never_ends_is_a_bad_tunnel() {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&0x8847u16.to_be_bytes());
+        for label in 0..40u32 {
+            f.extend_from_slice(&((label << 12) | 64).to_be_bytes());
+        }
+        assert_eq!(
+            decode(LinkType::Ethernet, &f, f.len() as u32).unwrap_err(),
+            Skip::BadTunnel
+        );
+        // Cut before 16 labels: the capture is short, not the stack bad.
+        assert_eq!(
+            decode(LinkType::Ethernet, &f[..14 + 20], 200).unwrap_err(),
+            Skip::Truncated
+        );
+    }
+
     #[test]
     fn every_prefix_of_a_frame_decodes_or_skips_without_panic() {
         let f = eth_ipv4_tcp(&TS_OPTS, 3, flags::ACK);
