@@ -290,6 +290,143 @@ class Raw:
         return b""
 
 
+ETH_TEB, ETH_MPLS, ETH_ERSPAN, ETH_ERSPAN3 = 0x6558, 0x8847, 0x88BE, 0x22EB
+VXLAN_PORT, GENEVE_PORT = 4789, 6081
+# The tunnel endpoints (RFC 5737 / RFC 3849 documentation ranges, apart from the flows' own).
+VTEP4 = {"c": "203.0.113.1", "s": "203.0.113.2"}
+VTEP6 = {"c": "2001:db8:ffff::1", "s": "2001:db8:ffff::2"}
+
+
+class Tunnel:
+    """Ethernet frames that carry each segment inside a tunnel between two endpoints (the
+    client's side `c` and the server's side `s`), as an underlay link between them sees it.
+
+    `kind`: "vxlan" (UDP 4789, VNI, an inner Ethernet frame), "geneve" (UDP 6081, `options`
+    bytes of TLVs, an inner Ethernet frame when `inner_eth`, else the IP packet by its
+    EtherType), "gre" (RFC 2784/2890: `csum`, `key` and `seq` fields as asked, the IP packet, an
+    Ethernet frame when `inner_eth` (0x6558), or an MPLS stack when `labels`), "erspan1",
+    "erspan2", "erspan3" (GRE 0x88be without or with the sequence number and ERSPAN's 8-byte
+    header, or 0x22eb with the 12-byte type III header and its 8-byte platform subheader), "ip"
+    (IPv4 or IPv6 directly in the outer IP, protocol 4 or 41), "mpls" (no outer IP: an MPLS
+    label stack on the Ethernet link, with an Ethernet pseudowire's control word and frame when
+    `inner_eth`). The outer IP is IPv6 when `outer_v6`. VXLAN's and Geneve's UDP source port
+    differs per direction, as a sender's flow hash makes it. Every length field is the truth
+    unless `lie` names one to break (see `sc_tunnel_bad`).
+    """
+    linktype = LINKTYPE_ETHERNET
+    min_frame = 60
+
+    def __init__(self, kind, *, outer_v6=False, inner_eth=False, key=None, seq=False,
+                 csum=False, options=b"", labels=(), vni=4242, gre_flags=0, gre_version=0,
+                 vxlan_flags=0x08, udp_len_delta=0, inner_len_delta=0, nest=False):
+        self.kind, self.outer_v6, self.inner_eth = kind, outer_v6, inner_eth
+        self.key, self.seq, self.csum, self.options = key, seq, csum, options
+        self.labels, self.vni = labels, vni
+        self.gre_flags, self.gre_version, self.vxlan_flags = gre_flags, gre_version, vxlan_flags
+        self.udp_len_delta, self.inner_len_delta, self.nest = udp_len_delta, inner_len_delta, nest
+        self.macs = {"c": mac("02:00:5e:70:00:01"), "s": mac("02:00:5e:80:00:02")}
+        self.inner_macs = {"c": mac("02:00:5e:10:00:01"), "s": mac("02:00:5e:20:00:02")}
+        self.seqno = {"c": 0, "s": 0}
+        self.ident = {"c": 0x100, "s": 0x200}
+
+    def prefix(self, side, v6):
+        return b""
+
+    def inner_ethernet(self, side, v6):
+        return (self.inner_macs[other(side)] + self.inner_macs[side]
+                + struct.pack("!H", ETH_IPV6 if v6 else ETH_IPV4))
+
+    def stack(self):
+        return b"".join(struct.pack("!I", (label << 12) | (1 if i == len(self.labels) - 1 else 0)
+                                    << 8 | 64) for i, label in enumerate(self.labels))
+
+    def encapsulate(self, side, v6, packet, n):
+        """The frame's head for an inner IP `packet` (headers) followed by `n` payload bytes."""
+        if self.inner_len_delta:
+            # An inner IP header that claims more than the tunnel carries.
+            field = 4 if v6 else 2
+            old = struct.unpack_from("!H", packet, field)[0]
+            packet = packet[:field] + struct.pack("!H", old + self.inner_len_delta) \
+                + packet[field + 2:]
+        etype = ETH_IPV6 if v6 else ETH_IPV4
+        if self.kind == "mpls":
+            if self.inner_eth:
+                body = self.stack() + bytes(4) + self.inner_ethernet(side, v6) + packet
+            else:
+                body = self.stack() + packet
+            return self.macs[other(side)] + self.macs[side] + struct.pack("!H", ETH_MPLS) + body
+        if self.kind in ("vxlan", "geneve"):
+            inner = (self.inner_ethernet(side, v6) if self.inner_eth or self.kind == "vxlan"
+                     else b"") + packet
+            if self.kind == "vxlan":
+                tun = struct.pack("!BxxxI", self.vxlan_flags, self.vni << 8)
+                dport = VXLAN_PORT
+            else:
+                proto = ETH_TEB if self.inner_eth else etype
+                tun = struct.pack("!BBHI", len(self.options) // 4, 0, proto,
+                                  self.vni << 8) + self.options
+                dport = GENEVE_PORT
+            if self.nest:
+                # The inner packet is itself an IP-in-IP tunnel: one level too many.
+                inner = self.inner_ethernet(side, False)[:-2] + struct.pack("!H", ETH_IPV4) \
+                    + ipv4_header(bytes(4), bytes(4), len(packet) + n, 1, proto=41 if v6 else 4) \
+                    + packet
+            sport = 49152 + (1000 if side == "c" else 2345)
+            ulen = 8 + len(tun) + len(inner) + n
+            l4 = struct.pack("!HHHH", sport, dport, ulen + self.udp_len_delta, 0) + tun + inner
+            proto4 = 17
+        elif self.kind == "ip":
+            l4, proto4 = packet, 41 if v6 else 4
+        else:
+            flags, proto = self.gre_flags, etype
+            opt = b""
+            inner = packet
+            if self.kind == "gre" and self.inner_eth:
+                proto, inner = ETH_TEB, self.inner_ethernet(side, v6) + packet
+            elif self.kind == "gre" and self.labels:
+                proto, inner = ETH_MPLS, self.stack() + packet
+            elif self.kind == "erspan1":
+                proto, inner = ETH_ERSPAN, self.inner_ethernet(side, v6) + packet
+            elif self.kind == "erspan2":
+                # Version 1, VLAN 0, COS 0, En 0, T 0, session 7; reserved, index 0.
+                proto = ETH_ERSPAN
+                inner = struct.pack("!HHI", 0x1000, 7, 0) + self.inner_ethernet(side, v6) + packet
+            elif self.kind == "erspan3":
+                # Version 2, session 7, a timestamp, SGT 0, and the O flag: a platform subheader.
+                proto = ETH_ERSPAN3
+                inner = struct.pack("!HHIHH", 0x2000, 7, 0x01020304, 0, 0x0001) + bytes(8) \
+                    + self.inner_ethernet(side, v6) + packet
+            if self.csum:
+                flags |= 0x80
+            if self.key is not None:
+                flags |= 0x20
+            if self.seq or self.kind in ("erspan2", "erspan3"):
+                flags |= 0x10
+            if flags & 0x20:
+                opt += struct.pack("!I", self.key)
+            if flags & 0x10:
+                opt += struct.pack("!I", self.seqno[side])
+                self.seqno[side] += 1
+            head = struct.pack("!BBH", flags, self.gre_version, proto)
+            if flags & 0x80:
+                c = checksum(head + bytes(4) + opt + inner)      # the payload's zeros add nothing
+                opt = struct.pack("!HH", c, 0) + opt
+            l4, proto4 = head + opt + inner, 47
+        me, peer = (VTEP6 if self.outer_v6 else VTEP4)[side], \
+            (VTEP6 if self.outer_v6 else VTEP4)[other(side)]
+        length = len(l4) + n
+        if self.outer_v6:
+            ip = ipv6_header(ipaddress.IPv6Address(me).packed, ipaddress.IPv6Address(peer).packed,
+                             length)
+            ip = ip[:6] + bytes([proto4]) + ip[7:]
+        else:
+            ip = ipv4_header(ipaddress.IPv4Address(me).packed, ipaddress.IPv4Address(peer).packed,
+                             length, self.ident[side], proto=proto4, df=False)
+            self.ident[side] += 1
+        return (self.macs[other(side)] + self.macs[side]
+                + struct.pack("!H", ETH_IPV6 if self.outer_v6 else ETH_IPV4) + ip + l4)
+
+
 # ---------------------------------------------------------------------------------------------
 # Captures, frames and expected samples
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +465,9 @@ class Capture:
         self.expected: list[tuple] = []   # (ack Seg, data Seg, method)
         self.skipped_truncated = 0
         self.skipped_fragment = 0
+        self.skipped_tunnel_bad = 0
+        self.skipped_tunnel_nested = 0
+        self.encapsulated = 0
         self.file = None               # file name, when not <name>.<fmt>
         self._units = [10 ** (9 - i.tsresol) for i in interfaces]
         self._finalized = False
@@ -398,6 +538,10 @@ class Capture:
             "skipped_truncated": self.skipped_truncated,
             "skipped_fragment": self.skipped_fragment,
         }
+        # Only for captures with tunnels, so that the others' files keep their bytes.
+        for k in ("skipped_tunnel_bad", "skipped_tunnel_nested", "encapsulated"):
+            if getattr(self, k):
+                head[k] = getattr(self, k)
         frames = [[a.frame.num, d.frame.num] for a, d, _ in self.expected]
         return render_expected(head, samples, frames, pairs_of(samples))
 
@@ -590,7 +734,10 @@ class Conn:
             opts4 = me.ip_options if ip_options is None else ip_options
             l3 = ipv4_header(me.ipb, peer.ipb, len(tcp) + n, me.ip_id, ttl=me.ttl, options=opts4)
             me.ip_id += 1
-        head = self._prefix[(side, self.v6)] + l3 + tcp
+        if hasattr(self.link, "encapsulate"):
+            head = self.link.encapsulate(side, self.v6, l3 + tcp, n)
+        else:
+            head = self._prefix[(side, self.v6)] + l3 + tcp
         zeros = n + max(0, self.link.min_frame - len(head) - n)
         frame = None
         if captured:
@@ -1432,11 +1579,125 @@ def sc_mix_small():
     return cap
 
 
+def tunnel_capture(name, description, links):
+    """One request/response flow per link in `links` ([(Tunnel, inner IPv6?)]), one after the
+    other, each with its own ports and RTTs: 8 samples each. Every frame is encapsulated."""
+    cap = eth_capture(name, description)
+    t = T0
+    for i, (link, v6) in enumerate(links):
+        cli, srv = (CLIENT6, SERVER6) if v6 else (CLIENT4, SERVER4)
+        conn = Conn(cap, link, (cli, 60000 + i), (srv, 443),
+                    rtt={"s": (4_001 + 1_000 * i) * US, "c": (31 + i) * US}, ts=True, sack=True)
+        t = simple_flow(conn, t) + 100_003 * US
+    cap.encapsulated = len(cap.frames)
+    return cap
+
+
+def sc_vxlan():
+    return tunnel_capture("vxlan", (
+        "VXLAN (UDP 4789, VNI 4242, RFC 7348), captured on the underlay between the two "
+        "tunnel endpoints, whose UDP source ports differ per direction: an inner IPv4 flow over "
+        "an IPv4 underlay, an inner IPv6 flow over an IPv6 underlay. 8 samples each, timed "
+        "from the inner segments."), [(Tunnel("vxlan"), False), (Tunnel("vxlan", outer_v6=True),
+                                                              True)])
+
+
+def sc_geneve():
+    opt = struct.pack("!HBB", 0x0102, 0x80, 1) + bytes(4)     # one 8-byte option TLV
+    return tunnel_capture("geneve", (
+        "Geneve (UDP 6081, RFC 8926): an inner Ethernet frame (protocol 0x6558) behind 8 bytes "
+        "of options carrying IPv4, and an inner IPv6 packet named by its EtherType, without "
+        "options, over an IPv6 underlay. 8 samples each."), [
+        (Tunnel("geneve", inner_eth=True, options=opt), False),
+        (Tunnel("geneve", outer_v6=True), True)])
+
+
+def sc_gre():
+    return tunnel_capture("gre", (
+        "GRE (RFC 2784, RFC 2890) over IPv4: IPv4 without optional fields; with a key; with a "
+        "key and sequence numbers; with checksum, key and sequence numbers carrying IPv6; an "
+        "Ethernet frame (0x6558, as a gretap device sends); an MPLS label stack of two labels "
+        "(RFC 4023); and over an IPv6 underlay. 8 samples each."), [
+        (Tunnel("gre"), False),
+        (Tunnel("gre", key=77), False),
+        (Tunnel("gre", key=77, seq=True), False),
+        (Tunnel("gre", key=78, seq=True, csum=True), True),
+        (Tunnel("gre", inner_eth=True), False),
+        (Tunnel("gre", labels=(1001, 2002)), False),
+        (Tunnel("gre", outer_v6=True), True)])
+
+
+def sc_erspan():
+    return tunnel_capture("erspan", (
+        "Mirrored traffic in ERSPAN: type I (GRE 0x88be without a sequence number, the frame "
+        "right after GRE), type II (GRE 0x88be with a sequence number and the 8-byte ERSPAN "
+        "header), type III (GRE 0x22eb, 12-byte header and an 8-byte platform subheader). "
+        "8 samples each."), [(Tunnel("erspan1"), False), (Tunnel("erspan2"), False),
+                             (Tunnel("erspan3"), True)])
+
+
+def sc_ip_in_ip():
+    return tunnel_capture("ip_in_ip", (
+        "IP in IP, all four combinations: IPv4 in IPv4 (protocol 4, RFC 2003), IPv6 in IPv4 "
+        "(41, 6in4, RFC 4213), IPv4 in IPv6 (4) and IPv6 in IPv6 (41, RFC 2473). 8 samples "
+        "each."), [(Tunnel("ip"), False), (Tunnel("ip"), True),
+                   (Tunnel("ip", outer_v6=True), False), (Tunnel("ip", outer_v6=True), True)])
+
+
+def sc_mpls():
+    return tunnel_capture("mpls", (
+        "MPLS on Ethernet (0x8847, RFC 3032): IPv4 under two labels, IPv6 under one, IPv4 under "
+        "three, and an Ethernet pseudowire (RFC 4448: control word, then the customer's "
+        "Ethernet frame) under two. 8 samples each."), [
+        (Tunnel("mpls", labels=(16, 17)), False), (Tunnel("mpls", labels=(18,)), True),
+        (Tunnel("mpls", labels=(19, 20, 21)), False),
+        (Tunnel("mpls", labels=(22, 23), inner_eth=True), False)])
+
+
+def sc_tunnel_bad():
+    cap = eth_capture("tunnel_bad", (
+        "A VXLAN flow (6 samples) with bad tunnel frames in between, each carrying what would "
+        "be a TCP ACK of the client's outstanding request, which must not be read as one. "
+        "Counted as tunnel_bad (7): a VXLAN UDP length larger than the IP packet, one smaller "
+        "than the VXLAN header, a VXLAN header without its I flag, GRE with the retired "
+        "routing flag, GRE version 1, an MPLS label stack of 17 labels without a bottom, an "
+        "inner IPv4 total length 8 bytes more than the tunnel carries. Counted as "
+        "tunnel_nested (1): IPv4 in IPv4 inside VXLAN."))
+    good = Tunnel("vxlan")
+    conn = Conn(cap, good, (CLIENT4, 61000), (SERVER4, 443),
+                rtt={"s": 6_007 * US, "c": 43 * US}, ts=True, sack=True)
+    t = handshake(conn, T0)
+    req = conn.send("c", t + 100_003 * US, 211)
+    bad = [Tunnel("vxlan", udp_len_delta=1), Tunnel("vxlan", udp_len_delta=-(8 + 8 + 14 + 52 - 12)),
+           Tunnel("vxlan", vxlan_flags=0), Tunnel("gre", gre_flags=0x40),
+           Tunnel("gre", gre_version=1), Tunnel("mpls", labels=tuple(range(100, 117))),
+           Tunnel("vxlan", inner_len_delta=8), Tunnel("vxlan", nest=True)]
+    for k, link in enumerate(bad):
+        if link.kind == "mpls":
+            # Every entry's bottom-of-stack bit clear.
+            link.stack = lambda link=link: b"".join(struct.pack("!I", (x << 12) | 64)
+                                                    for x in link.labels)
+        srv, cli = conn.sides["s"], conn.sides["c"]
+        opts = b"\x01\x01\x08\x0a" + struct.pack("!II", conn.tsval_at("s", req.t), 0)
+        fake = tcp_header(srv.ipb, cli.ipb, srv.port, cli.port, srv.nxt, cli.nxt, ACK, 509,
+                          opts, 0)
+        ip = ipv4_header(srv.ipb, cli.ipb, len(fake), 0x4000 + k)
+        cap.add(req.t + (100 + k) * US, link.encapsulate("s", False, ip + fake, 0), 0)
+    cap.skipped_tunnel_bad = 7
+    cap.skipped_tunnel_nested = 1
+    r = conn.send("s", req.t + 6_007 * US + 401 * US, 1771, sample=req)
+    a = conn.ack("c", r.t + 43 * US, sample=r)
+    close(conn, a.t + 250_007 * US)
+    cap.encapsulated = len(cap.frames) - 8
+    return cap
+
+
 SCENARIOS = {f.__name__[3:]: f for f in (
     sc_handshake, sc_reqresp_ts, sc_reqresp_nots, sc_bulk_delack, sc_loss_nots, sc_loss_ts,
     sc_sack, sc_reorder, sc_wrap, sc_tso, sc_ipv6_ext, sc_vlan, sc_qinq, sc_sll, sc_sll2,
     sc_ns_pcapng, sc_ns_pcap, sc_snaplen, sc_raw_ipv4, sc_null_loopback, sc_fragments,
-    sc_capture_gap, sc_mix_small)}
+    sc_capture_gap, sc_mix_small, sc_vxlan, sc_geneve, sc_gre, sc_erspan, sc_ip_in_ip,
+    sc_mpls, sc_tunnel_bad)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1445,7 +1706,7 @@ SCENARIOS = {f.__name__[3:]: f for f in (
 
 class Decoded:
     __slots__ = ("src", "sport", "dst", "dport", "seq", "ack", "flags", "seqlen", "tsval",
-                 "tsecr")
+                 "tsecr", "encapsulated")
 
 
 def decode(linktype, data: bytes, wire_len: int):
@@ -1480,6 +1741,85 @@ def decode(linktype, data: bytes, wire_len: int):
         off, v = 0, data[0] >> 4
     else:
         raise ValueError(linktype)
+    if linktype == LINKTYPE_ETHERNET and et == ETH_MPLS:
+        d = mpls_decode(data, off, n, 0)
+        if isinstance(d, Decoded):
+            d.encapsulated = True
+        return d
+    return decode_ip(data, off, v, n, 0)
+
+
+def mpls_decode(data, off, n, depth):
+    """An MPLS label stack (RFC 3032) and what is under it: IPv4, IPv6 or a control word and
+    an Ethernet frame (RFC 4448)."""
+    for _ in range(16):
+        if n < off + 4:
+            return "truncated"
+        bottom = data[off + 2] & 1
+        off += 4
+        if bottom:
+            break
+    else:
+        return "tunnel_bad"
+    if n < off + 1:
+        return "truncated"
+    v = data[off] >> 4
+    if v == 0:
+        off += 4 + 14
+        if n < off:
+            return "truncated"
+        v = {ETH_IPV4: 4, ETH_IPV6: 6}.get(struct.unpack_from("!H", data, off - 2)[0])
+    return decode_ip(data, off, v, n, depth)
+
+
+def tunnel_decode(data, off, proto, end, n):
+    """The inner packet of a tunnel whose outer IP payload is data[off:end]: (offset, IP
+    version, inner end, is MPLS) or a skip reason."""
+    if proto in (4, 41):
+        return off, 4 if proto == 4 else 6, end, False
+    if proto == 47:
+        if n < off + 4:
+            return "truncated"
+        flags, ver, et = struct.unpack_from("!BBH", data, off)
+        if flags & 0x4F or ver:
+            return "tunnel_bad"
+        off += 4 + 4 * bin(flags & 0xB0).count("1")
+        if et == ETH_ERSPAN and flags & 0x10:
+            if data[off] >> 4 != 1:
+                return "tunnel_bad"
+            off, et = off + 8, ETH_TEB
+        elif et == ETH_ERSPAN:
+            et = ETH_TEB
+        elif et == ETH_ERSPAN3:
+            off, et = off + 12 + (8 if data[off + 11] & 1 else 0), ETH_TEB
+    else:
+        if n < off + 8:
+            return "truncated"
+        dport, ulen = struct.unpack_from("!HH", data, off + 2)
+        ulen = ulen or end - off
+        if ulen < 8 or off + ulen > end:
+            return "tunnel_bad"
+        end = off + ulen
+        off += 8
+        if dport == VXLAN_PORT:
+            if not data[off] & 0x08:
+                return "tunnel_bad"
+            off, et = off + 8, ETH_TEB
+        else:
+            if data[off] >> 6:
+                return "tunnel_bad"
+            et = struct.unpack_from("!H", data, off + 2)[0]
+            off += 8 + (data[off] & 0x3F) * 4
+    if et == ETH_TEB:
+        off, et = off + 14, struct.unpack_from("!H", data, off + 12)[0]
+    if et == ETH_MPLS:
+        return off, None, end, True
+    return off, {ETH_IPV4: 4, ETH_IPV6: 6}.get(et), end, False
+
+
+def decode_ip(data, off, v, n, depth, end=None):
+    """An IP packet at `off` (version `v`); at depth 0, the tunnel it carries, if any. `end`
+    is where the outer headers say the inner packet must end."""
     if v == 4:
         if n < off + 20:
             return "truncated"
@@ -1488,15 +1828,21 @@ def decode(linktype, data: bytes, wire_len: int):
             return "truncated"
         total, fl, proto = struct.unpack_from("!H", data, off + 2)[0], \
             struct.unpack_from("!H", data, off + 6)[0], data[off + 9]
+        if end is not None and off + total > end:
+            return "tunnel_bad"
         if fl & 0x1FFF:
             return "fragment"
         src, dst = str(ipaddress.IPv4Address(data[off + 12:off + 16])), \
             str(ipaddress.IPv4Address(data[off + 16:off + 20]))
         l4, l4len = off + ihl, total - ihl
+        pend = off + total
     elif v == 6:
         if n < off + 40:
             return "truncated"
         plen, nh = struct.unpack_from("!HB", data, off + 4)
+        if end is not None and off + 40 + plen > end:
+            return "tunnel_bad"
+        pend = off + 40 + plen
         src, dst = str(ipaddress.IPv6Address(data[off + 8:off + 24])), \
             str(ipaddress.IPv6Address(data[off + 24:off + 40]))
         p, l4len = off + 40, plen
@@ -1514,6 +1860,18 @@ def decode(linktype, data: bytes, wire_len: int):
         proto, l4 = nh, p
     else:
         return "other"
+    if proto in (4, 41, 47) or proto == 17 and n >= l4 + 4 and \
+            struct.unpack_from("!H", data, l4 + 2)[0] in (VXLAN_PORT, GENEVE_PORT):
+        if depth:
+            return "tunnel_nested"
+        t = tunnel_decode(data, l4, proto, pend, n)
+        if isinstance(t, str):
+            return t
+        off, v, end, is_mpls = t
+        d = mpls_decode(data, off, n, 1) if is_mpls else decode_ip(data, off, v, n, 1, end)
+        if isinstance(d, Decoded):
+            d.encapsulated = True
+        return d
     if proto != 6:
         return "other"
     if n < l4 + 20:
@@ -1522,6 +1880,7 @@ def decode(linktype, data: bytes, wire_len: int):
     if n < l4 + doff:
         return "truncated"
     d = Decoded()
+    d.encapsulated = False
     d.src, d.dst = src, dst
     d.sport, d.dport, d.seq, d.ack = struct.unpack_from("!HHII", data, l4)
     d.flags = data[l4 + 13]
@@ -1554,7 +1913,9 @@ def derive(cap: Capture, *, holes_block: bool):
     modular. `holes_block` says whether never-seen bytes in a covered range forbid a sample.
     """
     halves = {}   # (src, sport, dst, dport) -> state
-    out, skips = [], {"truncated": 0, "fragment": 0, "other": 0}
+    out = []
+    skips = {"truncated": 0, "fragment": 0, "other": 0, "tunnel_bad": 0, "tunnel_nested": 0,
+             "encapsulated": 0}
 
     def half(key):
         h = halves.get(key)
@@ -1575,6 +1936,7 @@ def derive(cap: Capture, *, holes_block: bool):
         if isinstance(d, str):
             skips[d] += 1
             continue
+        skips["encapsulated"] += d.encapsulated
         if d.seqlen > 0:
             h = half((d.src, d.sport, d.dst, d.dport))
             s = unwrap(h, d.seq)
@@ -1629,8 +1991,10 @@ def verify(cap: Capture):
             diff = sorted(set(got) ^ set(declared))
             raise SystemExit(f"{cap.name}: re-derived samples differ (holes_block={holes}); "
                              f"[ack, data, method] only on one side: {diff[:10]}")
-        if (skips["truncated"], skips["fragment"]) != (cap.skipped_truncated,
-                                                       cap.skipped_fragment):
+        if [skips[k] for k in ("truncated", "fragment", "tunnel_bad", "tunnel_nested",
+                               "encapsulated")] != [
+                cap.skipped_truncated, cap.skipped_fragment, cap.skipped_tunnel_bad,
+                cap.skipped_tunnel_nested, cap.encapsulated]:
             raise SystemExit(f"{cap.name}: skip counts differ: {skips}")
 
 

@@ -153,14 +153,17 @@ pub struct Cli {
     )]
     pub st: bool,
 
-    /// Offline mode: read packets from this pcap or pcapng file and print statistics.
+    /// Offline mode: read packets from this pcap or pcapng file and print statistics. `-` reads
+    /// standard input; gzip and zstd captures are decompressed; a glob, or the flag repeated,
+    /// reads several files as one capture in time order (rotated `tcpdump -C`/`-G` files).
     #[arg(
         long,
         value_name = "FILE",
         conflicts_with = "interface",
-        group = "input"
+        group = "input",
+        action = ArgAction::Append
     )]
-    pub pcap: Option<PathBuf>,
+    pub pcap: Vec<PathBuf>,
 
     /// Live mode: capture on this interface and print statistics (needs CAP_NET_RAW).
     #[arg(long, value_name = "IF", group = "input")]
@@ -267,8 +270,8 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 /// What to run, chosen from the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
-    /// Read a capture file and print statistics.
-    Offline(PathBuf),
+    /// Read capture files (one or several, as one) and print statistics.
+    Offline(Vec<PathBuf>),
     /// Capture on an interface and print statistics.
     Live(String),
     /// go-metro: run the instances of a YAML file and send DogStatsD gauges.
@@ -293,10 +296,10 @@ impl Cli {
 
     /// The mode the flags select.
     pub fn mode(&self) -> Mode {
-        match (&self.pcap, &self.interface) {
-            (Some(p), _) => Mode::Offline(p.clone()),
-            (None, Some(i)) => Mode::Live(i.clone()),
-            (None, None) => Mode::Config(self.cfg.clone()),
+        match (self.pcap.as_slice(), &self.interface) {
+            ([_, ..], _) => Mode::Offline(self.pcap.clone()),
+            ([], Some(i)) => Mode::Live(i.clone()),
+            ([], None) => Mode::Config(self.cfg.clone()),
         }
     }
 }
@@ -498,12 +501,12 @@ mod tests {
             "json",
             "-samples",
         ]);
-        assert_eq!(c.mode(), Mode::Offline("x.pcap".into()));
+        assert_eq!(c.mode(), Mode::Offline(vec!["x.pcap".into()]));
         assert_eq!(c.workers, Some(2));
         assert_eq!(c.format, Format::Json);
         assert!(c.samples);
         let c = parse(&["-pcap=y.pcap", "--local", "10.0.0.1"]);
-        assert_eq!(c.mode(), Mode::Offline("y.pcap".into()));
+        assert_eq!(c.mode(), Mode::Offline(vec!["y.pcap".into()]));
         assert_eq!(
             c.local,
             vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]

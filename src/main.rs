@@ -1,7 +1,7 @@
 //! The `metro` binary: parse the command line, pick the mode, run, map errors to exit codes.
 
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 }
 
 /// Offline mode: read a capture, print its statistics.
-fn offline_main(cli: &Cli, pcap: &Path) -> i32 {
+fn offline_main(cli: &Cli, pcap: &[PathBuf]) -> i32 {
     match run(cli, pcap) {
         Ok(code) => code,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,
@@ -55,7 +55,7 @@ fn offline_main(cli: &Cli, pcap: &Path) -> i32 {
     }
 }
 
-fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
+fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
     let cfg = WorkerConfig {
         local: cli.local.iter().map(|ip| Addr::from(*ip)).collect(),
         keep_samples: cli.samples,
@@ -101,10 +101,15 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
     }
     out.flush()?;
     if let (Some(target), Some(points)) = (plot, &outcome.points) {
-        let source = pcap
+        let first = &pcap[0];
+        let mut source = first
             .file_name()
-            .unwrap_or(pcap.as_os_str())
-            .to_string_lossy();
+            .unwrap_or(first.as_os_str())
+            .to_string_lossy()
+            .into_owned();
+        if pcap.len() > 1 {
+            source += &format!(" and {} more", pcap.len() - 1);
+        }
         let pairs = outcome.merged().into_summaries();
         let code = write_plot(cli, target, &source, &pairs, counters, points);
         if code != exit::OK {

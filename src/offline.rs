@@ -6,6 +6,8 @@
 //! `PACKET_FANOUT_HASH` stands in for, so both directions of a flow meet in one worker; frames
 //! travel in recycled batches over bounded channels, so the reader never runs ahead unbounded.
 //!
+//! Several captures are read as one, in capture-time order ([`Captures`]).
+//!
 //! A read error (a file cut short, a damaged record) stops the read but not the report: the
 //! statistics gathered up to that point are returned with the error.
 //!
@@ -21,6 +23,7 @@ use std::thread;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::capture::file::{FileError, FileSource, FileStats};
+use crate::capture::input::{Captures, InputError};
 use crate::capture::{Frame, LinkType};
 use crate::decode::{self, Skip};
 use crate::flow::FlowKey;
@@ -83,23 +86,24 @@ impl Kept {
 /// Reads `path` with `workers` workers configured by `cfg`.
 ///
 /// Fails only when the file cannot be opened as a capture at all.
-pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, FileError> {
-    run_plotted(path, workers, cfg, None)
+pub fn run(path: &Path, workers: usize, cfg: &WorkerConfig) -> Result<Outcome, InputError> {
+    run_plotted(&[path.to_owned()], workers, cfg, None)
 }
 
-/// [`run`], also keeping the samples a plot draws, within `plot`'s limits.
+/// Reads the captures `paths` name as one (see [`Captures`]), also keeping the samples a plot
+/// draws, within `plot`'s limits.
 pub fn run_plotted(
-    path: &Path,
+    paths: &[PathBuf],
     workers: usize,
     cfg: &WorkerConfig,
     plot: Option<PointLimits>,
-) -> Result<Outcome, FileError> {
+) -> Result<Outcome, InputError> {
     let all = cfg.keep_samples;
     let cfg = &WorkerConfig {
         keep_samples: all || plot.is_some(),
         ..cfg.clone()
     };
-    let mut src = FileSource::open(path)?;
+    let mut src = Captures::open(paths)?;
     if workers <= 1 {
         let mut w = Worker::new(0, cfg);
         let mut kept = Kept::new(all, &plot);
@@ -119,7 +123,7 @@ pub fn run_plotted(
             points: kept.points,
         });
     }
-    run_parallel(src, workers, cfg, Kept::new(all, &plot))
+    Ok(run_parallel(src, workers, cfg, Kept::new(all, &plot)))
 }
 
 impl Outcome {
@@ -274,12 +278,7 @@ impl Lane {
     }
 }
 
-fn run_parallel(
-    mut src: FileSource,
-    n: usize,
-    cfg: &WorkerConfig,
-    mut kept: Kept,
-) -> Result<Outcome, FileError> {
+fn run_parallel(mut src: Captures, n: usize, cfg: &WorkerConfig, mut kept: Kept) -> Outcome {
     let mut lanes = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for id in 0..n {
@@ -343,11 +342,11 @@ fn run_parallel(
     }
     let mut samples = kept.all.unwrap_or_default();
     samples.sort_by_key(|s| s.ts_ns);
-    Ok(Outcome {
+    Outcome {
         intervals,
         max_pairs: cfg.max_pairs,
         samples,
         error: r.err(),
         points: kept.points,
-    })
+    }
 }

@@ -424,6 +424,9 @@ pub struct Counters {
     pub tcp: u64,
     /// Frames skipped, by [`Skip`] reason (indexed by [`Skip::index`]).
     pub skipped: [u64; Skip::ALL.len()],
+    /// Frames whose TCP segment was inside a tunnel or under an MPLS label stack (counted in
+    /// `tcp` too).
+    pub encapsulated: u64,
     /// RTT samples taken (reported or not).
     pub samples: u64,
     /// Samples not reported because the acknowledging end is local or not whitelisted.
@@ -444,6 +447,7 @@ impl Counters {
     pub fn add(&mut self, o: &Counters) {
         self.packets += o.packets;
         self.tcp += o.tcp;
+        self.encapsulated += o.encapsulated;
         for (a, b) in self.skipped.iter_mut().zip(o.skipped) {
             *a += b;
         }

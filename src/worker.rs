@@ -290,13 +290,14 @@ impl Worker {
     pub fn handle(&mut self, link: LinkType, frame: &Frame<'_>) {
         let c = &mut self.engine.stats.counters;
         c.packets += 1;
-        let seg = match decode::decode(link, frame.data, frame.wire_len) {
-            Ok(s) => s,
-            Err(why) => {
-                c.skipped[why.index()] += 1;
-                return;
-            }
-        };
+        let seg =
+            match decode::decode_counting(link, frame.data, frame.wire_len, &mut c.encapsulated) {
+                Ok(s) => s,
+                Err(why) => {
+                    c.skipped[why.index()] += 1;
+                    return;
+                }
+            };
         // The new segment goes to a free slot, so that the oldest is applied after it is
         // decoded: nothing of the frame has to be kept across the apply step, which ends the
         // function. Masked, so that the compiler sees it in range (the position always is).

@@ -125,6 +125,10 @@ fn mutated_captures_never_panic() {
         "snaplen.pcap",
         "null_loopback.pcap",
         "loss_ts.pcap",
+        "vxlan.pcap",
+        "gre.pcap",
+        "mpls.pcap",
+        "tunnel_bad.pcap",
     ] {
         let orig = std::fs::read(dir.join(name)).unwrap();
         for _ in 0..150 {

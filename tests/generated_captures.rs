@@ -1,7 +1,8 @@
 //! Generated captures with exactly known RTTs (`scripts/synth.py` writes them into `testdata/`,
 //! each with an `.expected.json` of the samples its construction implies). Every sample must
 //! match to the nanosecond, with the same method; pair counts, extremes and sums must match;
-//! frames cut too short or non-first fragments must be counted as skipped.
+//! frames cut too short, non-first fragments and bad or nested tunnels must be counted as
+//! skipped, and segments found inside tunnels counted as encapsulated.
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +123,22 @@ fn check(workers: usize) {
             "{name}: truncated frames"
         );
         assert_eq!(c.skipped(Skip::Fragment), frag, "{name}: fragments");
+        let count = |key: &str| exp.get(key).and_then(Value::as_u64).unwrap_or(0);
+        assert_eq!(
+            c.skipped(Skip::BadTunnel),
+            count("skipped_tunnel_bad"),
+            "{name}: bad tunnels"
+        );
+        assert_eq!(
+            c.skipped(Skip::NestedTunnel),
+            count("skipped_tunnel_nested"),
+            "{name}: nested tunnels"
+        );
+        assert_eq!(
+            c.encapsulated,
+            count("encapsulated"),
+            "{name}: encapsulated segments"
+        );
         let pairs = merged.summaries();
         for p in exp["pairs"].as_array().unwrap() {
             let s = pairs

@@ -4,6 +4,8 @@
 //!   at least as many, and where tshark and metro both time the same ACK they must agree to
 //!   ±1 µs. tshark and tcptrace run for real (CI installs them).
 //! - `test_tcp.pcap`: the three samples towards the web server that tshark finds, exactly.
+//! - tcpdump's `geneve.pcap` (an SSH session inside Geneve): the 22 samples of tshark's
+//!   `tcp.analysis.ack_rtt`, each at the same ACK and equal to ±1 µs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -135,4 +137,38 @@ fn http_capture_gives_the_three_samples_tshark_finds() {
         .map(|s| s.rtt_ns)
         .collect();
     assert_eq!(got, vec![74_599_000, 72_322_000, 74_253_000]);
+}
+
+#[test]
+fn geneve_capture_gives_the_samples_tshark_finds_inside_the_tunnel() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tcpdump/geneve.pcap");
+    let out = tool(
+        "tshark",
+        &[
+            "-r",
+            path.to_str().unwrap(),
+            "-Y",
+            "tcp.analysis.ack_rtt",
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "tcp.analysis.ack_rtt",
+        ],
+    );
+    let want: Vec<(u64, u64)> = out
+        .lines()
+        .map(|l| {
+            let (t, rtt) = l.split_once('\t').unwrap();
+            (epoch_ns(t), epoch_ns(rtt))
+        })
+        .collect();
+    assert_eq!(want.len(), 22, "tshark's samples: {out}");
+    let got: Vec<(u64, u64)> = samples(&path).iter().map(|s| (s.ts_ns, s.rtt_ns)).collect();
+    assert_eq!(got.len(), want.len(), "metro {got:?}\ntshark {want:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0, "the same ACK");
+        assert!(g.1.abs_diff(w.1) <= 1_000, "metro {g:?} tshark {w:?}");
+    }
 }

@@ -5,12 +5,17 @@
 //! ns resolution (by magic number); pcapng interfaces declare theirs with `if_tsresol` and may
 //! shift it with `if_tsoffset`, and both are honoured per interface.
 //!
+//! A capture is read as a stream, never whole: from a file, or from standard input when its
+//! name is `-` (`tcpdump -w - | metro --pcap -`). A gzip or zstd stream (`.pcap.gz`,
+//! `.pcapng.zst`, told by its magic number, not its name) is decompressed on the way; memory
+//! stays the reader's bounded buffer whatever the source.
+//!
 //! Damaged input never panics and never loops: a file that is not a capture is refused at
 //! open, a record that breaks off or cannot be parsed ends the read with an error that says where,
 //! and the caller keeps what it gathered up to that point.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use pcap_parser::pcapng::Block;
@@ -43,10 +48,26 @@ pub enum FileError {
         path: PathBuf,
     },
     /// The file starts with neither a pcap nor a pcapng header.
-    #[error("{path} is not a pcap or pcapng capture (unrecognised header); write captures with `tcpdump -w FILE`")]
+    #[error("{path} is not a pcap or pcapng capture (unrecognised header{}); write captures with `tcpdump -w FILE`", compression.map(|c| format!(" after {c} decompression")).unwrap_or_default())]
     NotCapture {
         /// The file.
         path: PathBuf,
+        /// The compression it was read through, if any.
+        compression: Option<&'static str>,
+    },
+    /// A compressed stream could not be decompressed.
+    #[error("{path}: the {compression} stream is damaged at byte {offset} of the capture inside it ({detail}); check it with `{tool} -t`")]
+    Decompress {
+        /// The file.
+        path: PathBuf,
+        /// gzip or zstd.
+        compression: &'static str,
+        /// The command-line tool that tests such a stream.
+        tool: &'static str,
+        /// Capture bytes read before the damage.
+        offset: u64,
+        /// What the decoder said.
+        detail: String,
     },
     /// The file ends in the middle of a record.
     #[error("{path} ends in the middle of a record at byte {offset}: the capture is cut short (was it still being written?)")]
@@ -92,15 +113,108 @@ struct Interface {
 pub struct FileSource {
     path: PathBuf,
     reader: Box<dyn PcapReaderIterator + Send>,
+    /// The compression the capture is read through, and the last error its decoder gave.
+    compression: Option<(
+        Compression,
+        std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    )>,
     legacy: Option<Interface>,
     interfaces: Vec<Interface>,
     consumed: u64,
     stats: FileStats,
 }
 
+/// The name that reads standard input.
+pub const STDIN: &str = "-";
+
+/// The compressions read transparently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// Which one a stream's first bytes announce (RFC 1952 §2.3.1, RFC 8878 §3.1.1).
+    fn sniff(head: &[u8]) -> Option<Compression> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    fn tool(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// A reader that keeps the last error it returned, for the message: pcap-parser reports a
+/// failed read without its cause.
+struct Noting<R> {
+    inner: R,
+    last: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<R: Read> Read for Noting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if let Ok(mut last) = self.last.lock() {
+                *last = Some(e.to_string());
+            }
+        })
+    }
+}
+
+/// Every frame of a zstd stream in turn (`zstd a b > c` and parallel compressors write several);
+/// the decoder itself stops after one.
+struct ZstdFrames<R: Read> {
+    decoder: Option<ZstdDecoder<R>>,
+}
+
+type ZstdDecoder<R> =
+    ruzstd::decoding::StreamingDecoder<BufReader<R>, ruzstd::decoding::FrameDecoder>;
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let d = self
+                .decoder
+                .as_mut()
+                .ok_or_else(|| io::Error::other("a zstd frame header could not be read"))?;
+            let n = d.read(buf)?;
+            if n > 0 || buf.is_empty() || d.get_mut().fill_buf()?.is_empty() {
+                return Ok(n);
+            }
+            let Some(done) = self.decoder.take() else {
+                return Ok(0);
+            };
+            let (source, frame) = done.into_parts();
+            let next = ruzstd::decoding::StreamingDecoder::new_with_decoder(source, frame)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            self.decoder = Some(next);
+        }
+    }
+}
+
 impl FileSource {
-    /// Opens a capture and checks that it is pcap or pcapng.
+    /// Opens a capture and checks that it is pcap or pcapng; [`STDIN`] reads standard input.
     pub fn open(path: &Path) -> Result<FileSource, FileError> {
+        if path.as_os_str() == STDIN {
+            return FileSource::from_reader(Path::new("standard input"), io::stdin());
+        }
         let file = File::open(path).map_err(|source| FileError::Io {
             path: path.to_owned(),
             source,
@@ -108,12 +222,43 @@ impl FileSource {
         FileSource::from_reader(path, file)
     }
 
-    /// Reads a capture from any byte stream; `path` is only used in messages.
+    /// Reads a capture from any byte stream, decompressing gzip and zstd; `path` is only used
+    /// in messages.
     pub fn from_reader(
         path: &Path,
         input: impl Read + Send + 'static,
     ) -> Result<FileSource, FileError> {
-        let reader = create_reader(INITIAL_BUFFER, input).map_err(|e| match e {
+        let io_error = |source| FileError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut input = BufReader::new(input);
+        let head = input.fill_buf().map_err(io_error)?;
+        let compression = Compression::sniff(head);
+        let last = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let stream: Box<dyn Read + Send> = match compression {
+            None => Box::new(input),
+            Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(input)),
+            Some(Compression::Zstd) => {
+                let decoder = ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| {
+                    FileError::Decompress {
+                        path: path.to_owned(),
+                        compression: "zstd",
+                        tool: "zstd",
+                        offset: 0,
+                        detail: e.to_string(),
+                    }
+                })?;
+                Box::new(ZstdFrames {
+                    decoder: Some(decoder),
+                })
+            }
+        };
+        let stream = Noting {
+            inner: stream,
+            last: last.clone(),
+        };
+        let reader = create_reader(INITIAL_BUFFER, stream).map_err(|e| match e {
             PcapError::Eof => FileError::Empty {
                 path: path.to_owned(),
             },
@@ -127,11 +272,13 @@ impl FileSource {
             },
             _ => FileError::NotCapture {
                 path: path.to_owned(),
+                compression: compression.map(Compression::name),
             },
         })?;
         Ok(FileSource {
             path: path.to_owned(),
             reader,
+            compression: compression.map(|c| (c, last)),
             legacy: None,
             interfaces: Vec::new(),
             consumed: 0,
@@ -147,8 +294,22 @@ impl FileSource {
     /// Calls `f` with every packet, in file order, until the end of the file or an error.
     /// Frames on interfaces with an undecodable link type are counted, not passed on.
     pub fn for_each(&mut self, mut f: impl FnMut(LinkType, &Frame<'_>)) -> Result<(), FileError> {
+        self.read_while(|link, frame| {
+            f(link, frame);
+            true
+        })
+        .map(|_| ())
+    }
+
+    /// Calls `f` with packets, in file order, until it returns false (true is then returned),
+    /// the end of the file (false) or an error.
+    pub fn read_while(
+        &mut self,
+        mut f: impl FnMut(LinkType, &Frame<'_>) -> bool,
+    ) -> Result<bool, FileError> {
         let mut capacity = INITIAL_BUFFER;
         let mut stalled = false;
+        let mut go_on = true;
         loop {
             let step = match self.reader.next() {
                 Ok((len, block)) => {
@@ -180,7 +341,7 @@ impl FileSource {
                                         data,
                                         wire_len: wire_len(b.origlen, data),
                                     };
-                                    f(link, &frame);
+                                    go_on = f(link, &frame);
                                 }
                                 _ => self.stats.unknown_link += 1,
                             }
@@ -211,7 +372,7 @@ impl FileSource {
                                         data,
                                         wire_len: wire_len(epb.origlen, data),
                                     };
-                                    f(link, &frame);
+                                    go_on = f(link, &frame);
                                 }
                                 _ => self.stats.untimed += 1,
                             }
@@ -234,15 +395,18 @@ impl FileSource {
                 Step::Consume(len) => {
                     self.reader.consume(len);
                     self.consumed += len as u64;
+                    if !go_on {
+                        return Ok(true);
+                    }
                 }
-                Step::Done => return Ok(()),
+                Step::Done => return Ok(false),
                 Step::Refill => {
                     if self.reader.reader_exhausted() {
                         // A record that breaks off at the end of the file; a file that ends
                         // exactly between records returns Eof instead.
                         if stalled || self.reader.data().is_empty() {
                             return if self.reader.data().is_empty() {
-                                Ok(())
+                                Ok(false)
                             } else {
                                 Err(self.truncated())
                             };
@@ -297,6 +461,17 @@ impl FileSource {
     }
 
     fn corrupt(&self, detail: String) -> FileError {
+        if let Some((c, last)) = &self.compression {
+            if let Some(why) = last.lock().ok().and_then(|mut l| l.take()) {
+                return FileError::Decompress {
+                    path: self.path.clone(),
+                    compression: c.name(),
+                    tool: c.tool(),
+                    offset: self.consumed,
+                    detail: why,
+                };
+            }
+        }
         FileError::Corrupt {
             path: self.path.clone(),
             offset: self.consumed,

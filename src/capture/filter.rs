@@ -6,6 +6,12 @@
 //!   header (as tcpdump's `tcp` does); IPv6 whose first next header is a hop-by-hop, routing or
 //!   destination options header is kept too, whatever it carries, because classic BPF cannot
 //!   walk a chain of them: the decoder walks it and counts what is not TCP;
+//! - tunnels the decoder opens (see `crate::decode`): IPv4 or IPv6 carrying IP in IP (protocols
+//!   4 and 41), GRE (47), or UDP to VXLAN's port 4789 or Geneve's 6081, and MPLS frames
+//!   (EtherTypes 0x8847, 0x8848), whatever they carry: classic BPF cannot follow every
+//!   encapsulation to the inner TCP header, so the decoder counts what is not TCP. Neither the
+//!   loopback nor the whitelist test applies to them (those name inner hosts, which the workers
+//!   check);
 //! - on Ethernet, frames with no VLAN tag or with one 802.1Q / 802.1ad tag;
 //! - never a packet from or to 127.0.0.1 or ::1 (go-metro's `not host 127.0.0.1`);
 //! - with a whitelist, only packets whose source or destination lies in one of its ranges.
@@ -57,6 +63,16 @@ pub mod op {
     pub const B: u16 = 0x10;
     /// Immediate operand.
     pub const IMM: u16 = 0x00;
+    /// A += operand.
+    pub const ADD: u16 = 0x00;
+    /// A <<= operand.
+    pub const LSH: u16 = 0x60;
+    /// The operand is X.
+    pub const X: u16 = 0x08;
+    /// Register moves.
+    pub const MISC: u16 = 0x07;
+    /// X = A.
+    pub const TAX: u16 = 0x00;
     /// Packet load at a constant offset.
     pub const ABS: u16 = 0x20;
     /// Packet load at X plus a constant offset.
@@ -120,6 +136,12 @@ const ETHERTYPE_QINQ: u32 = 0x88a8;
 /// The tag protocol id of QinQ before 802.1ad, which the decoder also follows.
 const ETHERTYPE_QINQ_OLD: u32 = 0x9100;
 const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+/// Protocols that carry a tunnel the decoder opens: IPv4 in IP, IPv6 in IP, GRE.
+const IPPROTO_TUNNELS: [u32; 3] = [4, 41, 47];
+/// UDP destination ports of the tunnels the decoder opens: VXLAN, Geneve.
+const UDP_TUNNEL_PORTS: [u32; 2] = [4789, 6081];
+const ETHERTYPE_MPLS: [u32; 2] = [0x8847, 0x8848];
 const IPPROTO_FRAGMENT: u32 = 44;
 /// IPv6 extension headers that may come before TCP and that the filter leaves to the decoder:
 /// every one the decoder walks (the `filter` fuzz target checks that none is dropped here).
@@ -339,12 +361,18 @@ pub fn compile(
             a.ldx_imm(field::ETH_HLEN);
             a.jeq_far(ETHERTYPE_IPV4, v4);
             a.jeq_far(ETHERTYPE_IPV6, v6);
+            for et in ETHERTYPE_MPLS {
+                a.jeq_ret(et, keep);
+            }
             a.ret(0);
             a.bind(tagged);
             a.ld_abs(op::H, field::ETH_TYPE + field::VLAN_HLEN);
             a.ldx_imm(field::ETH_HLEN + field::VLAN_HLEN);
             a.jeq_far(ETHERTYPE_IPV4, v4);
             a.jeq_far(ETHERTYPE_IPV6, v6);
+            for et in ETHERTYPE_MPLS {
+                a.jeq_ret(et, keep);
+            }
             a.ret(0);
         }
         Framing::RawIp => {
@@ -362,7 +390,7 @@ pub fn compile(
     a.ld_ind(op::B, field::V4_PROTO);
     let v4_tcp = a.label();
     a.jeq(IPPROTO_TCP, Some(v4_tcp), None);
-    a.ret(0);
+    emit_tunnel_match(&mut a, None, keep);
     a.bind(v4_tcp);
     for off in [field::V4_SRC, field::V4_DST] {
         a.ld_ind(op::W, off);
@@ -389,7 +417,7 @@ pub fn compile(
     }
     let frag = a.label();
     a.jeq(IPPROTO_FRAGMENT, Some(frag), None);
-    a.ret(0);
+    emit_tunnel_match(&mut a, Some(field::V6_HLEN), keep);
     a.bind(frag);
     a.ld_ind(op::B, field::V6_FRAG_NEXT);
     a.jeq(IPPROTO_TCP, Some(v6_tcp), None);
@@ -413,6 +441,36 @@ pub fn compile(
         a.ret(0);
     }
     a.finish()
+}
+
+/// With A holding an IP packet's protocol (X its offset), returns `keep` for a tunnel the decoder
+/// opens and 0 for anything else. `udp_at` is where UDP starts past X, or `None` for IPv4, whose
+/// header length is read from the packet (X then moves to the UDP header).
+fn emit_tunnel_match(a: &mut Asm, udp_at: Option<u32>, keep: u32) {
+    for proto in IPPROTO_TUNNELS {
+        a.jeq_ret(proto, keep);
+    }
+    let udp = a.label();
+    a.jeq(IPPROTO_UDP, Some(udp), None);
+    a.ret(0);
+    a.bind(udp);
+    let port_at = match udp_at {
+        Some(off) => off + 2,
+        None => {
+            // X += 4 × IHL, the IPv4 header length (RFC 791 §3.1).
+            a.ld_ind(op::B, 0);
+            a.and(0x0f);
+            a.emit(op::ALU | op::LSH | op::K, 2);
+            a.emit(op::ALU | op::ADD | op::X, 0);
+            a.emit(op::MISC | op::TAX, 0);
+            2
+        }
+    };
+    a.ld_ind(op::H, port_at);
+    for port in UDP_TUNNEL_PORTS {
+        a.jeq_ret(port, keep);
+    }
+    a.ret(0);
 }
 
 /// Returns `ret` when the address at X + `off` lies in `r`; falls through otherwise.
@@ -803,6 +861,81 @@ mod tests {
             and(&first, &too_long, 96),
             Err(FilterError::TooLong(_))
         ));
+    }
+
+    /// An IPv4 or IPv6 packet (by `v6`) of protocol `proto` whose payload is `payload`.
+    fn ip_carrying(v6: bool, proto: u8, payload: &[u8]) -> Vec<u8> {
+        let mut h = if v6 {
+            let mut h = vec![0x60, 0, 0, 0, 0, payload.len() as u8, proto, 64];
+            h.extend_from_slice(&[0x20, 1, 0x0d, 0xb8]);
+            h.extend_from_slice(&[0; 12]);
+            h.extend_from_slice(&[0x20, 1, 0x0d, 0xb8]);
+            h.extend_from_slice(&[0; 11]);
+            h.push(2);
+            h
+        } else {
+            let mut h = vec![
+                0x45,
+                0,
+                0,
+                20 + payload.len() as u8,
+                0,
+                0,
+                0,
+                0,
+                64,
+                proto,
+                0,
+                0,
+            ];
+            h.extend_from_slice(&A);
+            h.extend_from_slice(&B);
+            h
+        };
+        h.extend_from_slice(payload);
+        h
+    }
+
+    fn udp_to(port: u16) -> Vec<u8> {
+        let mut u = vec![0xc0, 0x01];
+        u.extend_from_slice(&port.to_be_bytes());
+        u.extend_from_slice(&[0, 16, 0, 0]);
+        u.extend_from_slice(&[0x08, 0, 0, 0, 0, 0x10, 0x92, 0]);
+        u
+    }
+
+    #[test]
+    fn keeps_tunnels_the_decoder_opens_and_not_other_udp() {
+        let p = compile(Framing::Ethernet, None, 256).unwrap();
+        for v6 in [false, true] {
+            let et = if v6 { 0x86dd } else { 0x0800 };
+            for proto in [4, 41, 47] {
+                let f = eth(et, false, &ip_carrying(v6, proto, &[0u8; 40]));
+                assert_eq!(run(&p, &f), 256, "v6 {v6} protocol {proto}");
+            }
+            for (port, kept) in [(4789, 256), (6081, 256), (53, 0), (4790, 0)] {
+                let f = eth(et, v6, &ip_carrying(v6, 17, &udp_to(port)));
+                assert_eq!(run(&p, &f), kept, "v6 {v6} UDP port {port}");
+            }
+            assert_eq!(run(&p, &eth(et, false, &ip_carrying(v6, 1, &[0; 8]))), 0);
+        }
+        // IPv4 with options: the UDP header is found past them.
+        let mut opts = ip_carrying(false, 17, &udp_to(4789));
+        opts[0] = 0x46;
+        opts.splice(20..20, [0x94, 4, 0, 0]);
+        assert_eq!(run(&p, &eth(0x0800, false, &opts)), 256);
+        for et in [0x8847, 0x8848] {
+            assert_eq!(run(&p, &eth(et, false, &[0, 0x10, 0x11, 64])), 256);
+            assert_eq!(run(&p, &eth(et, true, &[0, 0x10, 0x11, 64])), 256);
+        }
+        // Tunnels are kept whatever the outer hosts: the whitelist names inner ones.
+        let hosts = [("192.0.2.1".parse().unwrap(), 32)];
+        let w = compile(Framing::Ethernet, Some(&hosts), 128).unwrap();
+        let f = eth(0x0800, false, &ip_carrying(false, 17, &udp_to(4789)));
+        assert_eq!(run(&w, &f), 128);
+        assert_eq!(run(&w, &eth(0x0800, false, &ipv4(6, A, B))), 0);
+        let raw = compile(Framing::RawIp, None, 200).unwrap();
+        assert_eq!(run(&raw, &ip_carrying(false, 47, &[0; 24])), 200);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Where frames come from.
 //!
 //! Every source hands the worker the same thing: a [`Frame`], a slice of bytes it borrows for the
-//! length of one call, with the time the frame was captured. Files are read by [`file`](mod@file); live
+//! length of one call, with the time the frame was captured. Files are read by [`file`](mod@file)
+//! (several as one, by [`input`]); live
 //! interfaces by the TPACKET_V3 ring ([`ring`]), behind a kernel filter metro builds itself
 //! ([`filter`]), narrowed by a libpcap expression when `-f` gives one ([`expr`]), on an interface
 //! found by name ([`iface`]). The worker never learns which one it
@@ -11,6 +12,7 @@ pub mod expr;
 pub mod file;
 pub mod filter;
 pub mod iface;
+pub mod input;
 pub mod ring;
 
 /// One captured frame, borrowed from a file buffer or a capture ring.

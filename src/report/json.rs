@@ -42,6 +42,11 @@ pub fn write_counters(out: &mut impl Write, c: &Counters) -> io::Result<()> {
         c.packets, c.tcp, c.samples, c.filtered
     )?;
     for (i, s) in Skip::ALL.iter().enumerate() {
+        // The tunnel reasons only when counted, so that captures without tunnels keep their
+        // fields.
+        if !s.always_shown() && c.skipped(*s) == 0 {
+            continue;
+        }
         let sep = if i == 0 { "" } else { "," };
         write!(out, "{sep}\"{}\":{}", s.name(), c.skipped(*s))?;
     }
@@ -57,6 +62,9 @@ pub fn write_counters(out: &mut impl Write, c: &Counters) -> io::Result<()> {
         c.rtt.ring_full,
         c.rtt.pool_exhausted
     )?;
+    if c.encapsulated > 0 {
+        write!(out, ",\"encapsulated\":{}", c.encapsulated)?;
+    }
     // Present only when the `max_pairs` bound folded pairs into the `other` series.
     if c.overflow_samples > 0 {
         write!(out, ",\"overflow_samples\":{}", c.overflow_samples)?;

@@ -360,7 +360,13 @@ impl Reporter {
         if c.overflow_samples > 0 {
             self.count("metro.pairs.overflow", c.overflow_samples, &[]);
         }
+        if c.encapsulated > 0 {
+            self.count("metro.encapsulated", c.encapsulated, &[]);
+        }
         for s in Skip::ALL {
+            if !s.always_shown() && c.skipped(s) == 0 {
+                continue;
+            }
             let tag = format!("reason:{}", s.name());
             self.count("metro.skipped", c.skipped(s), &[&tag]);
         }
@@ -468,6 +474,7 @@ mod tests {
         let s = "env:prod,solo,iface:eth0";
         let skipped: Vec<String> = Skip::ALL
             .iter()
+            .filter(|k| k.always_shown())
             .enumerate()
             .map(|(i, k)| {
                 format!(

@@ -87,6 +87,7 @@ fn footer(out: &mut impl Write, empty: bool, c: &Counters) -> io::Result<()> {
     )?;
     let skipped: Vec<String> = Skip::ALL
         .iter()
+        .filter(|s| s.always_shown() || c.skipped(**s) > 0)
         .map(|s| format!("{} {}", s.name(), c.skipped(*s)))
         .collect();
     writeln!(out, "skipped: {}", skipped.join(", "))?;
@@ -95,6 +96,13 @@ fn footer(out: &mut impl Write, empty: bool, c: &Counters) -> io::Result<()> {
         "flows {}  evicted {}  expired {}  no sample: karn {}, untracked {}",
         c.table.created, c.table.evicted, c.table.expired, c.rtt.karn, c.rtt.untracked
     )?;
+    if c.encapsulated > 0 {
+        writeln!(
+            out,
+            "encapsulated: {} TCP segments inside tunnels or MPLS",
+            c.encapsulated
+        )?;
+    }
     if c.overflow_samples > 0 {
         writeln!(
             out,
