@@ -192,6 +192,12 @@ pub struct Cli {
     #[arg(long, conflicts_with = "interface")]
     pub samples: bool,
 
+    /// Live and go-metro mode: serve the RTTs and metro's counters to Prometheus at
+    /// http://ADDR:PORT/metrics (OpenMetrics text), beside the other outputs; go-metro mode also
+    /// takes init_config's `prometheus_listen`, which this overrides.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "pcap")]
+    pub prometheus: Option<std::net::SocketAddr>,
+
     /// Draw RTT plots of the capture (live: of the whole run, at the end) into this file, SVG or
     /// PNG by its ending: per pair, RTT against time and the RTT distribution.
     #[arg(long, value_name = "OUT", requires = "input")]

@@ -41,6 +41,7 @@ use crate::decode::{Addr, Skip};
 use crate::flow::Ttl;
 use crate::live::{self, IntervalReport, KernelStats, LiveConfig, LiveError};
 use crate::logging::{Logger, CRITICAL};
+use crate::report::prometheus::{Endpoint, Exposition};
 use crate::report::statsd::{Names, QueueSink, Reporter, ReporterConfig, QUEUE_METRICS};
 use crate::report::Merged;
 use crate::worker::{Net, Worker, WorkerConfig};
@@ -174,6 +175,18 @@ struct Prepared {
     inst: Instance,
     whitelist: Option<Vec<Net>>,
     reporter: Reporter,
+    /// Its series on the Prometheus endpoint, when there is one.
+    exposition: Option<Exposition>,
+}
+
+impl Prepared {
+    /// Sends an interval to DogStatsD and, with an endpoint, to Prometheus.
+    fn report(&mut self, r: &IntervalReport) {
+        self.reporter.report(r);
+        if let Some(x) = &mut self.exposition {
+            x.report(r);
+        }
+    }
 }
 
 enum Done {
@@ -196,6 +209,8 @@ struct FileRun {
     path: std::path::PathBuf,
     worker: Arc<Mutex<Worker>>,
     reporter: Reporter,
+    /// Its series on the Prometheus endpoint, when there is one.
+    exposition: Option<Exposition>,
     /// Frames and reported samples so far, for the closing log line.
     packets: u64,
     samples: u64,
@@ -208,12 +223,15 @@ struct Daemon {
     soften: bool,
     /// `-f`: go-metro's filter expression, `tcp` by default.
     filter: String,
+    /// Where to serve Prometheus: `--prometheus`, or else `prometheus_listen`.
+    prometheus: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
 }
 
 impl Daemon {
     fn new(cli: &Cli, cfg: Config, stop: Arc<AtomicBool>) -> Daemon {
         Daemon {
+            prometheus: cli.prometheus.or(cfg.init.prometheus_listen),
             cfg,
             soften: cli.st,
             filter: cli.filter.trim().to_string(),
@@ -230,10 +248,20 @@ impl Daemon {
                 return exit::USAGE;
             }
         };
+        let endpoint = match self.prometheus.map(Endpoint::serve).transpose() {
+            Ok(e) => e,
+            Err(e) => {
+                error!(target: CRITICAL, "{e}");
+                return exit::USAGE;
+            }
+        };
+        if let Some(e) = &endpoint {
+            info!("serving Prometheus metrics on http://{}/metrics", e.addr());
+        }
         let mut prepared = Vec::new();
         let mut failed = 0usize;
         for inst in &self.cfg.instances {
-            match self.prepare(inst, statsd) {
+            match self.prepare(inst, statsd, endpoint.as_ref()) {
                 Ok(Some(p)) => prepared.push(p),
                 Ok(None) => failed += 1,
                 Err(code) => return code,
@@ -304,7 +332,12 @@ impl Daemon {
 
     /// Resolves an instance's whitelist and builds its reporter. `Ok(None)` skips an instance
     /// that cannot run (logged); `Err` stops metro with that status.
-    fn prepare(&self, inst: &Instance, statsd: SocketAddr) -> Result<Option<Prepared>, i32> {
+    fn prepare(
+        &self,
+        inst: &Instance,
+        statsd: SocketAddr,
+        endpoint: Option<&Endpoint>,
+    ) -> Result<Option<Prepared>, i32> {
         let init = &self.cfg.init;
         let local = match &inst.source {
             Source::File(_) => Vec::new(),
@@ -398,6 +431,7 @@ impl Daemon {
             inst: inst.clone(),
             whitelist,
             reporter,
+            exposition: endpoint.map(|e| e.exposition(&inst.interface, &inst.tags, init.max_pairs)),
         }))
     }
 
@@ -435,6 +469,7 @@ impl Daemon {
             path,
             worker,
             reporter: p.reporter,
+            exposition: p.exposition,
             packets: 0,
             samples: 0,
             max_pairs: self.cfg.init.max_pairs,
@@ -443,7 +478,7 @@ impl Daemon {
 
     fn start_live(&self, idx: usize, p: Prepared, done: Sender<Done>) {
         let init = &self.cfg.init;
-        let Source::Interface(iface) = &p.inst.source else {
+        let Source::Interface(iface) = p.inst.source.clone() else {
             return;
         };
         let cfg = LiveConfig {
@@ -463,14 +498,14 @@ impl Daemon {
             plot: None,
         };
         let stop = self.stop.clone();
-        let mut reporter = p.reporter;
+        let mut p = p;
         info!("starting capture on interface {iface:?}");
         let spawned = thread::Builder::new()
             .name(format!("metro-live-{idx}"))
             .spawn(move || {
                 let mut restarted = false;
                 let result = loop {
-                    let r = live::run(&cfg, &stop, &mut |r: &IntervalReport| reporter.report(r));
+                    let r = live::run(&cfg, &stop, &mut |r: &IntervalReport| p.report(r));
                     // A daemon outlives its interface: a container's veth or a VPN's tun that is
                     // re-created gets captured again, rather than ending in a restart loop.
                     let vanished = match &r {
@@ -492,7 +527,7 @@ impl Daemon {
                     info!("interface {:?} is back: capture restarts", cfg.interface);
                     restarted = true;
                 };
-                reporter.sink().flush_wait(SHUTDOWN_WAIT);
+                p.reporter.sink().flush_wait(SHUTDOWN_WAIT);
                 let _ = done.send(Done::Live {
                     idx,
                     result: result.map_err(|e| e.to_string()),
@@ -655,6 +690,9 @@ fn report_file(run: &mut FileRun, file: Option<FileStats>, last: bool) {
         whole_run: None,
     };
     run.reporter.report(&report);
+    if let Some(x) = &mut run.exposition {
+        x.report(&report);
+    }
 }
 
 /// DogStatsD's address: an IP (as go-metro requires) or, from metro, a host name.

@@ -15,6 +15,7 @@ use metro::live::{self, IntervalReport, LiveConfig};
 use metro::offline;
 use metro::record::PairKey;
 use metro::report::plot::{PairChoice, PlotInput, PlotTarget, PointLimits, DEFAULT_PAIRS};
+use metro::report::prometheus::Endpoint;
 use metro::report::{json, table, Counters, PairSummary};
 use metro::worker::WorkerConfig;
 
@@ -224,10 +225,23 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         Err(code) => return Ok(code),
     };
     cfg.plot = plot.as_ref().map(|_| point_limits(cli));
+    let endpoint = match cli.prometheus.map(Endpoint::serve).transpose() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("metro: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let mut exposition = endpoint
+        .as_ref()
+        .map(|e| e.exposition(name, &[], cfg.worker.max_pairs));
 
     let mut write_error: Option<io::Error> = None;
     let mut plot_code = exit::OK;
     let result = live::run(&cfg, &stop, &mut |rep| {
+        if let Some(x) = &mut exposition {
+            x.report(rep);
+        }
         if write_error.is_none() {
             if let Err(e) = print_report(cli.format, rep) {
                 write_error = Some(e);
