@@ -188,8 +188,10 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 
-    /// Also print every sample as a JSON line (implies --format json for the summary).
-    #[arg(long, conflicts_with = "interface")]
+    /// Also print every sample as a JSON line (implies --format json for the summary); live, as
+    /// they are captured, each interval's before its summary, through a bounded queue whose
+    /// overflow is counted (samples_dropped in the kernel line).
+    #[arg(long)]
     pub samples: bool,
 
     /// Live and go-metro mode: serve the RTTs and metro's counters to Prometheus at
@@ -519,7 +521,7 @@ mod tests {
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -format, -samples, -plot, -plot-pairs, -plot-pair (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -format, -samples, -prometheus, -plot, -plot-pairs, -plot-pair (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(

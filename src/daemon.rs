@@ -496,6 +496,7 @@ impl Daemon {
             duty: p.inst.duty,
             dump_flows: false,
             plot: None,
+            samples: None,
         };
         let stop = self.stop.clone();
         let mut p = p;
