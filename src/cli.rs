@@ -38,6 +38,15 @@ pub enum Format {
     Json,
 }
 
+/// What one output line stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum By {
+    /// One line per (sender, acknowledger) host pair.
+    Pair,
+    /// Also one JSON line per TCP connection, before the pairs (implies --format json).
+    Flow,
+}
+
 /// Exit statuses, documented in `--help`.
 pub mod exit {
     /// Everything read and reported; or stopped by a signal after flushing.
@@ -193,6 +202,12 @@ pub struct Cli {
     /// overflow is counted (samples_dropped in the kernel line).
     #[arg(long)]
     pub samples: bool,
+
+    /// Offline: `flow` also writes one JSON line per TCP connection (5-tuple, first and last
+    /// packet, RTT summary, bytes and retransmitted bytes each way, handshake RTTs), and the
+    /// retransmitted bytes of each pair in its line; implies --format json.
+    #[arg(long, value_enum, default_value_t = By::Pair, requires = "pcap")]
+    pub by: By,
 
     /// Live and go-metro mode: serve the RTTs and metro's counters to Prometheus at
     /// http://ADDR:PORT/metrics (OpenMetrics text), beside the other outputs; go-metro mode also
@@ -521,7 +536,7 @@ mod tests {
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -format, -samples, -prometheus, -plot, -plot-pairs, -plot-pair (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -format, -samples, -by, -prometheus, -plot, -plot-pairs, -plot-pair (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use nix::sys::signal::{SigSet, Signal};
 
-use metro::cli::{exit, Cli, Format, Mode};
+use metro::cli::{exit, By, Cli, Format, Mode};
 use metro::daemon;
 use metro::decode::Addr;
 use metro::live::{self, IntervalReport, LiveConfig, SampleStream};
@@ -62,6 +62,7 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
     let cfg = WorkerConfig {
         local: cli.local.iter().map(|ip| Addr::from(*ip)).collect(),
         keep_samples: cli.samples,
+        by_flow: cli.by == By::Flow,
         max_pairs: cli
             .max_pairs
             .map_or(WorkerConfig::default().max_pairs, |n| n as usize),
@@ -87,11 +88,38 @@ fn run(cli: &Cli, pcap: &Path) -> io::Result<i32> {
     let mut out = BufWriter::new(stdout.lock());
     let plan = outcome.plan();
     let counters = &plan.counters;
-    if cli.samples || cli.format == Format::Json {
+    if cli.samples || cli.format == Format::Json || cli.by == By::Flow {
         for s in &outcome.samples {
             json::write_sample(&mut out, s)?;
         }
-        plan.for_each(|p| json::write_pair(&mut out, p))?;
+        for c in &outcome.connections {
+            json::write_connection(&mut out, c)?;
+        }
+        if outcome.untracked_connections > 0 {
+            writeln!(
+                out,
+                "{{\"type\":\"connections\",\"untracked\":{}}}",
+                outcome.untracked_connections
+            )?;
+        }
+        if cli.by == By::Flow {
+            // Bytes each sender resent to each acknowledger, over its connections.
+            let mut resent: std::collections::HashMap<(Addr, Addr), u64> = Default::default();
+            for c in &outcome.connections {
+                *resent.entry((c.client.0, c.server.0)).or_default() += c.retrans_bytes[0];
+                *resent.entry((c.server.0, c.client.0)).or_default() += c.retrans_bytes[1];
+            }
+            plan.for_each(|p| {
+                let n = if p.other {
+                    0
+                } else {
+                    resent.get(&(p.src, p.dst)).copied().unwrap_or(0)
+                };
+                json::write_pair_retrans(&mut out, p, n)
+            })?;
+        } else {
+            plan.for_each(|p| json::write_pair(&mut out, p))?;
+        }
         json::write_counters(&mut out, counters)?;
     } else {
         table::write_plan(&mut out, &plan, counters)?;

@@ -5,14 +5,26 @@
 use std::io::{self, Write};
 
 use super::{ms, Counters, PairSummary};
+use crate::conn::Connection;
 use crate::decode::Skip;
 use crate::worker::SampleRecord;
 
 /// Writes one `{"type":"pair",…}` line.
 pub fn write_pair(out: &mut impl Write, p: &PairSummary) -> io::Result<()> {
-    writeln!(
+    write_pair_fields(out, p)?;
+    writeln!(out, "}}")
+}
+
+/// Writes one `{"type":"pair",…}` line with the bytes `src` resent to `dst` (`--by flow`).
+pub fn write_pair_retrans(out: &mut impl Write, p: &PairSummary, retrans: u64) -> io::Result<()> {
+    write_pair_fields(out, p)?;
+    writeln!(out, ",\"retrans_bytes\":{retrans}}}")
+}
+
+fn write_pair_fields(out: &mut impl Write, p: &PairSummary) -> io::Result<()> {
+    write!(
         out,
-        "{{\"type\":\"pair\",\"src\":\"{}\",\"dst\":\"{}\",\"samples\":{},\"min_ms\":{:.6},\"p50_ms\":{:.6},\"avg_ms\":{:.6},\"p95_ms\":{:.6},\"p99_ms\":{:.6},\"max_ms\":{:.6},\"jitter_ms\":{:.6}}}",
+        "{{\"type\":\"pair\",\"src\":\"{}\",\"dst\":\"{}\",\"samples\":{},\"min_ms\":{:.6},\"p50_ms\":{:.6},\"avg_ms\":{:.6},\"p95_ms\":{:.6},\"p99_ms\":{:.6},\"max_ms\":{:.6},\"jitter_ms\":{:.6}",
         p.src_name(),
         p.dst_name(),
         p.samples,
@@ -68,5 +80,38 @@ pub fn write_sample(out: &mut impl Write, s: &SampleRecord) -> io::Result<()> {
         s.dport,
         s.rtt_ns,
         s.method.name()
+    )
+}
+
+/// Writes one `{"type":"connection",…}` line (`--by flow`): the connection's 5-tuple (`client`
+/// opened it), its first and last packet, its RTT summary (`null` without samples), payload and
+/// retransmitted bytes each way, and the handshake's two samples (`null` when not seen).
+pub fn write_connection(out: &mut impl Write, c: &Connection) -> io::Result<()> {
+    let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.6}"));
+    let r = c.rtt();
+    let f = |g: fn(&crate::conn::ConnRtt) -> f64| opt(r.as_ref().map(g));
+    writeln!(
+        out,
+        "{{\"type\":\"connection\",\"client\":\"{}\",\"cport\":{},\"server\":\"{}\",\"sport\":{},\"first_ns\":{},\"last_ns\":{},\"samples\":{},\"min_ms\":{},\"p50_ms\":{},\"avg_ms\":{},\"p95_ms\":{},\"p99_ms\":{},\"max_ms\":{},\"jitter_ms\":{},\"bytes_c2s\":{},\"bytes_s2c\":{},\"retrans_bytes_c2s\":{},\"retrans_bytes_s2c\":{},\"syn_ms\":{},\"synack_ms\":{}}}",
+        c.client.0,
+        c.client.1,
+        c.server.0,
+        c.server.1,
+        c.first_ns,
+        c.last_ns,
+        c.samples,
+        f(|r| ms(r.min_ns as f64)),
+        f(|r| ms(r.p50_ns as f64)),
+        f(|r| ms(r.avg_ns)),
+        f(|r| ms(r.p95_ns as f64)),
+        f(|r| ms(r.p99_ns as f64)),
+        f(|r| ms(r.max_ns as f64)),
+        f(|r| ms(r.jitter_ns)),
+        c.bytes[0],
+        c.bytes[1],
+        c.retrans_bytes[0],
+        c.retrans_bytes[1],
+        opt(c.handshake_ns[0].map(|v| ms(v as f64))),
+        opt(c.handshake_ns[1].map(|v| ms(v as f64))),
     )
 }
