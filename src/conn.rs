@@ -373,7 +373,7 @@ mod tests {
         assert_eq!(r.avg_ns, 6_050_000.0 / 3.0);
         assert_eq!(r.jitter_ns, 2_000_000.0);
         // The median sample, as HdrHistogram (3 significant digits) gives it: the middle of the
-        // 2,048 ns bucket that holds 2 ms, like the pair lines.
+        // 1,024 ns bucket that holds 2 ms, like the pair lines.
         assert_eq!(r.p50_ns, 2_000_384);
     }
 }
