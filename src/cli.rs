@@ -206,7 +206,7 @@ pub struct Cli {
     /// Offline: `flow` also writes one JSON line per TCP connection (5-tuple, first and last
     /// packet, RTT summary, bytes and retransmitted bytes each way, handshake RTTs), and the
     /// retransmitted bytes of each pair in its line; implies --format json.
-    #[arg(long, value_enum, default_value_t = By::Pair, requires = "pcap")]
+    #[arg(long, value_enum, default_value_t = By::Pair)]
     pub by: By,
 
     /// Live and go-metro mode: serve the RTTs and metro's counters to Prometheus at

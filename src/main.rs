@@ -231,6 +231,10 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         eprintln!("metro: cannot set up signal handling: {e}");
         return Ok(exit::INPUT);
     }
+    if cli.by == By::Flow {
+        eprintln!("metro: --by flow reads a capture file: give --pcap FILE (live, record one with tcpdump -w)");
+        return Ok(exit::USAGE);
+    }
     let mut cfg = LiveConfig::new(name);
     cfg.workers = cli.workers.map(usize::from);
     cfg.interval = cli.interval;

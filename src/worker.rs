@@ -354,8 +354,12 @@ impl Worker {
         };
         if self.pending_len == LOOKAHEAD {
             // The oldest waiting segment, decoded `LOOKAHEAD` frames ago.
-            self.engine
-                .apply(&self.pending[(i + QUEUE - LOOKAHEAD) % QUEUE]);
+            let p = &self.pending[(i + QUEUE - LOOKAHEAD) % QUEUE];
+            if self.engine.conns.is_none() {
+                self.engine.apply::<false>(p);
+            } else {
+                self.engine.apply_by_flow(p);
+            }
         } else {
             self.pending_len += 1;
         }
@@ -373,7 +377,11 @@ impl Worker {
     pub fn flush(&mut self) {
         while self.pending_len > 0 {
             let i = (self.pending_next + QUEUE - self.pending_len) % QUEUE;
-            self.engine.apply(&self.pending[i]);
+            if self.engine.conns.is_none() {
+                self.engine.apply::<false>(&self.pending[i]);
+            } else {
+                self.engine.apply_by_flow(&self.pending[i]);
+            }
             self.pending_len -= 1;
         }
     }
@@ -418,8 +426,18 @@ impl Worker {
 }
 
 impl Engine {
+    /// [`Engine::apply`] with per-connection statistics, out of line so that the default path
+    /// is laid out as if they did not exist.
+    #[cold]
+    #[inline(never)]
+    fn apply_by_flow(&mut self, p: &Parsed) {
+        self.apply::<true>(p);
+    }
+
+    /// Applies one segment; `BY_FLOW` when per-connection statistics are kept, so that the
+    /// default build of this function has no trace of them.
     #[inline]
-    fn apply(&mut self, p: &Parsed) {
+    fn apply<const BY_FLOW: bool>(&mut self, p: &Parsed) {
         let now = p.ts_ns;
         if now >= self.next_sweep_ns {
             self.sweep(now);
@@ -449,8 +467,10 @@ impl Engine {
             )
         };
         let side = usize::from(p.side & 1);
-        if let Some(conns) = &mut self.conns {
-            conn_packet(conns, p, side);
+        if BY_FLOW {
+            if let Some(conns) = &mut self.conns {
+                conn_packet(conns, p, side);
+            }
         }
         let Some(sample) = flow.on_packet(pool, side, &p.packet, now) else {
             return;
@@ -472,8 +492,10 @@ impl Engine {
                 sample.method,
             );
         }
-        if let Some(conns) = &mut self.conns {
-            conn_sample(conns, &self.local, &self.whitelist, p, data_side, &sample);
+        if BY_FLOW {
+            if let Some(conns) = &mut self.conns {
+                conn_sample(conns, &self.local, &self.whitelist, p, data_side, &sample);
+            }
         }
         let c = &mut self.stats.counters;
         c.samples += 1;
