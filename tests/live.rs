@@ -736,7 +736,8 @@ fn live_samples_are_streamed_before_each_intervals_summary() {
     for c in clients {
         c.join().expect("client");
     }
-    thread::sleep(Duration::from_millis(300));
+    // A few more intervals, so the run has several reports however fast the traffic went.
+    thread::sleep(Duration::from_millis(700));
     let out = metro.stop();
     assert!(out.status.success(), "{}", out.stderr);
 
