@@ -40,6 +40,15 @@ pub enum Format {
     Json,
 }
 
+/// What one output line stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum By {
+    /// One line per (sender, acknowledger) host pair.
+    Pair,
+    /// Also one JSON line per TCP connection, before the pairs (implies --format json).
+    Flow,
+}
+
 /// Exit statuses, documented in `--help`.
 pub mod exit {
     /// Everything read and reported; or stopped by a signal after flushing.
@@ -220,9 +229,23 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 
-    /// Also print every sample as a JSON line (implies --format json for the summary).
-    #[arg(long, conflicts_with = "interface")]
+    /// Also print every sample as a JSON line (implies --format json for the summary); live, as
+    /// they are captured, each interval's before its summary, through a bounded queue whose
+    /// overflow is counted (samples_dropped in the kernel line).
+    #[arg(long)]
     pub samples: bool,
+
+    /// Offline: `flow` also writes one JSON line per TCP connection (5-tuple, first and last
+    /// packet, RTT summary, bytes and retransmitted bytes each way, handshake RTTs), and the
+    /// retransmitted bytes of each pair in its line; implies --format json.
+    #[arg(long, value_enum, default_value_t = By::Pair)]
+    pub by: By,
+
+    /// Live and go-metro mode: serve the RTTs and metro's counters to Prometheus at
+    /// http://ADDR:PORT/metrics (OpenMetrics text), beside the other outputs; go-metro mode also
+    /// takes init_config's `prometheus_listen`, which this overrides.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "pcap")]
+    pub prometheus: Option<std::net::SocketAddr>,
 
     /// Draw RTT plots of the capture (live: of the whole run, at the end) into this file, SVG or
     /// PNG by its ending: per pair, RTT against time and the RTT distribution.
@@ -576,7 +599,7 @@ mod tests {
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -max-flows, -format, -samples, -plot, -plot-pairs, -plot-pair, -user, -seccomp (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -max-flows, -format, -samples, -by, -prometheus, -plot, -plot-pairs, -plot-pair, -user, -seccomp (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(

@@ -207,6 +207,9 @@ pub struct InitConfig {
     /// metro: each live worker's TPACKET_V3 ring (`ring_block_size` bytes, `ring_blocks`,
     /// `ring_block_timeout` ms). Defaults in [`RingConfig::default`].
     pub ring: RingConfig,
+    /// metro: serve `/metrics` to Prometheus on this address (`prometheus_listen: ADDR:PORT`).
+    /// Default none: go-metro had no such endpoint.
+    pub prometheus_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for InitConfig {
@@ -228,6 +231,7 @@ impl Default for InitConfig {
             require_whitelist: true,
             user: None,
             ring: RingConfig::default(),
+            prometheus_listen: None,
         }
     }
 }
@@ -365,6 +369,7 @@ struct RawInit {
     ring_block_size: S<i64>,
     ring_blocks: S<i64>,
     ring_block_timeout: S<i64>,
+    prometheus_listen: S<Option<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -477,6 +482,7 @@ const INIT_KEYS: &[&str] = &[
     "ring_block_size",
     "ring_blocks",
     "ring_block_timeout",
+    "prometheus_listen",
 ];
 const INSTANCE_KEYS: &[&str] = &[
     "interface",
@@ -896,6 +902,21 @@ fn init_config(
     }) = &raw.user
     {
         c.user = Some(name.clone()).filter(|n| !n.is_empty());
+    }
+    if let Some(Spanned {
+        value: Some(a),
+        referenced,
+        ..
+    }) = &raw.prometheus_listen
+    {
+        c.prometheus_listen = Some(a.trim().parse().map_err(|_| {
+            ConfigError::at(
+                path,
+                Some(referenced.line()),
+                "init_config.prometheus_listen",
+                format!("'{a}' is not ADDR:PORT (e.g. 127.0.0.1:9100 or [::]:9100)"),
+            )
+        })?);
     }
     Ok(c)
 }

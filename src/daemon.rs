@@ -47,6 +47,7 @@ use crate::live::{self, IntervalReport, KernelStats, LiveConfig, LiveError};
 use crate::logging::{Logger, CRITICAL};
 use crate::offline::{Follow, FollowEnd};
 use crate::privilege::{self, Keep};
+use crate::report::prometheus::{Endpoint, Exposition};
 use crate::report::statsd::{Names, QueueSink, Reporter, ReporterConfig, QUEUE_METRICS};
 use crate::report::Merged;
 use crate::signals;
@@ -202,6 +203,8 @@ struct Prepared {
     names: Names,
     /// Whitelisted addresses to look names up for (`ips` entries that are one address).
     unnamed: Vec<IpAddr>,
+    /// Its series on the Prometheus endpoint, when there is one.
+    exposition: Option<Exposition>,
 }
 
 /// How an instance ended, for the exit status.
@@ -228,6 +231,8 @@ enum Done {
 struct FileRun {
     follow: Follow,
     reporter: Reporter,
+    /// Its series on the Prometheus endpoint, when there is one.
+    exposition: Option<Exposition>,
     /// Frames and reported samples so far, for the closing log line.
     packets: u64,
     samples: u64,
@@ -240,12 +245,15 @@ struct Daemon {
     soften: bool,
     /// `-f`: go-metro's filter expression, `tcp` by default.
     filter: String,
+    /// Where to serve Prometheus: `--prometheus`, or else `prometheus_listen`.
+    prometheus: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
 }
 
 impl Daemon {
     fn new(cli: &Cli, cfg: Config, stop: Arc<AtomicBool>) -> Daemon {
         Daemon {
+            prometheus: cli.prometheus.or(cfg.init.prometheus_listen),
             cfg,
             soften: cli.st,
             filter: cli.filter.trim().to_string(),
@@ -262,9 +270,19 @@ impl Daemon {
                 return exit::FAILURE;
             }
         };
+        let endpoint = match self.prometheus.map(Endpoint::serve).transpose() {
+            Ok(e) => e,
+            Err(e) => {
+                error!(target: CRITICAL, "{e}");
+                return exit::FAILURE;
+            }
+        };
+        if let Some(e) = &endpoint {
+            info!("serving Prometheus metrics on http://{}/metrics", e.addr());
+        }
         let mut prepared = Vec::new();
         for inst in &self.cfg.instances {
-            match self.prepare(inst, statsd) {
+            match self.prepare(inst, statsd, endpoint.as_ref()) {
                 Ok(Some(p)) => prepared.push(p),
                 // go-metro starts only the instances whose interface exists.
                 Ok(None) => {}
@@ -357,6 +375,7 @@ impl Daemon {
         &self,
         inst: &Instance,
         statsd: SocketAddr,
+        endpoint: Option<&Endpoint>,
     ) -> Result<Option<Prepared>, PrepareError> {
         let init = &self.cfg.init;
         let local = match &inst.source {
@@ -482,6 +501,7 @@ impl Daemon {
             reporter,
             names,
             unnamed: inst.ips.iter().filter_map(|e| e.single).collect(),
+            exposition: endpoint.map(|e| e.exposition(&inst.interface, &inst.tags, init.max_pairs)),
         }))
     }
 
@@ -523,6 +543,7 @@ impl Daemon {
             Ok(follow) => Some(FileRun {
                 follow,
                 reporter: p.reporter,
+                exposition: p.exposition,
                 packets: 0,
                 samples: 0,
                 max_pairs: self.cfg.init.max_pairs,
@@ -554,9 +575,11 @@ impl Daemon {
             duty: p.inst.duty,
             dump_flows: false,
             plot: None,
+            samples: None,
         };
         let stop = self.stop.clone();
         let mut reporter = p.reporter;
+        let mut exposition = p.exposition;
         info!("starting capture on interface {iface:?}");
         name_addresses_in_background(p.unnamed, p.names);
         let spawned = thread::Builder::new()
@@ -565,7 +588,7 @@ impl Daemon {
                 let mut restarted = false;
                 let result = loop {
                     let r = live::run(&cfg, &stop, &mut |r: &IntervalReport| {
-                        send_report(&mut reporter, &cfg.interface, r)
+                        send_report(&mut reporter, exposition.as_mut(), &cfg.interface, r)
                     });
                     // A daemon outlives its interface: a container's veth or a VPN's tun that is
                     // re-created gets captured again, rather than ending in a restart loop.
@@ -705,13 +728,21 @@ fn report_file(run: &mut FileRun, ended: Option<&FileStats>, last: bool) {
         flows: Vec::new(),
         whole_run: None,
     };
-    send_report(&mut run.reporter, "file", &report);
+    send_report(&mut run.reporter, run.exposition.as_mut(), "file", &report);
 }
 
 /// Sends one interval's metrics; at debug level, says what it held (go-metro logs every
 /// metric and every expired flow at info; metro one line an interval, at debug).
-fn send_report(reporter: &mut Reporter, iface: &str, r: &IntervalReport) {
+fn send_report(
+    reporter: &mut Reporter,
+    exposition: Option<&mut Exposition>,
+    iface: &str,
+    r: &IntervalReport,
+) {
     reporter.report(r);
+    if let Some(x) = exposition {
+        x.report(r);
+    }
     let c = &r.counters;
     debug!(
         "reported {iface}{}: {} host pairs with {} RTT samples; {} packets, {} flows expired, {} evicted, {} tracked",

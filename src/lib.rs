@@ -10,7 +10,8 @@
 //!   connection share one entry.
 //! - [`rtt`]: the estimator — segments in flight, ACK matching, Karn's rule, TCP timestamps.
 //! - [`worker`]: one thread's pipeline: frames in, samples handed to the recorder.
-//! - [`record`]: the worker's per-pair recorder, whose memory follows the samples.
+//! - [`record`]: the worker's per-pair recorder, whose memory follows the samples; [`conn`]: its
+//!   per-connection counterpart for `--by flow`, kept only when asked for.
 //! - [`report`]: merging the workers' finished intervals into per-pair statistics, and printing
 //!   them.
 //!
@@ -26,6 +27,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod daemon;
 pub mod decode;
 pub mod dns;

@@ -24,7 +24,7 @@
 //! or watch more than one interface (call [`run`] once per interface, on its own thread).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ use crate::flow::FlowKey;
 use crate::record::IntervalStats;
 use crate::report::plot::{PlotPoints, PointLimits};
 use crate::report::{Counters, Merged, PairSummary};
-use crate::worker::{Net, Worker, WorkerConfig};
+use crate::worker::{Net, SampleRecord, Worker, WorkerConfig};
 
 /// Everything one live capture (one interface, one fanout group) needs.
 #[derive(Debug, Clone)]
@@ -77,6 +77,38 @@ pub struct LiveConfig {
     /// Keep samples for a plot of the whole run, within these limits, and put the whole run's
     /// statistics in the last report ([`IntervalReport::whole_run`]).
     pub plot: Option<PointLimits>,
+    /// Stream every reported sample here while capturing (`--samples`).
+    pub samples: Option<SampleStream>,
+}
+
+/// Where live workers hand every reported sample: a bounded queue that a worker never waits on.
+/// A sample that finds it full is dropped and counted in `dropped`.
+#[derive(Debug, Clone)]
+pub struct SampleStream {
+    /// The queue's sending side, shared by the workers.
+    pub tx: Sender<SampleRecord>,
+    /// Samples dropped because the queue was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl SampleStream {
+    /// A queue of `capacity` samples, and its receiving side.
+    pub fn bounded(capacity: usize) -> (SampleStream, Receiver<SampleRecord>) {
+        let (tx, rx) = bounded(capacity);
+        (
+            SampleStream {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+
+    fn send(&self, s: SampleRecord) {
+        if self.tx.try_send(s).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Default snap length: Ethernet with a VLAN tag (18), IPv6 with a fragment header (48) and a
@@ -101,6 +133,7 @@ impl LiveConfig {
             duty: None,
             dump_flows: false,
             plot: None,
+            samples: None,
         }
     }
 }
@@ -293,6 +326,8 @@ struct Control<'a> {
     dump_flows: bool,
     /// The samples kept for a plot, when one is asked for.
     points: Option<PlotPoints>,
+    /// Where samples are streamed, with `--samples`.
+    stream: Option<SampleStream>,
 }
 
 /// Captures until `stop` is set or the duration ends, calling `on_interval` after every
@@ -339,8 +374,9 @@ pub fn run(
 
     let mut wcfg = cfg.worker.clone();
     wcfg.local = local_with(&cfg.worker.local, &itf.addrs);
-    // Live, samples are kept only for a plot, and drained every turn into bounded points.
-    wcfg.keep_samples = cfg.plot.is_some();
+    // Live, samples are kept only for a plot or a stream, and drained every turn: into bounded
+    // points, and into the stream's bounded queue.
+    wcfg.keep_samples = cfg.plot.is_some() || cfg.samples.is_some();
     if cfg.whitelist.is_some() {
         wcfg.whitelist = cfg.whitelist.clone();
     }
@@ -388,6 +424,7 @@ pub fn run(
                 grace,
                 dump_flows: cfg.dump_flows,
                 points: cfg.plot.clone().map(PlotPoints::new),
+                stream: cfg.samples.clone(),
             };
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let wcfg = &wcfg;
@@ -499,6 +536,23 @@ fn kernel_stats(socks: &[Arc<PacketSocket>]) -> KernelStats {
     k
 }
 
+impl Control<'_> {
+    /// Hands the samples the worker kept to the plot's points and the stream.
+    fn hand_over(&mut self, w: &mut Worker) {
+        if self.points.is_none() && self.stream.is_none() {
+            return;
+        }
+        for s in w.drain_samples() {
+            if let Some(points) = &mut self.points {
+                points.add(&s);
+            }
+            if let Some(stream) = &self.stream {
+                stream.send(s);
+            }
+        }
+    }
+}
+
 /// One worker thread: walk the ring, feed the worker, answer the reporter.
 ///
 /// Returns the last interval's statistics, for `--dump-flows` the keys of the flows held, and
@@ -538,12 +592,9 @@ fn work(
             }
             walked += 1;
         }
-        if let Some(points) = &mut ctl.points {
-            // At most one turn's samples wait in the worker; the points stay within their limits.
-            for s in w.drain_samples() {
-                points.add(&s);
-            }
-        }
+        // At most one turn's samples wait in the worker; the points stay within their limits, and
+        // the stream's queue is bounded. They are handed over before the interval that holds them.
+        ctl.hand_over(&mut w);
         if let Ok(fresh) = ctl.fresh.try_recv() {
             // The reporter waits for this reply; it only hangs up when it is gone itself.
             let _ = ctl.full.send(w.take_interval(fresh));
@@ -585,11 +636,7 @@ fn work(
     } else {
         Vec::new()
     };
-    if let Some(points) = &mut ctl.points {
-        for s in w.drain_samples() {
-            points.add(&s);
-        }
-    }
+    ctl.hand_over(&mut w);
     (w.take_interval(IntervalStats::default()), flows, ctl.points)
 }
 

@@ -3,20 +3,23 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use metro::cli::{exit, Cli, Format, Mode};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use metro::cli::{exit, By, Cli, Format, Mode};
 use metro::daemon;
 use metro::decode::Addr;
-use metro::live::{self, IntervalReport, LiveConfig};
+use metro::live::{self, IntervalReport, LiveConfig, SampleStream};
 use metro::offline;
 use metro::privilege::{self, Keep};
 use metro::record::PairKey;
 use metro::report::plot::{PairChoice, PlotInput, PlotTarget, PointLimits, DEFAULT_PAIRS};
+use metro::report::prometheus::Endpoint;
 use metro::report::{json, table, Counters, PairSummary};
 use metro::signals;
-use metro::worker::WorkerConfig;
+use metro::worker::{SampleRecord, WorkerConfig};
 
 fn main() -> ExitCode {
     let cli = match Cli::parse_args(std::env::args_os()) {
@@ -59,6 +62,7 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
     let cfg = WorkerConfig {
         local: cli.local.iter().map(|ip| Addr::from(*ip)).collect(),
         keep_samples: cli.samples,
+        by_flow: cli.by == By::Flow,
         max_pairs: cli
             .max_pairs
             .map_or(WorkerConfig::default().max_pairs, |n| n as usize),
@@ -90,11 +94,38 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
     let mut out = BufWriter::new(stdout.lock());
     let plan = outcome.plan();
     let counters = &plan.counters;
-    if cli.samples || cli.format == Format::Json {
+    if cli.samples || cli.format == Format::Json || cli.by == By::Flow {
         for s in &outcome.samples {
             json::write_sample(&mut out, s)?;
         }
-        plan.for_each(|p| json::write_pair(&mut out, p))?;
+        for c in &outcome.connections {
+            json::write_connection(&mut out, c)?;
+        }
+        if outcome.untracked_connections > 0 {
+            writeln!(
+                out,
+                "{{\"type\":\"connections\",\"untracked\":{}}}",
+                outcome.untracked_connections
+            )?;
+        }
+        if cli.by == By::Flow {
+            // Bytes each sender resent to each acknowledger, over its connections.
+            let mut resent: std::collections::HashMap<(Addr, Addr), u64> = Default::default();
+            for c in &outcome.connections {
+                *resent.entry((c.client.0, c.server.0)).or_default() += c.retrans_bytes[0];
+                *resent.entry((c.server.0, c.client.0)).or_default() += c.retrans_bytes[1];
+            }
+            plan.for_each(|p| {
+                let n = if p.other {
+                    0
+                } else {
+                    resent.get(&(p.src, p.dst)).copied().unwrap_or(0)
+                };
+                json::write_pair_retrans(&mut out, p, n)
+            })?;
+        } else {
+            plan.for_each(|p| json::write_pair(&mut out, p))?;
+        }
         json::write_counters(&mut out, counters)?;
     } else {
         table::write_plan(&mut out, &plan, counters)?;
@@ -206,6 +237,10 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         .with_target(false)
         .without_time()
         .try_init();
+    if cli.by == By::Flow {
+        eprintln!("metro: --by flow reads a capture file: give --pcap FILE (live, record one with tcpdump -w)");
+        return Ok(exit::USAGE);
+    }
     let mut cfg = LiveConfig::new(name);
     cfg.workers = cli.workers.map(usize::from);
     cfg.interval = cli.interval;
@@ -245,12 +280,43 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         eprintln!("metro: cannot set up signal handling: {e}");
         return Ok(exit::INPUT);
     }
+    let endpoint = match cli.prometheus.map(Endpoint::serve).transpose() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("metro: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let mut exposition = endpoint
+        .as_ref()
+        .map(|e| e.exposition(name, &[], cfg.worker.max_pairs));
+
+    let printer = cli.samples.then(|| {
+        let (stream, rx) = SampleStream::bounded(SAMPLE_QUEUE);
+        cfg.samples = Some(stream.clone());
+        SamplePrinter::start(stream, rx)
+    });
+    let format = if cli.samples {
+        Format::Json
+    } else {
+        cli.format
+    };
 
     let mut write_error: Option<io::Error> = None;
     let mut plot_code = exit::OK;
     let result = live::run(&cfg, &stop, &mut |rep| {
+        if let Some(x) = &mut exposition {
+            x.report(rep);
+        }
         if write_error.is_none() {
-            if let Err(e) = print_report(cli.format, rep) {
+            // The interval's samples were queued before it was handed over: print them first.
+            let _order = printer.as_ref().map(SamplePrinter::hold);
+            let dropped = printer.as_ref().map(SamplePrinter::take_dropped);
+            let printed = match &printer {
+                Some(p) => p.drain(),
+                None => Ok(()),
+            };
+            if let Err(e) = printed.and_then(|()| print_report(format, rep, dropped)) {
                 write_error = Some(e);
                 stop.store(true, Ordering::Release);
             }
@@ -270,6 +336,12 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     if let Some(target) = plot {
         // The capture never started: no page.
         target.discard();
+    }
+    cfg.samples = None;
+    if let Some(p) = printer {
+        if let Err(e) = p.finish() {
+            write_error.get_or_insert(e);
+        }
     }
     if let Some(e) = write_error {
         return Err(e);
@@ -303,7 +375,89 @@ fn lock_down(cli: &Cli, keep: Keep) -> Result<(), i32> {
     })
 }
 
-fn print_report(format: Format, rep: &IntervalReport) -> io::Result<()> {
+/// Samples queued between the live workers and the printer: at 100,000 samples a second, the
+/// printer may fall 0.6 s behind before samples are dropped (64 bytes each, 4 MiB).
+const SAMPLE_QUEUE: usize = 65_536;
+
+/// `--samples`, live: a thread that prints the workers' samples as they come, and the order
+/// between them and the interval reports.
+struct SamplePrinter {
+    rx: Receiver<SampleRecord>,
+    dropped: Arc<AtomicU64>,
+    /// Held while lines are written, and by the printer while it waits for samples, so that a
+    /// sample taken from the queue is printed before any report that follows it.
+    order: Arc<Mutex<()>>,
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl SamplePrinter {
+    fn start(stream: SampleStream, rx: Receiver<SampleRecord>) -> SamplePrinter {
+        let order = Arc::new(Mutex::new(()));
+        let done = Arc::new(AtomicBool::new(false));
+        let (rx2, order2, done2) = (rx.clone(), Arc::clone(&order), Arc::clone(&done));
+        let thread = std::thread::spawn(move || -> io::Result<()> {
+            while !done2.load(Ordering::Acquire) {
+                let _g = order2.lock().unwrap_or_else(|e| e.into_inner());
+                match rx2.recv_timeout(std::time::Duration::from_millis(50)) {
+                    Ok(s) => {
+                        let stdout = io::stdout();
+                        let mut out = BufWriter::new(stdout.lock());
+                        json::write_sample(&mut out, &s)?;
+                        while let Ok(s) = rx2.try_recv() {
+                            json::write_sample(&mut out, &s)?;
+                        }
+                        out.flush()?;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            Ok(())
+        });
+        SamplePrinter {
+            rx,
+            dropped: stream.dropped,
+            order,
+            done,
+            thread,
+        }
+    }
+
+    /// Keeps the printer from printing until the guard is dropped.
+    fn hold(&self) -> MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Samples dropped since the last call.
+    fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+
+    /// Prints the samples queued now (with the order held).
+    fn drain(&self) -> io::Result<()> {
+        print_queued(&self.rx)
+    }
+
+    /// Stops the thread once the queue is empty.
+    fn finish(self) -> io::Result<()> {
+        self.done.store(true, Ordering::Release);
+        let r = self.thread.join().unwrap_or(Ok(()));
+        print_queued(&self.rx).and(r)
+    }
+}
+
+/// Prints the samples queued in `rx` now.
+fn print_queued(rx: &Receiver<SampleRecord>) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    while let Ok(s) = rx.try_recv() {
+        json::write_sample(&mut out, &s)?;
+    }
+    out.flush()
+}
+
+fn print_report(format: Format, rep: &IntervalReport, dropped: Option<u64>) -> io::Result<()> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let k = &rep.kernel;
@@ -313,11 +467,16 @@ fn print_report(format: Format, rep: &IntervalReport) -> io::Result<()> {
                 json::write_pair(&mut out, p)?;
             }
             json::write_counters(&mut out, &rep.counters)?;
-            writeln!(
+            write!(
                 out,
-                "{{\"type\":\"kernel\",\"iface\":\"{}\",\"received\":{},\"dropped\":{},\"freezes\":{},\"last\":{}}}",
+                "{{\"type\":\"kernel\",\"iface\":\"{}\",\"received\":{},\"dropped\":{},\"freezes\":{},\"last\":{}",
                 rep.iface, k.received, k.dropped, k.freezes, rep.last
             )?;
+            // With --samples: the interval's samples that found the queue full.
+            if let Some(n) = dropped {
+                write!(out, ",\"samples_dropped\":{n}")?;
+            }
+            writeln!(out, "}}")?;
         }
         Format::Table => {
             let what = if rep.last { "last report" } else { "interval" };

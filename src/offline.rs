@@ -25,6 +25,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::capture::file::{FileError, FileSource, FileStats};
 use crate::capture::input::{Captures, InputError};
 use crate::capture::{Frame, LinkType};
+use crate::conn::Connection;
 use crate::decode::{self, Skip};
 use crate::flow::FlowKey;
 use crate::record::{Counters, IntervalStats};
@@ -45,6 +46,10 @@ pub struct Outcome {
     pub error: Option<FileError>,
     /// The samples a plot draws (only with [`run_plotted`]'s limits).
     pub points: Option<PlotPoints>,
+    /// Every connection, by its first packet (only with `by_flow`).
+    pub connections: Vec<Connection>,
+    /// Connections not kept because the bound was reached (only with `by_flow`).
+    pub untracked_connections: u64,
 }
 
 /// What a run keeps of its samples: all of them (`keep_samples`), a plot's thinned points, or
@@ -121,6 +126,8 @@ pub fn run_plotted(
             samples: kept.all.unwrap_or_default(),
             error: r.err(),
             points: kept.points,
+            untracked_connections: w.untracked_connections(),
+            connections: w.take_connections(),
         });
     }
     Ok(run_parallel(src, workers, cfg, Kept::new(all, &plot)))
@@ -300,7 +307,8 @@ fn run_parallel(mut src: Captures, n: usize, cfg: &WorkerConfig, mut kept: Kept)
                         batch.clear();
                         let _ = empty_tx.try_send(batch);
                     }
-                    (w.take_interval(Default::default()), worker_kept)
+                    let conns = (w.untracked_connections(), w.take_connections());
+                    (w.take_interval(Default::default()), worker_kept, conns)
                 })
                 .expect("spawning a worker thread"),
         );
@@ -332,8 +340,11 @@ fn run_parallel(mut src: Captures, n: usize, cfg: &WorkerConfig, mut kept: Kept)
     }
     drop(lanes);
     let mut intervals = Vec::with_capacity(handles.len());
+    let (mut connections, mut untracked_connections) = (Vec::new(), 0);
     for h in handles {
-        let (mut stats, k) = h.join().expect("a worker thread panicked");
+        let (mut stats, k, (untracked, conns)) = h.join().expect("a worker thread panicked");
+        connections.extend(conns);
+        untracked_connections += untracked;
         if intervals.is_empty() {
             add_file_counts(&mut stats.counters, &src.stats());
         }
@@ -348,5 +359,10 @@ fn run_parallel(mut src: Captures, n: usize, cfg: &WorkerConfig, mut kept: Kept)
         samples,
         error: r.err(),
         points: kept.points,
+        connections: {
+            connections.sort_by_key(|c| (c.first_ns, c.client, c.server));
+            connections
+        },
+        untracked_connections,
     }
 }

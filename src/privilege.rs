@@ -353,7 +353,7 @@ const PRCTL_OPTIONS: &[u64] = &[
 
 /// The whole process once it runs: [`common_calls`], and sockets of the families metro uses
 /// (packet sockets and rings, again for a re-created interface; netlink and `ioctl` to watch
-/// interfaces; UDP for DogStatsD; name lookups), threads, sleeping and waiting for signals.
+/// interfaces; UDP for DogStatsD; TCP for the Prometheus endpoint; name lookups), threads, sleeping and waiting for signals.
 fn process_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, PrivilegeError> {
     let mut r = BTreeMap::new();
     allow(&mut r, &common_calls());
@@ -362,6 +362,9 @@ fn process_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, PrivilegeError> {
         &[
             libc::SYS_bind,
             libc::SYS_connect,
+            // The Prometheus endpoint's listening socket.
+            libc::SYS_listen,
+            libc::SYS_accept4,
             libc::SYS_getsockname,
             libc::SYS_getpeername,
             libc::SYS_getsockopt,

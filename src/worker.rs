@@ -14,10 +14,11 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use crate::capture::{Frame, LinkType};
-use crate::decode::{self, Addr};
+use crate::conn::{Connection, Connections, Segment as ConnSegment};
+use crate::decode::{self, flags, Addr};
 use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
 use crate::record::{IntervalStats, PairKey, Recorded, DEFAULT_MAX_PAIRS, OVERFLOW_SLOT};
-use crate::rtt::{FlowRtt, Method, Packet, RttStats, SegPool};
+use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
 
 /// An address range, `ADDR/PREFIX` (IPv4 or IPv6); a bare address is a /32 or /128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +113,8 @@ pub struct WorkerConfig {
     pub whitelist: Option<Vec<Net>>,
     /// Keep every reported sample for `--samples` output.
     pub keep_samples: bool,
+    /// Keep per-connection statistics (`--by flow`).
+    pub by_flow: bool,
 }
 
 impl Default for WorkerConfig {
@@ -132,6 +135,7 @@ impl Default for WorkerConfig {
             local: Vec::new(),
             whitelist: None,
             keep_samples: false,
+            by_flow: false,
         }
     }
 }
@@ -244,6 +248,8 @@ struct Engine {
     /// The bound every interval of this worker keeps.
     max_pairs: usize,
     samples: Vec<SampleRecord>,
+    /// Per-connection statistics, with `--by flow` only.
+    conns: Option<Box<Connections>>,
     next_sweep_ns: u64,
     /// The current epoch, in the cookie's high bits: never 0, so that a new flow's zeroed
     /// cookies are undecided.
@@ -267,6 +273,9 @@ impl Worker {
                 stats: IntervalStats::new(cfg.max_pairs),
                 max_pairs: cfg.max_pairs,
                 samples: Vec::new(),
+                conns: cfg
+                    .by_flow
+                    .then(|| Box::new(Connections::new(cfg.max_flows))),
                 next_sweep_ns: 0,
                 epoch: cookie::EPOCH,
                 table_seen: TableStats::default(),
@@ -345,8 +354,12 @@ impl Worker {
         };
         if self.pending_len == LOOKAHEAD {
             // The oldest waiting segment, decoded `LOOKAHEAD` frames ago.
-            self.engine
-                .apply(&self.pending[(i + QUEUE - LOOKAHEAD) % QUEUE]);
+            let p = &self.pending[(i + QUEUE - LOOKAHEAD) % QUEUE];
+            if self.engine.conns.is_none() {
+                self.engine.apply::<false>(p);
+            } else {
+                self.engine.apply_by_flow(p);
+            }
         } else {
             self.pending_len += 1;
         }
@@ -364,7 +377,11 @@ impl Worker {
     pub fn flush(&mut self) {
         while self.pending_len > 0 {
             let i = (self.pending_next + QUEUE - self.pending_len) % QUEUE;
-            self.engine.apply(&self.pending[i]);
+            if self.engine.conns.is_none() {
+                self.engine.apply::<false>(&self.pending[i]);
+            } else {
+                self.engine.apply_by_flow(&self.pending[i]);
+            }
             self.pending_len -= 1;
         }
     }
@@ -382,6 +399,24 @@ impl Worker {
         self.engine.samples.drain(..)
     }
 
+    /// The connections seen so far, with `--by flow` (empty otherwise); the worker keeps no more.
+    pub fn take_connections(&mut self) -> Vec<Connection> {
+        self.flush();
+        let max = self.engine.conns.as_ref().map(|c| c.max_conns());
+        match (self.engine.conns.take(), max) {
+            (Some(c), Some(max)) => {
+                self.engine.conns = Some(Box::new(Connections::new(max)));
+                c.into_connections()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Connections not kept because the bound was reached, with `--by flow`.
+    pub fn untracked_connections(&self) -> u64 {
+        self.engine.conns.as_ref().map_or(0, |c| c.untracked)
+    }
+
     /// The keys of the flows the worker tracks now.
     pub fn flow_keys(&mut self) -> impl Iterator<Item = FlowKey> + '_ {
         self.flush();
@@ -391,8 +426,18 @@ impl Worker {
 }
 
 impl Engine {
+    /// [`Engine::apply`] with per-connection statistics, out of line so that the default path
+    /// is laid out as if they did not exist.
+    #[cold]
+    #[inline(never)]
+    fn apply_by_flow(&mut self, p: &Parsed) {
+        self.apply::<true>(p);
+    }
+
+    /// Applies one segment; `BY_FLOW` when per-connection statistics are kept, so that the
+    /// default build of this function has no trace of them.
     #[inline]
-    fn apply(&mut self, p: &Parsed) {
+    fn apply<const BY_FLOW: bool>(&mut self, p: &Parsed) {
         let now = p.ts_ns;
         if now >= self.next_sweep_ns {
             self.sweep(now);
@@ -422,6 +467,11 @@ impl Engine {
             )
         };
         let side = usize::from(p.side & 1);
+        if BY_FLOW {
+            if let Some(conns) = &mut self.conns {
+                conn_packet(conns, p, side);
+            }
+        }
         let Some(sample) = flow.on_packet(pool, side, &p.packet, now) else {
             return;
         };
@@ -441,6 +491,11 @@ impl Engine {
                 sample.rtt_ns,
                 sample.method,
             );
+        }
+        if BY_FLOW {
+            if let Some(conns) = &mut self.conns {
+                conn_sample(conns, &self.local, &self.whitelist, p, data_side, &sample);
+            }
         }
         let c = &mut self.stats.counters;
         c.samples += 1;
@@ -563,6 +618,48 @@ fn reported(local: &[Addr], whitelist: &Option<Vec<Net>>, acker: &Addr) -> bool 
         && whitelist
             .as_ref()
             .is_none_or(|w| w.iter().any(|n| n.contains(acker)))
+}
+
+/// Counts a segment for `--by flow`.
+#[cold]
+#[inline(never)]
+fn conn_packet(conns: &mut Connections, p: &Parsed, side: usize) {
+    let (src, dst) = p.ends(side);
+    let f = p.packet.tcp_flags;
+    conns.packet(&ConnSegment {
+        src,
+        dst,
+        ts_ns: p.ts_ns,
+        seq: p.packet.seq,
+        seq_len: p.packet.seq_len,
+        syn: f & flags::SYN != 0,
+        ack: f & flags::ACK != 0,
+        fin: f & flags::FIN != 0,
+        rst: f & flags::RST != 0,
+    });
+}
+
+/// Records a sample for `--by flow`, if its half is reported.
+#[cold]
+#[inline(never)]
+fn conn_sample(
+    conns: &mut Connections,
+    local: &[Addr],
+    whitelist: &Option<Vec<Net>>,
+    p: &Parsed,
+    data_side: usize,
+    sample: &Sample,
+) {
+    let (sender, acker) = p.ends(data_side);
+    if reported(local, whitelist, &acker.0) {
+        conns.sample(
+            sender,
+            acker,
+            sample.rtt_ns,
+            sample.jitter_ns,
+            sample.method,
+        );
+    }
 }
 
 /// Keeps a sample for `--samples`, if its half is reported.

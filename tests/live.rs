@@ -688,3 +688,96 @@ fn a_live_plot_covers_the_whole_run() {
     assert_eq!(dots as u64, total, "one dot per sample of the whole run");
     mark_ran(NAME);
 }
+
+/// `--samples` live streams every reported sample while capturing: every sample of an interval
+/// is printed before that interval's summary (a worker hands its samples over before its
+/// interval), the sample lines are exactly the summaries' samples (count, smallest and largest
+/// to the nanosecond), with the flow's ports, and the bounded queue dropped none.
+#[test]
+fn live_samples_are_streamed_before_each_intervals_summary() {
+    const NAME: &str = "live_samples_are_streamed_before_each_intervals_summary";
+    if !root_or_skip(NAME) {
+        return;
+    }
+    let _g = heavy();
+    let (a, b) = wired_pair();
+    a.ip(&["addr", "add", "10.84.0.1/24", "dev", "eth0"]);
+    b.ip(&["addr", "add", "10.84.0.2/24", "dev", "eth0"]);
+    let server = echo_server(&b, vec!["10.84.0.2:7000".parse().unwrap()]);
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let metro = Metro::start(
+        &a,
+        &[
+            "--interface",
+            "eth0",
+            "--samples",
+            "--workers",
+            "2",
+            "--interval",
+            "0.2",
+        ],
+    );
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            a.spawn(|| {
+                let to: SocketAddr = "10.84.0.2:7000".parse().unwrap();
+                let mut c =
+                    TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+                c.set_nodelay(true).unwrap();
+                for i in 0..40u8 {
+                    c.write_all(&[i; 100]).unwrap();
+                    let mut b = [0u8; 100];
+                    c.read_exact(&mut b).unwrap();
+                    thread::sleep(Duration::from_millis(10));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    // A few more intervals, so the run has several reports however fast the traffic went.
+    thread::sleep(Duration::from_millis(700));
+    let out = metro.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+
+    let mut rtts: Vec<u64> = Vec::new();
+    let (mut intervals, mut summarised) = (0, 0u64);
+    let (mut min, mut max) = (u64::MAX, 0u64);
+    let ms = |ns: u64| format!("{:.6}", ns as f64 / 1e6);
+    for line in out.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect(line);
+        match v["type"].as_str().unwrap() {
+            "sample" => {
+                assert_eq!(v["src"], "10.84.0.1", "{line}");
+                assert_eq!(v["dst"], "10.84.0.2", "{line}");
+                assert_eq!(v["dport"], 7000, "{line}");
+                rtts.push(v["rtt_ns"].as_u64().unwrap());
+            }
+            "pair" => {
+                summarised += v["samples"].as_u64().unwrap();
+                assert!(
+                    rtts.len() as u64 >= summarised,
+                    "interval {intervals}: {summarised} samples summarised, {} printed before",
+                    rtts.len()
+                );
+                let f = |k: &str| format!("{:.6}", v[k].as_f64().unwrap());
+                let (lo, hi) = (f("min_ms"), f("max_ms"));
+                min = min.min(*rtts.iter().find(|r| ms(**r) == lo).expect(&lo));
+                max = max.max(*rtts.iter().find(|r| ms(**r) == hi).expect(&hi));
+            }
+            "kernel" => {
+                assert_eq!(v["samples_dropped"], 0, "{line}");
+                intervals += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(rtts.len() as u64, summarised, "one sample line per sample");
+    assert_eq!(rtts.iter().min(), Some(&min));
+    assert_eq!(rtts.iter().max(), Some(&max));
+    // Three handshakes' SYN/ACKs and 120 requests, over several intervals.
+    assert!(summarised >= 123, "{summarised} samples\n{}", out.stdout);
+    assert!(intervals >= 3, "{intervals} reports");
+    mark_ran(NAME);
+}

@@ -7,11 +7,21 @@ use std::io::{self, Write};
 
 use super::line::Line;
 use super::{ms, Counters, PairSummary};
+use crate::conn::Connection;
 use crate::decode::Skip;
 use crate::worker::SampleRecord;
 
 /// Writes one `{"type":"pair",…}` line.
 pub fn write_pair(out: &mut impl Write, p: &PairSummary) -> io::Result<()> {
+    pair_line(p, None).finish(out)
+}
+
+/// Writes one `{"type":"pair",…}` line with the bytes `src` resent to `dst` (`--by flow`).
+pub fn write_pair_retrans(out: &mut impl Write, p: &PairSummary, retrans: u64) -> io::Result<()> {
+    pair_line(p, Some(retrans)).finish(out)
+}
+
+fn pair_line(p: &PairSummary, retrans: Option<u64>) -> Line {
     let mut l = Line::new();
     l.push_str("{\"type\":\"pair\",\"src\":\"");
     l.push_host(&p.src, p.other);
@@ -30,8 +40,13 @@ pub fn write_pair(out: &mut impl Write, p: &PairSummary) -> io::Result<()> {
     l.push_ms(p.p99_ns, 6);
     l.push_str(",\"max_ms\":");
     l.push_ms(p.max_ns, 6);
-    let _ = writeln!(l, ",\"jitter_ms\":{:.6}}}", ms(p.jitter_ns));
-    l.finish(out)
+    let _ = write!(l, ",\"jitter_ms\":{:.6}", ms(p.jitter_ns));
+    if let Some(r) = retrans {
+        l.push_str(",\"retrans_bytes\":");
+        l.push_u64(r);
+    }
+    l.push_str("}\n");
+    l
 }
 
 /// Writes the `{"type":"counters",…}` line.
@@ -84,5 +99,38 @@ pub fn write_sample(out: &mut impl Write, s: &SampleRecord) -> io::Result<()> {
         s.dport,
         s.rtt_ns,
         s.method.name()
+    )
+}
+
+/// Writes one `{"type":"connection",…}` line (`--by flow`): the connection's 5-tuple (`client`
+/// opened it), its first and last packet, its RTT summary (`null` without samples), payload and
+/// retransmitted bytes each way, and the handshake's two samples (`null` when not seen).
+pub fn write_connection(out: &mut impl Write, c: &Connection) -> io::Result<()> {
+    let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.6}"));
+    let r = c.rtt();
+    let f = |g: fn(&crate::conn::ConnRtt) -> f64| opt(r.as_ref().map(g));
+    writeln!(
+        out,
+        "{{\"type\":\"connection\",\"client\":\"{}\",\"cport\":{},\"server\":\"{}\",\"sport\":{},\"first_ns\":{},\"last_ns\":{},\"samples\":{},\"min_ms\":{},\"p50_ms\":{},\"avg_ms\":{},\"p95_ms\":{},\"p99_ms\":{},\"max_ms\":{},\"jitter_ms\":{},\"bytes_c2s\":{},\"bytes_s2c\":{},\"retrans_bytes_c2s\":{},\"retrans_bytes_s2c\":{},\"syn_ms\":{},\"synack_ms\":{}}}",
+        c.client.0,
+        c.client.1,
+        c.server.0,
+        c.server.1,
+        c.first_ns,
+        c.last_ns,
+        c.samples,
+        f(|r| ms(r.min_ns as f64)),
+        f(|r| ms(r.p50_ns as f64)),
+        f(|r| ms(r.avg_ns)),
+        f(|r| ms(r.p95_ns as f64)),
+        f(|r| ms(r.p99_ns as f64)),
+        f(|r| ms(r.max_ns as f64)),
+        f(|r| ms(r.jitter_ns)),
+        c.bytes[0],
+        c.bytes[1],
+        c.retrans_bytes[0],
+        c.retrans_bytes[1],
+        opt(c.handshake_ns[0].map(|v| ms(v as f64))),
+        opt(c.handshake_ns[1].map(|v| ms(v as f64))),
     )
 }

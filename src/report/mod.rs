@@ -1,11 +1,13 @@
 //! Reporting: merging the workers' finished intervals into per-pair summaries ([`merge`]) and
 //! writing them for people ([`table`]) and for programs ([`json`]), sending them to DogStatsD
-//! ([`statsd`]), and drawing them ([`plot`]). Nothing here runs on the per-packet path.
+//! ([`statsd`]), serving them to Prometheus ([`prometheus`]), and drawing them ([`plot`]). Nothing
+//! here runs on the per-packet path.
 
 pub mod json;
 pub mod line;
 pub mod merge;
 pub mod plot;
+pub mod prometheus;
 pub mod statsd;
 pub mod table;
 
