@@ -219,6 +219,9 @@ fn a_capture_cut_mid_record_reports_what_was_read_and_exits_2() {
 #[test]
 fn unknown_flag_is_a_command_line_error() {
     let (code, _, err) = metro(&["--pcap", "x", "--frobnicate"]);
-    assert_eq!(code, 2, "a command line that cannot be parsed exits 2, as clap and Go's flag do");
+    assert_eq!(
+        code, 2,
+        "a command line that cannot be parsed exits 2, as clap and Go's flag do"
+    );
     assert!(err.contains("--frobnicate"), "{err}");
 }
