@@ -529,7 +529,7 @@ pub struct IntervalStats {
     /// Each pair's slot, found by the pair's hash and checked against the recorder's key: four
     /// bytes a pair, where a map holding the key too would take forty.
     index: HashTable<u32>,
-    pairs: Vec<PairRecorder>,
+    pairs: Recorders,
     /// The chunks of sparse pairs; chunk 0 is never used, so that 0 links to nothing.
     chunks: Vec<Chunk>,
     /// The first of the chunks freed when their pair's counts went flat (0: none), linked
@@ -569,7 +569,7 @@ impl IntervalStats {
     pub fn new(max_pairs: usize) -> IntervalStats {
         IntervalStats {
             index: HashTable::new(),
-            pairs: Vec::new(),
+            pairs: Recorders::default(),
             chunks: vec![Chunk {
                 prev: 0,
                 samples: [0; CHUNK],
@@ -599,7 +599,7 @@ impl IntervalStats {
     pub fn record(&mut self, key: PairKey, rtt_ns: u64, jitter_ns: Option<u64>) -> Recorded {
         let hash = hash_pair(&key);
         let pairs = &self.pairs;
-        let slot = match self.index.find(hash, |&s| pairs[s as usize].key == key) {
+        let slot = match self.index.find(hash, |&s| pairs[s].key == key) {
             Some(&slot) => slot,
             None if pairs.len() >= self.max_pairs => {
                 self.record_slot(OVERFLOW_SLOT, rtt_ns, jitter_ns);
@@ -608,12 +608,7 @@ impl IntervalStats {
             None => {
                 let i = pairs.len() as u32;
                 self.index
-                    .insert_unique(hash, i, |&s| hash_pair(&pairs[s as usize].key));
-                // Grown by a quarter, not doubled: at 200,000 pairs doubling would leave a
-                // quarter of the recorders' memory unused on average.
-                if self.pairs.len() == self.pairs.capacity() {
-                    self.pairs.reserve_exact((self.pairs.len() / 4).max(64));
-                }
+                    .insert_unique(hash, i, |&s| hash_pair(&pairs[s].key));
                 self.pairs.push(PairRecorder::new(key));
                 self.flush_at = flush_at(self.pairs.len());
                 // Room for a flush's sort, grown here, where allocating is expected, rather
@@ -631,7 +626,7 @@ impl IntervalStats {
     /// such slot.
     #[inline]
     pub fn record_slot(&mut self, slot: u32, rtt_ns: u64, jitter_ns: Option<u64>) -> bool {
-        let Some(p) = self.pairs.get_mut(slot as usize) else {
+        let Some(p) = self.pairs.get_mut(slot) else {
             if slot != OVERFLOW_SLOT {
                 return false;
             }
@@ -671,7 +666,7 @@ impl IntervalStats {
         let p = if slot == OVERFLOW_SLOT {
             &mut self.overflow
         } else {
-            &mut self.pairs[slot as usize]
+            &mut self.pairs[slot]
         };
         let n = p.m.count;
         if n >= SPARSE_MAX && !p.is_dense() {
@@ -729,7 +724,7 @@ impl IntervalStats {
         };
         for d in in_order {
             // Only a dense pair's samples are logged, and counts never shrink in an interval.
-            if let Store::Dense(c) = &mut self.pairs[d.pair as usize].store {
+            if let Store::Dense(c) = &mut self.pairs[d.pair].store {
                 c[d.rtt as usize] += 1;
             }
         }
@@ -769,7 +764,7 @@ impl IntervalStats {
     pub fn pair(&self, slot: u32) -> PairSamples<'_> {
         debug_assert!(self.settled(), "IntervalStats::settle first");
         PairSamples {
-            r: &self.pairs[slot as usize],
+            r: &self.pairs[slot],
             s: self,
         }
     }
@@ -796,6 +791,7 @@ impl IntervalStats {
         };
         index_buckets * (std::mem::size_of::<u32>() + 1)
             + self.pairs.capacity() * std::mem::size_of::<PairRecorder>()
+            + self.pairs.segments.capacity() * std::mem::size_of::<Vec<PairRecorder>>()
             + self.pairs.iter().map(dense).sum::<usize>()
             + dense(&self.overflow)
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
@@ -810,11 +806,14 @@ impl IntervalStats {
         self.log.clear();
         self.flush_at = flush_at(0);
         self.index.clear();
-        for p in self.pairs.drain(..) {
-            if let Some(c) = zeroed_counts(p) {
-                self.spare.push(c);
+        for segment in &mut self.pairs.segments {
+            for p in segment.drain(..) {
+                if let Some(c) = zeroed_counts(p) {
+                    self.spare.push(c);
+                }
             }
         }
+        self.pairs.len = 0;
         let overflow = std::mem::replace(&mut self.overflow, PairRecorder::new(PairKey::default()));
         if let Some(c) = zeroed_counts(overflow) {
             self.spare.push(c);
@@ -822,6 +821,81 @@ impl IntervalStats {
         self.chunks.truncate(1);
         self.free_chunks = 0;
         self.counters = Counters::default();
+    }
+}
+
+/// log2 of the recorders in a [`Recorders`] segment: 4,096 of 128 bytes, 512 KiB.
+const SEGMENT_BITS: u32 = 12;
+const SEGMENT: usize = 1 << SEGMENT_BITS;
+
+/// An interval's pair recorders, by slot, in segments of [`SEGMENT`] that never move once
+/// allocated: a new pair never copies the others (a growing array would copy every recorder it
+/// holds each time it grew, into freshly faulted pages, and at 200,000 pairs that copying and
+/// faulting cost more than recording the samples). Only the first segment grows (by doubling,
+/// up to [`SEGMENT`]), so a few pairs take a few recorders' memory; past it, at most one
+/// segment's tail is unused.
+#[derive(Default)]
+struct Recorders {
+    /// Segments of [`SEGMENT`] recorders, all full but the last in use; the ones past it are
+    /// empty, kept from an earlier interval.
+    segments: Vec<Vec<PairRecorder>>,
+    /// Recorders in all segments.
+    len: usize,
+}
+
+impl Recorders {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The recorder in `slot`, if there is one.
+    #[inline(always)]
+    fn get_mut(&mut self, slot: u32) -> Option<&mut PairRecorder> {
+        self.segments
+            .get_mut((slot >> SEGMENT_BITS) as usize)?
+            .get_mut(slot as usize & (SEGMENT - 1))
+    }
+
+    /// Adds a recorder in the next slot ([`Recorders::len`] before the call).
+    fn push(&mut self, r: PairRecorder) {
+        let k = self.len >> SEGMENT_BITS;
+        if k == self.segments.len() {
+            // Kept from an earlier interval, or new: the first grows as it fills, the others
+            // are allocated whole (their pages are touched only as they fill).
+            let capacity = if k == 0 { 0 } else { SEGMENT };
+            self.segments.push(Vec::with_capacity(capacity));
+        }
+        self.segments[k].push(r);
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &PairRecorder> {
+        self.segments.iter().flatten()
+    }
+
+    /// Recorders' room allocated, used or not.
+    fn capacity(&self) -> usize {
+        self.segments.iter().map(Vec::capacity).sum()
+    }
+}
+
+impl std::ops::Index<u32> for Recorders {
+    type Output = PairRecorder;
+
+    #[inline(always)]
+    fn index(&self, slot: u32) -> &PairRecorder {
+        &self.segments[(slot >> SEGMENT_BITS) as usize][slot as usize & (SEGMENT - 1)]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Recorders {
+    #[inline(always)]
+    fn index_mut(&mut self, slot: u32) -> &mut PairRecorder {
+        &mut self.segments[(slot >> SEGMENT_BITS) as usize][slot as usize & (SEGMENT - 1)]
     }
 }
 
