@@ -32,6 +32,7 @@ use std::hash::{Hash, Hasher};
 
 use hashbrown::HashTable;
 
+use crate::capture::ring::prefetch;
 use crate::decode::{Addr, Skip};
 use crate::flow::TableStats;
 use crate::rtt::RttStats;
@@ -501,6 +502,27 @@ fn flush_at(pairs: usize) -> usize {
     (pairs * 4).clamp(512, LOG)
 }
 
+/// Above this many pairs an interval's recorders (128 bytes each) outgrow a core's cache, and
+/// a sample recorded at once waits on a cache miss for its recorder, one miss after another.
+/// Such an interval keeps samples pending instead, and records them [`PENDING`] at a time with
+/// each recorder prefetched a few samples ahead, so that the misses overlap. Below it, samples
+/// are recorded at once: their recorders are in cache, and the detour would only add work.
+const DEFER_ABOVE_PAIRS: usize = 8_192;
+/// Samples kept pending at most: a few kilobytes, so that they stay in the core's first cache.
+const PENDING: usize = 256;
+/// How many samples ahead a recorder is prefetched: enough misses in flight to overlap them,
+/// few enough that the lines are still cached when written.
+const PREFETCH_AHEAD: usize = 8;
+
+/// A sample waiting to be recorded (see [`DEFER_ABOVE_PAIRS`]).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    rtt_ns: u64,
+    jitter_ns: u64,
+    slot: u32,
+    has_jitter: bool,
+}
+
 /// Where a fast-path sample's bucket goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
@@ -541,6 +563,8 @@ pub struct IntervalStats {
     max_pairs: usize,
     /// The samples of pairs beyond `max_pairs`.
     overflow: PairRecorder,
+    /// Samples not yet recorded, at most [`PENDING`] (see [`DEFER_ABOVE_PAIRS`]).
+    pending: Vec<Pending>,
     /// Count increments not yet applied, at most [`LOG`].
     log: Vec<Counts>,
     /// For a flush: the log sorted by pair ([`LOG`] long), and each pair's place in it.
@@ -578,6 +602,7 @@ impl IntervalStats {
             spare: Spare::default(),
             max_pairs: max_pairs.clamp(1, OVERFLOW_SLOT as usize),
             overflow: PairRecorder::new(PairKey::default()),
+            pending: Vec::with_capacity(PENDING),
             log: Vec::with_capacity(LOG),
             sorted: vec![Counts::default(); LOG],
             starts: Vec::new(),
@@ -626,6 +651,40 @@ impl IntervalStats {
     /// such slot.
     #[inline]
     pub fn record_slot(&mut self, slot: u32, rtt_ns: u64, jitter_ns: Option<u64>) -> bool {
+        if self.pairs.len() > DEFER_ABOVE_PAIRS && (slot as usize) < self.pairs.len() {
+            if self.pending.len() >= PENDING {
+                self.record_pending();
+            }
+            self.pending.push(Pending {
+                rtt_ns,
+                jitter_ns: jitter_ns.unwrap_or(0),
+                slot,
+                has_jitter: jitter_ns.is_some(),
+            });
+            return true;
+        }
+        self.record_now(slot, rtt_ns, jitter_ns)
+    }
+
+    /// Records the pending samples, in the order they came, each pair's recorder prefetched
+    /// [`PREFETCH_AHEAD`] samples before it is written.
+    #[inline(never)]
+    fn record_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for (i, p) in pending.iter().enumerate() {
+            if let Some(next) = pending.get(i + PREFETCH_AHEAD) {
+                self.pairs.prefetch(next.slot);
+            }
+            let jitter_ns = p.has_jitter.then_some(p.jitter_ns);
+            self.record_now(p.slot, p.rtt_ns, jitter_ns);
+        }
+        self.pending = pending;
+        self.pending.clear();
+    }
+
+    /// [`IntervalStats::record_slot`], at once.
+    #[inline(always)]
+    fn record_now(&mut self, slot: u32, rtt_ns: u64, jitter_ns: Option<u64>) -> bool {
         let Some(p) = self.pairs.get_mut(slot) else {
             if slot != OVERFLOW_SLOT {
                 return false;
@@ -734,6 +793,9 @@ impl IntervalStats {
     /// Applies every count increment in the log. Call before handing the interval over: until
     /// then, the counts may lag the moments by a few thousand samples.
     pub fn settle(&mut self) {
+        if !self.pending.is_empty() {
+            self.record_pending();
+        }
         if !self.log.is_empty() {
             self.flush();
         }
@@ -741,7 +803,7 @@ impl IntervalStats {
 
     /// True when no count increment waits in the log.
     fn settled(&self) -> bool {
-        self.log.is_empty()
+        self.pending.is_empty() && self.log.is_empty()
     }
 
     /// Number of pairs kept apart (the overflow recorder not included).
@@ -797,12 +859,14 @@ impl IntervalStats {
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
             + self.spare.heap_bytes()
             + (self.log.capacity() + self.sorted.capacity()) * std::mem::size_of::<Counts>()
+            + self.pending.capacity() * std::mem::size_of::<Pending>()
             + self.starts.capacity() * 4
     }
 
     /// Empties the interval, keeping its allocations for the next one.
     pub fn clear(&mut self) {
-        // Logged increments belong to pairs being dropped.
+        // Pending samples and logged increments belong to pairs being dropped.
+        self.pending.clear();
         self.log.clear();
         self.flush_at = flush_at(0);
         self.index.clear();
@@ -875,6 +939,19 @@ impl Recorders {
 
     fn iter(&self) -> impl Iterator<Item = &PairRecorder> {
         self.segments.iter().flatten()
+    }
+
+    /// Starts loading the recorder in `slot` (both its lines) into the cache, if there is one.
+    #[inline(always)]
+    fn prefetch(&self, slot: u32) {
+        if let Some(segment) = self.segments.get((slot >> SEGMENT_BITS) as usize) {
+            let p: *const u8 = segment
+                .as_ptr()
+                .wrapping_add(slot as usize & (SEGMENT - 1))
+                .cast();
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+        }
     }
 
     /// Recorders' room allocated, used or not.
