@@ -1422,6 +1422,58 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn pending_samples_of_many_pairs_are_recorded_exactly_and_in_order() {
+        // Past DEFER_ABOVE_PAIRS pairs samples wait in the pending queue; each pair must end
+        // with what recording its own samples at once, in order, gives (srtt depends on it).
+        let pairs = DEFER_ABOVE_PAIRS as u32 * 2;
+        let mut s = IntervalStats::default();
+        let mut rng = Rng(9);
+        let mut want: HashMap<PairKey, (Moments, Vec<u64>)> = HashMap::new();
+        let key_of = |n: u32| {
+            let [_, a, b, c] = n.to_be_bytes();
+            PairKey {
+                src: Addr::v4([10, a, b, c]),
+                dst: Addr::v4([172, 16, 0, 1]),
+            }
+        };
+        let mut slots = HashMap::new();
+        for round in 0..40_000u32 {
+            // Busy pairs (flat counts, past SPARSE_MAX) and many quiet ones, interleaved.
+            let n = if round % 4 == 0 {
+                (rng.next() % 8) as u32
+            } else {
+                (rng.next() % u64::from(pairs)) as u32
+            };
+            for _ in 0..1 + rng.next() % 40 {
+                let k = key_of(n);
+                let rtt = rng.log_uniform(10, 30);
+                let jitter = (rng.next() % 3 != 0).then(|| rng.next() % 1_000_000);
+                let e = want.entry(k).or_insert((Moments::EMPTY, Vec::new()));
+                e.0.record(rtt, jitter);
+                e.1.push(rtt);
+                match slots.get(&k) {
+                    Some(&slot) => assert!(s.record_slot(slot, rtt, jitter)),
+                    None => match s.record(k, rtt, jitter) {
+                        Recorded::Slot(slot) => {
+                            slots.insert(k, slot);
+                        }
+                        Recorded::Overflow => panic!("no bound reached"),
+                    },
+                }
+            }
+        }
+        assert!(s.len() > DEFER_ABOVE_PAIRS * 3 / 2, "{} pairs", s.len());
+        assert!(s.pairs().any(|p| p.is_dense()));
+        s.settle();
+        assert_eq!(s.len(), want.len());
+        for p in s.pairs() {
+            let (m, values) = &want[p.key()];
+            assert_eq!(p.moments(), m);
+            assert_eq!(buckets(p), expected(values));
+        }
+    }
+
+    #[test]
     fn memory_follows_samples_at_two_hundred_thousand_pairs() {
         // 200,000 pairs of 3 samples each, and 100 of 10,000: what a gateway interval holds.
         let mut s = IntervalStats::default();
