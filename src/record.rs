@@ -1447,7 +1447,7 @@ pub(crate) mod tests {
             for _ in 0..1 + rng.next() % 40 {
                 let k = key_of(n);
                 let rtt = rng.log_uniform(10, 30);
-                let jitter = (rng.next() % 3 != 0).then(|| rng.next() % 1_000_000);
+                let jitter = (!rng.next().is_multiple_of(3)).then(|| rng.next() % 1_000_000);
                 let e = want.entry(k).or_insert((Moments::EMPTY, Vec::new()));
                 e.0.record(rtt, jitter);
                 e.1.push(rtt);

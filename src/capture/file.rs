@@ -822,9 +822,12 @@ mod tests {
         assert_eq!(n, 1000);
     }
 
+    /// Frames (time, bytes, wire length), counts and the error's message, if any.
+    type Got = (Vec<(u64, Vec<u8>, u32)>, FileStats, String);
+
     /// Every frame (time, bytes, wire length), the counts and the error of reading `bytes` as
     /// a file through `open_mapped`, one frame per call when `one_by_one`.
-    fn read_file(bytes: &[u8], one_by_one: bool) -> (Vec<(u64, Vec<u8>, u32)>, FileStats, String) {
+    fn read_file(bytes: &[u8], one_by_one: bool) -> Got {
         let path = std::env::temp_dir().join(format!(
             "metro-file-test-{}-{}-{}",
             std::process::id(),
@@ -851,7 +854,7 @@ mod tests {
     }
 
     /// The same, through the stream reader.
-    fn read_stream(bytes: &[u8]) -> (Vec<(u64, Vec<u8>, u32)>, FileStats, String) {
+    fn read_stream(bytes: &[u8]) -> Got {
         let mut frames = Vec::new();
         let mut src =
             FileSource::from_reader(Path::new("F"), io::Cursor::new(bytes.to_vec())).unwrap();
