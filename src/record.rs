@@ -518,9 +518,8 @@ const PREFETCH_AHEAD: usize = 8;
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     rtt_ns: u64,
-    jitter_ns: u64,
+    jitter_ns: Option<u64>,
     slot: u32,
-    has_jitter: bool,
 }
 
 /// Where a fast-path sample's bucket goes.
@@ -657,9 +656,8 @@ impl IntervalStats {
             }
             self.pending.push(Pending {
                 rtt_ns,
-                jitter_ns: jitter_ns.unwrap_or(0),
+                jitter_ns,
                 slot,
-                has_jitter: jitter_ns.is_some(),
             });
             return true;
         }
@@ -671,12 +669,14 @@ impl IntervalStats {
     #[inline(never)]
     fn record_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
+        for p in pending.iter().take(PREFETCH_AHEAD) {
+            self.pairs.prefetch(p.slot);
+        }
         for (i, p) in pending.iter().enumerate() {
             if let Some(next) = pending.get(i + PREFETCH_AHEAD) {
                 self.pairs.prefetch(next.slot);
             }
-            let jitter_ns = p.has_jitter.then_some(p.jitter_ns);
-            self.record_now(p.slot, p.rtt_ns, jitter_ns);
+            self.record_now(p.slot, p.rtt_ns, p.jitter_ns);
         }
         self.pending = pending;
         self.pending.clear();
