@@ -819,10 +819,16 @@ impl Reporter<'_> {
                 }
             }
         }
+        let started = Instant::now();
         let merged = {
             let refs: Vec<&IntervalStats> = full.iter().collect();
             Merged::new(&refs, self.cfg.worker.max_pairs)
         };
+        tracing::debug!(
+            worker_pairs = full.iter().map(IntervalStats::len).sum::<usize>(),
+            took_us = started.elapsed().as_micros() as u64,
+            "interval merged"
+        );
         // Handed back to the workers at the next swap, with their memory.
         self.spares.extend(full);
         Ok(IntervalReport {

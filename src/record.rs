@@ -32,6 +32,7 @@ use std::hash::{Hash, Hasher};
 
 use hashbrown::HashTable;
 
+use crate::capture::ring::prefetch;
 use crate::decode::{Addr, Skip};
 use crate::flow::TableStats;
 use crate::rtt::RttStats;
@@ -501,6 +502,26 @@ fn flush_at(pairs: usize) -> usize {
     (pairs * 4).clamp(512, LOG)
 }
 
+/// Above this many pairs an interval's recorders (128 bytes each) outgrow a core's cache, and
+/// a sample recorded at once waits on a cache miss for its recorder, one miss after another.
+/// Such an interval keeps samples pending instead, and records them [`PENDING`] at a time with
+/// each recorder prefetched a few samples ahead, so that the misses overlap. Below it, samples
+/// are recorded at once: their recorders are in cache, and the detour would only add work.
+const DEFER_ABOVE_PAIRS: usize = 8_192;
+/// Samples kept pending at most: a few kilobytes, so that they stay in the core's first cache.
+const PENDING: usize = 256;
+/// How many samples ahead a recorder is prefetched: enough misses in flight to overlap them,
+/// few enough that the lines are still cached when written.
+const PREFETCH_AHEAD: usize = 8;
+
+/// A sample waiting to be recorded (see [`DEFER_ABOVE_PAIRS`]).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    rtt_ns: u64,
+    jitter_ns: Option<u64>,
+    slot: u32,
+}
+
 /// Where a fast-path sample's bucket goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
@@ -529,7 +550,7 @@ pub struct IntervalStats {
     /// Each pair's slot, found by the pair's hash and checked against the recorder's key: four
     /// bytes a pair, where a map holding the key too would take forty.
     index: HashTable<u32>,
-    pairs: Vec<PairRecorder>,
+    pairs: Recorders,
     /// The chunks of sparse pairs; chunk 0 is never used, so that 0 links to nothing.
     chunks: Vec<Chunk>,
     /// The first of the chunks freed when their pair's counts went flat (0: none), linked
@@ -541,6 +562,8 @@ pub struct IntervalStats {
     max_pairs: usize,
     /// The samples of pairs beyond `max_pairs`.
     overflow: PairRecorder,
+    /// Samples not yet recorded, at most [`PENDING`] (see [`DEFER_ABOVE_PAIRS`]).
+    pending: Vec<Pending>,
     /// Count increments not yet applied, at most [`LOG`].
     log: Vec<Counts>,
     /// For a flush: the log sorted by pair ([`LOG`] long), and each pair's place in it.
@@ -569,7 +592,7 @@ impl IntervalStats {
     pub fn new(max_pairs: usize) -> IntervalStats {
         IntervalStats {
             index: HashTable::new(),
-            pairs: Vec::new(),
+            pairs: Recorders::default(),
             chunks: vec![Chunk {
                 prev: 0,
                 samples: [0; CHUNK],
@@ -578,6 +601,7 @@ impl IntervalStats {
             spare: Spare::default(),
             max_pairs: max_pairs.clamp(1, OVERFLOW_SLOT as usize),
             overflow: PairRecorder::new(PairKey::default()),
+            pending: Vec::with_capacity(PENDING),
             log: Vec::with_capacity(LOG),
             sorted: vec![Counts::default(); LOG],
             starts: Vec::new(),
@@ -599,7 +623,7 @@ impl IntervalStats {
     pub fn record(&mut self, key: PairKey, rtt_ns: u64, jitter_ns: Option<u64>) -> Recorded {
         let hash = hash_pair(&key);
         let pairs = &self.pairs;
-        let slot = match self.index.find(hash, |&s| pairs[s as usize].key == key) {
+        let slot = match self.index.find(hash, |&s| pairs[s].key == key) {
             Some(&slot) => slot,
             None if pairs.len() >= self.max_pairs => {
                 self.record_slot(OVERFLOW_SLOT, rtt_ns, jitter_ns);
@@ -608,12 +632,7 @@ impl IntervalStats {
             None => {
                 let i = pairs.len() as u32;
                 self.index
-                    .insert_unique(hash, i, |&s| hash_pair(&pairs[s as usize].key));
-                // Grown by a quarter, not doubled: at 200,000 pairs doubling would leave a
-                // quarter of the recorders' memory unused on average.
-                if self.pairs.len() == self.pairs.capacity() {
-                    self.pairs.reserve_exact((self.pairs.len() / 4).max(64));
-                }
+                    .insert_unique(hash, i, |&s| hash_pair(&pairs[s].key));
                 self.pairs.push(PairRecorder::new(key));
                 self.flush_at = flush_at(self.pairs.len());
                 // Room for a flush's sort, grown here, where allocating is expected, rather
@@ -631,7 +650,42 @@ impl IntervalStats {
     /// such slot.
     #[inline]
     pub fn record_slot(&mut self, slot: u32, rtt_ns: u64, jitter_ns: Option<u64>) -> bool {
-        let Some(p) = self.pairs.get_mut(slot as usize) else {
+        if self.pairs.len() > DEFER_ABOVE_PAIRS && (slot as usize) < self.pairs.len() {
+            if self.pending.len() >= PENDING {
+                self.record_pending();
+            }
+            self.pending.push(Pending {
+                rtt_ns,
+                jitter_ns,
+                slot,
+            });
+            return true;
+        }
+        self.record_now(slot, rtt_ns, jitter_ns)
+    }
+
+    /// Records the pending samples, in the order they came, each pair's recorder prefetched
+    /// [`PREFETCH_AHEAD`] samples before it is written.
+    #[inline(never)]
+    fn record_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending.iter().take(PREFETCH_AHEAD) {
+            self.pairs.prefetch(p.slot);
+        }
+        for (i, p) in pending.iter().enumerate() {
+            if let Some(next) = pending.get(i + PREFETCH_AHEAD) {
+                self.pairs.prefetch(next.slot);
+            }
+            self.record_now(p.slot, p.rtt_ns, p.jitter_ns);
+        }
+        self.pending = pending;
+        self.pending.clear();
+    }
+
+    /// [`IntervalStats::record_slot`], at once.
+    #[inline(always)]
+    fn record_now(&mut self, slot: u32, rtt_ns: u64, jitter_ns: Option<u64>) -> bool {
+        let Some(p) = self.pairs.get_mut(slot) else {
             if slot != OVERFLOW_SLOT {
                 return false;
             }
@@ -671,7 +725,7 @@ impl IntervalStats {
         let p = if slot == OVERFLOW_SLOT {
             &mut self.overflow
         } else {
-            &mut self.pairs[slot as usize]
+            &mut self.pairs[slot]
         };
         let n = p.m.count;
         if n >= SPARSE_MAX && !p.is_dense() {
@@ -729,7 +783,7 @@ impl IntervalStats {
         };
         for d in in_order {
             // Only a dense pair's samples are logged, and counts never shrink in an interval.
-            if let Store::Dense(c) = &mut self.pairs[d.pair as usize].store {
+            if let Store::Dense(c) = &mut self.pairs[d.pair].store {
                 c[d.rtt as usize] += 1;
             }
         }
@@ -739,6 +793,9 @@ impl IntervalStats {
     /// Applies every count increment in the log. Call before handing the interval over: until
     /// then, the counts may lag the moments by a few thousand samples.
     pub fn settle(&mut self) {
+        if !self.pending.is_empty() {
+            self.record_pending();
+        }
         if !self.log.is_empty() {
             self.flush();
         }
@@ -746,7 +803,7 @@ impl IntervalStats {
 
     /// True when no count increment waits in the log.
     fn settled(&self) -> bool {
-        self.log.is_empty()
+        self.pending.is_empty() && self.log.is_empty()
     }
 
     /// Number of pairs kept apart (the overflow recorder not included).
@@ -769,7 +826,7 @@ impl IntervalStats {
     pub fn pair(&self, slot: u32) -> PairSamples<'_> {
         debug_assert!(self.settled(), "IntervalStats::settle first");
         PairSamples {
-            r: &self.pairs[slot as usize],
+            r: &self.pairs[slot],
             s: self,
         }
     }
@@ -796,25 +853,31 @@ impl IntervalStats {
         };
         index_buckets * (std::mem::size_of::<u32>() + 1)
             + self.pairs.capacity() * std::mem::size_of::<PairRecorder>()
+            + self.pairs.segments.capacity() * std::mem::size_of::<Vec<PairRecorder>>()
             + self.pairs.iter().map(dense).sum::<usize>()
             + dense(&self.overflow)
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
             + self.spare.heap_bytes()
             + (self.log.capacity() + self.sorted.capacity()) * std::mem::size_of::<Counts>()
+            + self.pending.capacity() * std::mem::size_of::<Pending>()
             + self.starts.capacity() * 4
     }
 
     /// Empties the interval, keeping its allocations for the next one.
     pub fn clear(&mut self) {
-        // Logged increments belong to pairs being dropped.
+        // Pending samples and logged increments belong to pairs being dropped.
+        self.pending.clear();
         self.log.clear();
         self.flush_at = flush_at(0);
         self.index.clear();
-        for p in self.pairs.drain(..) {
-            if let Some(c) = zeroed_counts(p) {
-                self.spare.push(c);
+        for segment in &mut self.pairs.segments {
+            for p in segment.drain(..) {
+                if let Some(c) = zeroed_counts(p) {
+                    self.spare.push(c);
+                }
             }
         }
+        self.pairs.len = 0;
         let overflow = std::mem::replace(&mut self.overflow, PairRecorder::new(PairKey::default()));
         if let Some(c) = zeroed_counts(overflow) {
             self.spare.push(c);
@@ -822,6 +885,94 @@ impl IntervalStats {
         self.chunks.truncate(1);
         self.free_chunks = 0;
         self.counters = Counters::default();
+    }
+}
+
+/// log2 of the recorders in a [`Recorders`] segment: 4,096 of 128 bytes, 512 KiB.
+const SEGMENT_BITS: u32 = 12;
+const SEGMENT: usize = 1 << SEGMENT_BITS;
+
+/// An interval's pair recorders, by slot, in segments of [`SEGMENT`] that never move once
+/// allocated: a new pair never copies the others (a growing array would copy every recorder it
+/// holds each time it grew, into freshly faulted pages, and at 200,000 pairs that copying and
+/// faulting cost more than recording the samples). Only the first segment grows (by doubling,
+/// up to [`SEGMENT`]), so a few pairs take a few recorders' memory; past it, at most one
+/// segment's tail is unused.
+#[derive(Default)]
+struct Recorders {
+    /// Segments of [`SEGMENT`] recorders, all full but the last in use; the ones past it are
+    /// empty, kept from an earlier interval.
+    segments: Vec<Vec<PairRecorder>>,
+    /// Recorders in all segments.
+    len: usize,
+}
+
+impl Recorders {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The recorder in `slot`, if there is one.
+    #[inline(always)]
+    fn get_mut(&mut self, slot: u32) -> Option<&mut PairRecorder> {
+        self.segments
+            .get_mut((slot >> SEGMENT_BITS) as usize)?
+            .get_mut(slot as usize & (SEGMENT - 1))
+    }
+
+    /// Adds a recorder in the next slot ([`Recorders::len`] before the call).
+    fn push(&mut self, r: PairRecorder) {
+        let k = self.len >> SEGMENT_BITS;
+        if k == self.segments.len() {
+            // Kept from an earlier interval, or new: the first grows as it fills, the others
+            // are allocated whole (their pages are touched only as they fill).
+            let capacity = if k == 0 { 0 } else { SEGMENT };
+            self.segments.push(Vec::with_capacity(capacity));
+        }
+        self.segments[k].push(r);
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &PairRecorder> {
+        self.segments.iter().flatten()
+    }
+
+    /// Starts loading the recorder in `slot` (both its lines) into the cache, if there is one.
+    #[inline(always)]
+    fn prefetch(&self, slot: u32) {
+        if let Some(segment) = self.segments.get((slot >> SEGMENT_BITS) as usize) {
+            let p: *const u8 = segment
+                .as_ptr()
+                .wrapping_add(slot as usize & (SEGMENT - 1))
+                .cast();
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+        }
+    }
+
+    /// Recorders' room allocated, used or not.
+    fn capacity(&self) -> usize {
+        self.segments.iter().map(Vec::capacity).sum()
+    }
+}
+
+impl std::ops::Index<u32> for Recorders {
+    type Output = PairRecorder;
+
+    #[inline(always)]
+    fn index(&self, slot: u32) -> &PairRecorder {
+        &self.segments[(slot >> SEGMENT_BITS) as usize][slot as usize & (SEGMENT - 1)]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Recorders {
+    #[inline(always)]
+    fn index_mut(&mut self, slot: u32) -> &mut PairRecorder {
+        &mut self.segments[(slot >> SEGMENT_BITS) as usize][slot as usize & (SEGMENT - 1)]
     }
 }
 
@@ -1268,6 +1419,58 @@ pub(crate) mod tests {
         assert_eq!(buckets(o), expected(&values));
         s.clear();
         assert!(s.overflow().is_none() && s.is_empty());
+    }
+
+    #[test]
+    fn pending_samples_of_many_pairs_are_recorded_exactly_and_in_order() {
+        // Past DEFER_ABOVE_PAIRS pairs samples wait in the pending queue; each pair must end
+        // with what recording its own samples at once, in order, gives (srtt depends on it).
+        let pairs = DEFER_ABOVE_PAIRS as u32 * 2;
+        let mut s = IntervalStats::default();
+        let mut rng = Rng(9);
+        let mut want: HashMap<PairKey, (Moments, Vec<u64>)> = HashMap::new();
+        let key_of = |n: u32| {
+            let [_, a, b, c] = n.to_be_bytes();
+            PairKey {
+                src: Addr::v4([10, a, b, c]),
+                dst: Addr::v4([172, 16, 0, 1]),
+            }
+        };
+        let mut slots = HashMap::new();
+        for round in 0..40_000u32 {
+            // Busy pairs (flat counts, past SPARSE_MAX) and many quiet ones, interleaved.
+            let n = if round % 4 == 0 {
+                (rng.next() % 8) as u32
+            } else {
+                (rng.next() % u64::from(pairs)) as u32
+            };
+            for _ in 0..1 + rng.next() % 40 {
+                let k = key_of(n);
+                let rtt = rng.log_uniform(10, 30);
+                let jitter = (!rng.next().is_multiple_of(3)).then(|| rng.next() % 1_000_000);
+                let e = want.entry(k).or_insert((Moments::EMPTY, Vec::new()));
+                e.0.record(rtt, jitter);
+                e.1.push(rtt);
+                match slots.get(&k) {
+                    Some(&slot) => assert!(s.record_slot(slot, rtt, jitter)),
+                    None => match s.record(k, rtt, jitter) {
+                        Recorded::Slot(slot) => {
+                            slots.insert(k, slot);
+                        }
+                        Recorded::Overflow => panic!("no bound reached"),
+                    },
+                }
+            }
+        }
+        assert!(s.len() > DEFER_ABOVE_PAIRS * 3 / 2, "{} pairs", s.len());
+        assert!(s.pairs().any(|p| p.is_dense()));
+        s.settle();
+        assert_eq!(s.len(), want.len());
+        for p in s.pairs() {
+            let (m, values) = &want[p.key()];
+            assert_eq!(p.moments(), m);
+            assert_eq!(buckets(p), expected(values));
+        }
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl Captures {
         let mut sources = Vec::with_capacity(paths.len());
         for p in &paths {
             sources.push(Head {
-                source: FileSource::open(p)?,
+                source: FileSource::open_mapped(p)?,
                 link: LinkType::Ethernet,
                 ts_ns: 0,
                 wire_len: 0,

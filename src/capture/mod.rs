@@ -13,6 +13,7 @@ pub mod file;
 pub mod filter;
 pub mod iface;
 pub mod input;
+pub mod mapped;
 pub mod ring;
 
 /// One captured frame, borrowed from a file buffer or a capture ring.

@@ -14,8 +14,8 @@
 //! pieces hash alike. Outgoing packets are kept (no ignore-outgoing flag): an RTT needs both the
 //! data and its ACK.
 //!
-//! This is the only module with `unsafe`: each use sits in a small function with a `SAFETY`
-//! comment. It knows nothing of what the frames contain; the filter that selects them is built
+//! This module and [`super::mapped`] are the only ones with `unsafe`: each use sits in a small
+//! function with a `SAFETY` comment. It knows nothing of what the frames contain; the filter that selects them is built
 //! by [`super::filter`], and frames go to the worker as [`Frame`]s borrowed from the ring.
 
 use std::io;

@@ -1,0 +1,68 @@
+//! The live reporter's merge at gateway scale: two workers' intervals of 100,000 pairs each
+//! (200,000 in all, a few samples a pair, as on the gateway capture, plus 100 busy pairs with
+//! flat counts), merged as the reporter merges them every interval. Prints the median of
+//! several merges, in milliseconds.
+//!
+//! `cargo run --release --example merge-cost [ROUNDS]`
+
+use std::time::Instant;
+
+use metro::decode::Addr;
+use metro::record::{IntervalStats, PairKey, DEFAULT_MAX_PAIRS};
+use metro::report::Merged;
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(7);
+    let mut seed = 1u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    let mut workers = Vec::new();
+    for w in 0..2u32 {
+        let mut s = IntervalStats::default();
+        for n in 0..100_000u32 {
+            let [_, a, b, c] = (n + w * 100_000).to_be_bytes();
+            let k = PairKey {
+                src: Addr::v4([10, a, b, c]),
+                dst: Addr::v4([172, 16, (n % 20) as u8, (n % 250) as u8]),
+            };
+            for _ in 0..1 + next() % 8 {
+                s.record(k, 1_000_000 + next() % 50_000_000, Some(next() % 1_000_000));
+            }
+        }
+        for b in 0..50u32 {
+            let k = PairKey {
+                src: Addr::v4([192, 168, w as u8, b as u8]),
+                dst: Addr::v4([172, 16, 0, 1]),
+            };
+            for _ in 0..5_000 {
+                s.record(k, 1_000_000 + next() % 50_000_000, None);
+            }
+        }
+        s.settle();
+        workers.push(s);
+    }
+    let refs: Vec<&IntervalStats> = workers.iter().collect();
+    let mut took = Vec::new();
+    let mut pairs = 0;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let merged = Merged::new(&refs, DEFAULT_MAX_PAIRS);
+        pairs = merged.into_summaries().len();
+        took.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    took.sort_by(f64::total_cmp);
+    println!(
+        "{pairs} pairs merged from {} workers: median {:.1} ms, fastest {:.1} ms, slowest {:.1} ms over {rounds} merges",
+        refs.len(),
+        took[took.len() / 2],
+        took[0],
+        took[took.len() - 1]
+    );
+}
