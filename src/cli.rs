@@ -658,7 +658,10 @@ mod tests {
         assert!(c.by_flow());
         assert_eq!(c.max_ports(), Some(3));
         // Without --by port the cap has nothing to bound.
-        assert_eq!(parse(&["--pcap", "x", "--max-ports", "3"]).max_ports(), None);
+        assert_eq!(
+            parse(&["--pcap", "x", "--max-ports", "3"]).max_ports(),
+            None
+        );
         assert!(Cli::parse_args(["metro", "--pcap", "x", "--by", "service"]).is_err());
         assert!(Cli::parse_args(["metro", "--pcap", "x", "--max-ports", "0"]).is_err());
     }

@@ -953,11 +953,7 @@ fn init_config(
 }
 
 /// Reads `group_by`: `[src, dst]` or `[src, dst, port]`, in any order. True when it holds `port`.
-fn group_by(
-    path: &Path,
-    line: u64,
-    dims: &[Spanned<Option<GoStr>>],
-) -> Result<bool, ConfigError> {
+fn group_by(path: &Path, line: u64, dims: &[Spanned<Option<GoStr>>]) -> Result<bool, ConfigError> {
     const KEY: &str = "init_config.group_by";
     const ALLOWED: &str = "give [src, dst] (per host pair, the default) or [src, dst, port] (per \
                            host pair and server port)";
@@ -1614,10 +1610,18 @@ instances:
         assert_eq!(c.init.max_ports, 4);
         let allowed = "give [src, dst] (per host pair, the default) or [src, dst, port] (per host pair and server port)";
         for (dims, line, what) in [
-            ("[src, dst, service]", 2, "'service' is not a dimension metro groups by"),
+            (
+                "[src, dst, service]",
+                2,
+                "'service' is not a dimension metro groups by",
+            ),
             ("[src, dst, port, port]", 2, "'port' is given twice"),
             ("[src, port]", 2, "series are always per src and dst"),
-            ("\n    - src\n    - dst\n    - sport", 5, "'sport' is not a dimension metro groups by"),
+            (
+                "\n    - src\n    - dst\n    - sport",
+                5,
+                "'sport' is not a dimension metro groups by",
+            ),
         ] {
             assert_eq!(
                 err(&format!("init_config:\n  group_by: {dims}\n{inst}")),

@@ -1472,7 +1472,10 @@ pub(crate) mod tests {
         let mut rng = Rng(1);
         for n in 0..200_000u32 {
             let [_, a, b, c] = n.to_be_bytes();
-            let k = PairKey::hosts(Addr::v4([10, a, b, c]), Addr::v4([172, 16, 0, (n % 7) as u8]));
+            let k = PairKey::hosts(
+                Addr::v4([10, a, b, c]),
+                Addr::v4([172, 16, 0, (n % 7) as u8]),
+            );
             for _ in 0..3 {
                 s.record(k, rng.log_uniform(18, 26), None);
             }

@@ -631,9 +631,15 @@ mod tests {
             s.set_max_ports(Some(2));
         }
         let mut other = Vec::new();
-        for (i, &(worker, port, n)) in [(0, 443, 3), (0, 80, 1), (1, 5432, 2), (1, 22, 1), (1, 8080, 1)]
-            .iter()
-            .enumerate()
+        for (i, &(worker, port, n)) in [
+            (0, 443, 3),
+            (0, 80, 1),
+            (1, 5432, 2),
+            (1, 22, 1),
+            (1, 8080, 1),
+        ]
+        .iter()
+        .enumerate()
         {
             for j in 0..n {
                 let v = 1_000_000 * (i as u64 + 1) + j;
@@ -648,7 +654,11 @@ mod tests {
             m.summaries().iter().map(|p| (p.port, p.samples)).collect();
         assert_eq!(
             got,
-            vec![(Some(Port(443)), 3), (Some(Port(5432)), 2), (Some(Other), 3)]
+            vec![
+                (Some(Port(443)), 3),
+                (Some(Port(5432)), 2),
+                (Some(Other), 3)
+            ]
         );
         assert_eq!(
             strip(m.summaries()[2].clone()),

@@ -188,7 +188,8 @@ impl Endpoint {
                 && k != "dst"
                 && k != "iface"
                 && k != "port"
-                && !labels.iter().any(|(n, _)| *n == k) {
+                && !labels.iter().any(|(n, _)| *n == k)
+            {
                 labels.push((k, v.to_string()));
             }
         }
@@ -246,10 +247,10 @@ impl Exposition {
         self.interval += 1;
         for p in r.pairs.iter().filter(|p| p.samples > 0) {
             let t = self.totals.entry(pair_name(p)).or_insert(Totals {
-                    count: 0,
-                    sum_ns: 0.0,
-                    seen: 0,
-                });
+                count: 0,
+                sum_ns: 0.0,
+                seen: 0,
+            });
             t.count += p.samples;
             t.sum_ns += p.avg_ns * p.samples as f64;
             t.seen = self.interval;
