@@ -621,6 +621,37 @@ mod tests {
     }
 
     #[test]
+    fn series_per_port_carry_a_port_label_and_the_overflow_counter() {
+        let e = Endpoint::serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut x = e.exposition("eth0", &[], 10);
+        let mut r = interval(
+            [Some(ServicePort::Port(443)), Some(ServicePort::Other)]
+                .into_iter()
+                .map(|port| PairSummary {
+                    port,
+                    ..pair(1, 2, 3, 5_000_000.0, 5_000_000)
+                })
+                .collect(),
+            10,
+            0,
+        );
+        r.counters.port_overflow_samples = 3;
+        x.report(&r);
+        let t = e.render();
+        assert_eq!(
+            lines(&t, "metro_rtt_seconds_count{"),
+            [
+                r#"metro_rtt_seconds_count{src="10.0.0.1",dst="10.0.0.2",iface="eth0",port="443"} 3"#,
+                r#"metro_rtt_seconds_count{src="10.0.0.1",dst="10.0.0.2",iface="eth0",port="other"} 3"#,
+            ]
+        );
+        assert_eq!(
+            lines(&t, "metro_ports_overflow_samples_total"),
+            [r#"metro_ports_overflow_samples_total{iface="eth0"} 3"#]
+        );
+    }
+
+    #[test]
     fn totals_add_up_over_intervals_and_gauges_are_the_last_intervals() {
         let e = Endpoint::serve("127.0.0.1:0".parse().unwrap()).unwrap();
         let mut x = e.exposition(
