@@ -28,19 +28,19 @@ fn main() {
         let mut s = IntervalStats::default();
         for n in 0..100_000u32 {
             let [_, a, b, c] = (n + w * 100_000).to_be_bytes();
-            let k = PairKey {
-                src: Addr::v4([10, a, b, c]),
-                dst: Addr::v4([172, 16, (n % 20) as u8, (n % 250) as u8]),
-            };
+            let k = PairKey::hosts(
+                Addr::v4([10, a, b, c]),
+                Addr::v4([172, 16, (n % 20) as u8, (n % 250) as u8]),
+            );
             for _ in 0..1 + next() % 8 {
                 s.record(k, 1_000_000 + next() % 50_000_000, Some(next() % 1_000_000));
             }
         }
         for b in 0..50u32 {
-            let k = PairKey {
-                src: Addr::v4([192, 168, w as u8, b as u8]),
-                dst: Addr::v4([172, 16, 0, 1]),
-            };
+            let k = PairKey::hosts(
+                Addr::v4([192, 168, w as u8, b as u8]),
+                Addr::v4([172, 16, 0, 1]),
+            );
             for _ in 0..5_000 {
                 s.record(k, 1_000_000 + next() % 50_000_000, None);
             }

@@ -468,6 +468,7 @@ class Capture:
         self.skipped_tunnel_bad = 0
         self.skipped_tunnel_nested = 0
         self.encapsulated = 0
+        self.by_port = False           # also expect per (src, dst, server port) aggregates
         self.file = None               # file name, when not <name>.<fmt>
         self._units = [10 ** (9 - i.tsresol) for i in interfaces]
         self._finalized = False
@@ -542,21 +543,28 @@ class Capture:
         for k in ("skipped_tunnel_bad", "skipped_tunnel_nested", "encapsulated"):
             if getattr(self, k):
                 head[k] = getattr(self, k)
+        if self.by_port:
+            # The server port is the side that accepted the connection ("s"): the SYN's
+            # destination, and in scenarios without a handshake also the smaller port.
+            ported = [dict(s, port=d.conn.sides["s"].port)
+                      for s, (_, d, _) in zip(samples, self.expected)]
+            head["ports"] = pairs_of(ported, by_port=True)
         frames = [[a.frame.num, d.frame.num] for a, d, _ in self.expected]
         return render_expected(head, samples, frames, pairs_of(samples))
 
 
-def pairs_of(samples):
+def pairs_of(samples, by_port=False):
     pairs = {}
     for s in samples:
-        p = pairs.setdefault((s["src"], s["dst"]), [0, None, None, 0])
+        k = (s["src"], s["dst"], s["port"]) if by_port else (s["src"], s["dst"])
+        p = pairs.setdefault(k, [0, None, None, 0])
         r = s["rtt_ns"]
         p[0] += 1
         p[1] = r if p[1] is None else min(p[1], r)
         p[2] = r if p[2] is None else max(p[2], r)
         p[3] += r
-    return [{"src": k[0], "dst": k[1], "samples": v[0], "min_ns": v[1], "max_ns": v[2],
-             "sum_ns": v[3]} for k, v in sorted(pairs.items())]
+    return [{"src": k[0], "dst": k[1], **({"port": k[2]} if by_port else {}), "samples": v[0],
+             "min_ns": v[1], "max_ns": v[2], "sum_ns": v[3]} for k, v in sorted(pairs.items())]
 
 
 def render_expected(head, samples, frames, pairs) -> str:
@@ -1579,6 +1587,31 @@ def sc_mix_small():
     return cap
 
 
+def sc_ports():
+    cap = eth_capture("ports", (
+        "One IPv4 client and one server, four connections one after the other, for metro's "
+        "per-port series (--by port): port 443 (RTT to the server 5 ms, 4 exchanges), 5432 "
+        "(20 ms, 3 exchanges), 50000 from client port 40000 (7 ms, 2 exchanges; the SYN names "
+        "the server, whose port is the larger), then 8080 from client port 45000 without a "
+        "handshake (11 ms, 1 exchange and a close; the smaller port is the server's). Client "
+        "stack 41-44 us. Each port's busiest-first order is also its order in time, so that a "
+        "cap of 2 ports keeps 443 and 5432 whatever the workers."))
+    t = T0
+    for i, (cport, sport, rs, exchanges, opened) in enumerate((
+            (51000, 443, 5 * MS, 4, True), (51001, 5432, 20 * MS, 3, True),
+            (40000, 50000, 7 * MS, 2, True), (45000, 8080, 11 * MS, 1, False))):
+        conn = Conn(cap, Ethernet(), (CLIENT4, cport), (SERVER4, sport),
+                    rtt={"s": rs, "c": (41 + i) * US}, sack=True)
+        if opened:
+            t = simple_flow(conn, t, exchanges=((211, 1771),) * exchanges)
+        else:
+            t = exchange(conn, t, 211, 1771, think=1_013 * US)
+            t = close(conn, t + 250_007 * US)
+        t += 1_000_003 * US
+    cap.by_port = True
+    return cap
+
+
 def tunnel_capture(name, description, links):
     """One request/response flow per link in `links` ([(Tunnel, inner IPv6?)]), one after the
     other, each with its own ports and RTTs: 8 samples each. Every frame is encapsulated."""
@@ -1697,7 +1730,7 @@ SCENARIOS = {f.__name__[3:]: f for f in (
     sc_sack, sc_reorder, sc_wrap, sc_tso, sc_ipv6_ext, sc_vlan, sc_qinq, sc_sll, sc_sll2,
     sc_ns_pcapng, sc_ns_pcap, sc_snaplen, sc_raw_ipv4, sc_null_loopback, sc_fragments,
     sc_capture_gap, sc_mix_small, sc_vxlan, sc_geneve, sc_gre, sc_erspan, sc_ip_in_ip,
-    sc_mpls, sc_tunnel_bad)}
+    sc_mpls, sc_tunnel_bad, sc_ports)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ pub enum Format {
 pub enum By {
     /// One line per (sender, acknowledger) host pair.
     Pair,
+    /// One line per (sender, acknowledger, server port): the port the connection's SYN went to,
+    /// or the smaller port when the capture holds no handshake.
+    Port,
     /// Also one JSON line per TCP connection, before the pairs (implies --format json).
     Flow,
 }
@@ -235,11 +238,21 @@ pub struct Cli {
     #[arg(long)]
     pub samples: bool,
 
-    /// Offline: `flow` also writes one JSON line per TCP connection (5-tuple, first and last
-    /// packet, RTT summary, bytes and retransmitted bytes each way, handshake RTTs), and the
-    /// retransmitted bytes of each pair in its line; implies --format json.
-    #[arg(long, value_enum, default_value_t = By::Pair)]
-    pub by: By,
+    /// What a line stands for; several may be given (`--by port,flow`). `pair`: a (sender,
+    /// acknowledger) host pair. `port`: a host pair and the connections' server port (the SYN's
+    /// destination port; without a handshake in the capture, the smaller port), a `port` field
+    /// and column, at most --max-ports ports a pair. Offline, `flow` also writes one JSON line
+    /// per TCP connection (5-tuple, first and last packet, RTT summary, bytes and retransmitted
+    /// bytes each way, handshake RTTs), and the retransmitted bytes of each pair in its line;
+    /// implies --format json.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pair")]
+    pub by: Vec<By>,
+
+    /// With --by port: most server ports of one host pair reported apart in an interval (per
+    /// worker, and after merging); the samples of its other ports are reported together as its
+    /// port `other`, counted as port_overflow_samples [default: 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(limits::MAX_PORTS))]
+    pub max_ports: Option<u32>,
 
     /// Live and go-metro mode: serve the RTTs and metro's counters to Prometheus at
     /// http://ADDR:PORT/metrics (OpenMetrics text), beside the other outputs; go-metro mode also
@@ -315,6 +328,19 @@ impl Cli {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         Ok(cli)
+    }
+
+    /// True with `--by flow`.
+    pub fn by_flow(&self) -> bool {
+        self.by.contains(&By::Flow)
+    }
+
+    /// With `--by port`: most ports a host pair keeps apart; `None` without.
+    pub fn max_ports(&self) -> Option<usize> {
+        self.by.contains(&By::Port).then(|| {
+            self.max_ports
+                .map_or(crate::record::DEFAULT_MAX_PORTS, |n| n as usize)
+        })
     }
 
     /// The mode the flags select.
@@ -599,7 +625,7 @@ mod tests {
         assert!(e.to_string().contains("'--cgf'"), "{e}");
         assert_eq!(
             flags_hint(),
-            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -max-flows, -format, -samples, -by, -prometheus, -plot, -plot-pairs, -plot-pair, -user, -seccomp (one dash or two); see `metro --help`"
+            "metro's flags are -cfg, -log, -f, -st, -pcap, -interface, -duration, -interval, -ring-block-size, -ring-blocks, -ring-block-timeout, -dump-flows, -local, -workers, -max-pairs, -max-flows, -format, -samples, -by, -max-ports, -prometheus, -plot, -plot-pairs, -plot-pair, -user, -seccomp (one dash or two); see `metro --help`"
         );
         let e = Cli::parse_args(["metro", "-stt"]).unwrap_err();
         assert!(
@@ -618,6 +644,26 @@ mod tests {
             "not read after the stray one"
         );
         assert_eq!(c.ignored, vec!["stray", "-log=/b.log"]);
+    }
+
+    #[test]
+    fn by_takes_a_list_and_port_brings_its_cap() {
+        let c = parse(&["--pcap", "x"]);
+        assert_eq!(c.by, vec![By::Pair]);
+        assert!(!c.by_flow());
+        assert_eq!(c.max_ports(), None);
+        let c = parse(&["--pcap", "x", "--by", "port"]);
+        assert_eq!(c.max_ports(), Some(crate::record::DEFAULT_MAX_PORTS));
+        let c = parse(&["--pcap", "x", "-by=flow,port", "--max-ports", "3"]);
+        assert!(c.by_flow());
+        assert_eq!(c.max_ports(), Some(3));
+        // Without --by port the cap has nothing to bound.
+        assert_eq!(
+            parse(&["--pcap", "x", "--max-ports", "3"]).max_ports(),
+            None
+        );
+        assert!(Cli::parse_args(["metro", "--pcap", "x", "--by", "service"]).is_err());
+        assert!(Cli::parse_args(["metro", "--pcap", "x", "--max-ports", "0"]).is_err());
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub mod limits {
     pub const MAX_FLOWS: RangeInclusive<i64> = 1024..=1 << 26;
     /// Host pairs reported apart: a worker names a pair's slot in 24 bits.
     pub const MAX_PAIRS: RangeInclusive<i64> = 1..=16_000_000;
+    /// Server ports of one host pair reported apart: at least one, at most every port.
+    pub const MAX_PORTS: RangeInclusive<i64> = 1..=65_536;
 
     /// `A to B`, for messages.
     pub fn text(r: &RangeInclusive<i64>) -> String {
@@ -193,6 +195,12 @@ pub struct InitConfig {
     /// metro: most host pairs reported apart per interval (see [`crate::worker::WorkerConfig`]);
     /// the samples of any more go to the `other` series.
     pub max_pairs: usize,
+    /// metro: `group_by: [src, dst, port]` keeps series per server port too (a `port:` tag);
+    /// default `[src, dst]`, go-metro's series.
+    pub group_by_port: bool,
+    /// metro: with `group_by_port`, most server ports of a host pair reported apart per
+    /// interval; the samples of the others go to its port `other`.
+    pub max_ports: usize,
     /// metro: also send `.min`, `.max`, `.95percentile`, `.99percentile` and `.count`. Default
     /// off, as go-metro sends only three gauges.
     pub percentile_gauges: bool,
@@ -226,6 +234,8 @@ impl Default for InitConfig {
             workers: None,
             max_flows: crate::worker::WorkerConfig::default().max_flows,
             max_pairs: crate::worker::WorkerConfig::default().max_pairs,
+            group_by_port: false,
+            max_ports: crate::record::DEFAULT_MAX_PORTS,
             percentile_gauges: false,
             self_metrics: false,
             require_whitelist: true,
@@ -362,6 +372,8 @@ struct RawInit {
     workers: S<i64>,
     max_flows: S<i64>,
     max_pairs: S<i64>,
+    group_by: S<Option<Vec<Spanned<Option<GoStr>>>>>,
+    max_ports: S<i64>,
     percentile_gauges: S<bool>,
     self_metrics: S<bool>,
     require_whitelist: S<bool>,
@@ -475,6 +487,8 @@ const INIT_KEYS: &[&str] = &[
     "workers",
     "max_flows",
     "max_pairs",
+    "group_by",
+    "max_ports",
     "percentile_gauges",
     "self_metrics",
     "require_whitelist",
@@ -851,6 +865,23 @@ fn init_config(
             "host pairs",
         )? as usize;
     }
+    if let Some(Spanned {
+        value: Some(dims),
+        referenced,
+        ..
+    }) = &raw.group_by
+    {
+        c.group_by_port = group_by(path, referenced.line(), dims)?;
+    }
+    if let Some(v) = &raw.max_ports {
+        c.max_ports = ranged(
+            path,
+            "init_config.max_ports",
+            v,
+            limits::MAX_PORTS,
+            "ports per host pair",
+        )? as usize;
+    }
     if let Some(v) = &raw.ring_block_size {
         let n = ranged(
             path,
@@ -919,6 +950,46 @@ fn init_config(
         })?);
     }
     Ok(c)
+}
+
+/// Reads `group_by`: `[src, dst]` or `[src, dst, port]`, in any order. True when it holds `port`.
+fn group_by(path: &Path, line: u64, dims: &[Spanned<Option<GoStr>>]) -> Result<bool, ConfigError> {
+    const KEY: &str = "init_config.group_by";
+    const ALLOWED: &str = "give [src, dst] (per host pair, the default) or [src, dst, port] (per \
+                           host pair and server port)";
+    let mut seen: Vec<&str> = Vec::new();
+    for d in dims {
+        let word = d.value.as_ref().map_or("", |w| w.0.trim());
+        let at = Some(d.referenced.line());
+        match ["src", "dst", "port"].into_iter().find(|&k| k == word) {
+            Some(k) if seen.contains(&k) => {
+                return Err(ConfigError::at(
+                    path,
+                    at,
+                    KEY,
+                    format!("'{k}' is given twice; {ALLOWED}"),
+                ))
+            }
+            Some(k) => seen.push(k),
+            None => {
+                return Err(ConfigError::at(
+                    path,
+                    at,
+                    KEY,
+                    format!("'{word}' is not a dimension metro groups by; {ALLOWED}"),
+                ))
+            }
+        }
+    }
+    if !(seen.contains(&"src") && seen.contains(&"dst")) {
+        return Err(ConfigError::at(
+            path,
+            Some(line),
+            KEY,
+            format!("series are always per src and dst; {ALLOWED}"),
+        ));
+    }
+    Ok(seen.contains(&"port"))
 }
 
 fn instance(
@@ -1519,6 +1590,49 @@ instances:
             p("init_config:\n  require_whitelist: no\ninstances:\n  - interface: eth0\n").unwrap();
         assert!(c.instances[0].ips.is_empty() && c.instances[0].hosts.is_empty());
         assert!(!c.init.require_whitelist);
+    }
+
+    #[test]
+    fn group_by_takes_src_dst_and_port_and_says_what_it_allows() {
+        let inst = "instances:\n  - interface: eth0\n    ips: [192.0.2.1]\n";
+        let c = p(inst).unwrap();
+        assert!(!c.init.group_by_port, "per host pair by default");
+        assert_eq!(c.init.max_ports, 32);
+        for dims in ["[src, dst]", "[dst, src]", "\n    - src\n    - dst"] {
+            let c = p(&format!("init_config:\n  group_by: {dims}\n{inst}")).unwrap();
+            assert!(!c.init.group_by_port, "{dims}");
+        }
+        let c = p(&format!(
+            "init_config:\n  group_by: [src, dst, port]\n  max_ports: 4\n{inst}"
+        ))
+        .unwrap();
+        assert!(c.init.group_by_port);
+        assert_eq!(c.init.max_ports, 4);
+        let allowed = "give [src, dst] (per host pair, the default) or [src, dst, port] (per host pair and server port)";
+        for (dims, line, what) in [
+            (
+                "[src, dst, service]",
+                2,
+                "'service' is not a dimension metro groups by",
+            ),
+            ("[src, dst, port, port]", 2, "'port' is given twice"),
+            ("[src, port]", 2, "series are always per src and dst"),
+            (
+                "\n    - src\n    - dst\n    - sport",
+                5,
+                "'sport' is not a dimension metro groups by",
+            ),
+        ] {
+            assert_eq!(
+                err(&format!("init_config:\n  group_by: {dims}\n{inst}")),
+                format!("/etc/go-metro.yaml:{line}: init_config.group_by: {what}; {allowed}"),
+                "{dims}"
+            );
+        }
+        assert_eq!(
+            err(&format!("init_config:\n  max_ports: 0\n{inst}")),
+            "/etc/go-metro.yaml:2: init_config.max_ports: 0 is outside 1 to 65536 ports per host pair"
+        );
     }
 
     #[test]

@@ -510,6 +510,7 @@ impl Daemon {
         WorkerConfig {
             max_flows: init.max_flows,
             max_pairs: init.max_pairs,
+            max_ports: init.group_by_port.then_some(init.max_ports),
             ttl: Ttl {
                 idle_ns: init.idle_ttl.as_nanos() as u64,
                 closed_ns: init.exp_ttl.as_nanos() as u64,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use metro::cli::{exit, By, Cli, Format, Mode};
+use metro::cli::{exit, Cli, Format, Mode};
 use metro::daemon;
 use metro::decode::Addr;
 use metro::live::{self, IntervalReport, LiveConfig, SampleStream};
@@ -62,7 +62,8 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
     let cfg = WorkerConfig {
         local: cli.local.iter().map(|ip| Addr::from(*ip)).collect(),
         keep_samples: cli.samples,
-        by_flow: cli.by == By::Flow,
+        by_flow: cli.by_flow(),
+        max_ports: cli.max_ports(),
         max_pairs: cli
             .max_pairs
             .map_or(WorkerConfig::default().max_pairs, |n| n as usize),
@@ -94,7 +95,7 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
     let mut out = BufWriter::new(stdout.lock());
     let plan = outcome.plan();
     let counters = &plan.counters;
-    if cli.samples || cli.format == Format::Json || cli.by == By::Flow {
+    if cli.samples || cli.format == Format::Json || cli.by_flow() {
         for s in &outcome.samples {
             json::write_sample(&mut out, s)?;
         }
@@ -108,7 +109,7 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
                 outcome.untracked_connections
             )?;
         }
-        if cli.by == By::Flow {
+        if cli.by_flow() {
             // Bytes each sender resent to each acknowledger, over its connections.
             let mut resent: std::collections::HashMap<(Addr, Addr), u64> = Default::default();
             for c in &outcome.connections {
@@ -160,6 +161,10 @@ fn open_plot(cli: &Cli) -> Result<Option<PlotTarget>, i32> {
     let Some(path) = &cli.plot else {
         return Ok(None);
     };
+    if cli.max_ports().is_some() {
+        eprintln!("metro: --plot draws host pairs, not ports: drop --by port, or run metro twice");
+        return Err(exit::USAGE);
+    }
     PlotTarget::open(path).map(Some).map_err(|e| {
         eprintln!("metro: {e}");
         exit::USAGE
@@ -173,10 +178,7 @@ fn plot_choice(cli: &Cli) -> PairChoice {
         PairChoice::Named(
             cli.plot_pair
                 .iter()
-                .map(|(s, d)| PairKey {
-                    src: Addr::from(*s),
-                    dst: Addr::from(*d),
-                })
+                .map(|(s, d)| PairKey::hosts(Addr::from(*s), Addr::from(*d)))
                 .collect(),
         )
     }
@@ -237,7 +239,7 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         .with_target(false)
         .without_time()
         .try_init();
-    if cli.by == By::Flow {
+    if cli.by_flow() {
         eprintln!("metro: --by flow reads a capture file: give --pcap FILE (live, record one with tcpdump -w)");
         return Ok(exit::USAGE);
     }
@@ -260,6 +262,7 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     if let Some(n) = cli.max_pairs {
         cfg.worker.max_pairs = n as usize;
     }
+    cfg.worker.max_ports = cli.max_ports();
     if let Some(n) = cli.max_flows {
         cfg.worker.max_flows = n as usize;
     }

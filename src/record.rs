@@ -27,6 +27,12 @@
 //!
 //! The number of pairs is bounded too: past `max_pairs` pairs in an interval, a new pair's
 //! samples go to one overflow recorder, whose samples the reporter reports as the `other` series.
+//!
+//! With the server-port dimension on (`group_by: [src, dst, port]`), the key also holds the
+//! connection's server port, and a host pair keeps at most `max_ports` ports apart in an
+//! interval: the samples of its further ports go to its own `other` port. The port lives beside
+//! the recorders (a recorder is two cache lines without it), so it costs the per-packet path
+//! nothing: a half's slot is cached, and the port is read only when a key is looked up.
 
 use std::hash::{Hash, Hasher};
 
@@ -95,17 +101,51 @@ fn hash_pair(k: &PairKey) -> u64 {
     h.finish()
 }
 
-/// The reporting key: who sent the data, and who acknowledged it (whose RTT it is).
+/// The server port of a reporting key, when series are kept per service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServicePort {
+    /// The server port of the connections (the SYN's destination port).
+    Port(u16),
+    /// The host pair's ports beyond `max_ports`, together.
+    Other,
+}
+
+impl ServicePort {
+    /// A distinct word for hashing.
+    #[inline]
+    fn word(self) -> u64 {
+        match self {
+            ServicePort::Port(p) => u64::from(p),
+            ServicePort::Other => 1 << 16,
+        }
+    }
+}
+
+/// The reporting key: who sent the data, who acknowledged it (whose RTT it is), and, with the
+/// server-port dimension on, the connections' server port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct PairKey {
     /// The data sender.
     pub src: Addr,
     /// The acknowledging end.
     pub dst: Addr,
+    /// The server port; `None` when series are per host pair only.
+    pub port: Option<ServicePort>,
+}
+
+impl PairKey {
+    /// The key of a host pair, without a port.
+    pub fn hosts(src: Addr, dst: Addr) -> PairKey {
+        PairKey {
+            src,
+            dst,
+            port: None,
+        }
+    }
 }
 
 /// Hashes the two addresses as four words (the derived hash feeds each array's length and its
-/// bytes separately).
+/// bytes separately), and the port as a fifth when there is one.
 impl Hash for PairKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -113,6 +153,9 @@ impl Hash for PairKey {
             let w = u128::from_ne_bytes(a.0);
             state.write_u64(w as u64);
             state.write_u64((w >> 64) as u64);
+        }
+        if let Some(p) = self.port {
+            state.write_u64(p.word());
         }
     }
 }
@@ -317,7 +360,9 @@ enum Store {
 #[derive(Clone)]
 #[repr(C, align(64))]
 pub struct PairRecorder {
-    key: PairKey,
+    /// The key's hosts; its port, if any, is in [`IntervalStats`]'s `ports`.
+    src: Addr,
+    dst: Addr,
     m: Moments,
     store: Store,
 }
@@ -338,7 +383,8 @@ const _: () = assert!(std::mem::size_of::<Chunk>() == 64);
 impl PairRecorder {
     fn new(key: PairKey) -> PairRecorder {
         PairRecorder {
-            key,
+            src: key.src,
+            dst: key.dst,
             m: Moments::EMPTY,
             store: Store::Sparse {
                 inline: [0; INLINE],
@@ -347,9 +393,10 @@ impl PairRecorder {
         }
     }
 
-    /// The pair.
-    pub fn key(&self) -> &PairKey {
-        &self.key
+    /// True when the recorder's hosts are the key's.
+    #[inline]
+    fn has_hosts(&self, key: &PairKey) -> bool {
+        self.src == key.src && self.dst == key.dst
     }
 
     /// The exact moments of the pair's samples.
@@ -441,6 +488,9 @@ pub struct Counters {
     /// Samples reported in the `other` series because their pair was beyond `max_pairs` (set
     /// by the reporter's merge).
     pub overflow_samples: u64,
+    /// With the server-port dimension on: samples reported under a host pair's `other` port,
+    /// because the pair had more than `max_ports` ports (set by the reporter's merge).
+    pub port_overflow_samples: u64,
 }
 
 impl Counters {
@@ -463,6 +513,7 @@ impl Counters {
         self.rtt.pool_exhausted += o.rtt.pool_exhausted;
         self.rtt.ring_full += o.rtt.ring_full;
         self.overflow_samples += o.overflow_samples;
+        self.port_overflow_samples += o.port_overflow_samples;
     }
 
     /// Frames skipped for one reason.
@@ -560,6 +611,13 @@ pub struct IntervalStats {
     spare: Spare,
     /// Most pairs kept apart; the samples of any more go to `overflow`.
     max_pairs: usize,
+    /// With the server-port dimension on, most ports a host pair keeps apart; `None`: off.
+    max_ports: Option<usize>,
+    /// Each pair's port, by slot (empty when the dimension is off).
+    ports: Vec<ServicePort>,
+    /// With the dimension on, per host pair: the slot of one of its recorders (which holds the
+    /// pair's hosts) and the number of ports it keeps apart.
+    hosts: HashTable<(u32, u32)>,
     /// The samples of pairs beyond `max_pairs`.
     overflow: PairRecorder,
     /// Samples not yet recorded, at most [`PENDING`] (see [`DEFER_ABOVE_PAIRS`]).
@@ -581,6 +639,11 @@ pub const OVERFLOW_SLOT: u32 = u32::MAX;
 /// The default bound on pairs an interval keeps apart (see [`IntervalStats::new`]).
 pub const DEFAULT_MAX_PAIRS: usize = 250_000;
 
+/// The default bound on server ports a host pair keeps apart, with the port dimension on: a
+/// host's services (HTTPS, a database, a cache, …) are a handful, while a scanner or a
+/// peer-to-peer host would make one series per port it touches.
+pub const DEFAULT_MAX_PORTS: usize = 32;
+
 impl Default for IntervalStats {
     fn default() -> IntervalStats {
         IntervalStats::new(DEFAULT_MAX_PAIRS)
@@ -600,6 +663,9 @@ impl IntervalStats {
             free_chunks: 0,
             spare: Spare::default(),
             max_pairs: max_pairs.clamp(1, OVERFLOW_SLOT as usize),
+            max_ports: None,
+            ports: Vec::new(),
+            hosts: HashTable::new(),
             overflow: PairRecorder::new(PairKey::default()),
             pending: Vec::with_capacity(PENDING),
             log: Vec::with_capacity(LOG),
@@ -616,24 +682,97 @@ impl IntervalStats {
         self.max_pairs = max_pairs.clamp(1, OVERFLOW_SLOT as usize);
     }
 
+    /// Keeps keys per server port, at most `max_ports` ports a host pair (`None`: keys are
+    /// host pairs only, and carry no port), for an interval that is empty (cleared).
+    pub fn set_max_ports(&mut self, max_ports: Option<usize>) {
+        debug_assert!(self.pairs.is_empty());
+        self.max_ports = max_ports.map(|n| n.max(1));
+    }
+
+    /// Most ports a host pair keeps apart, when keys carry a server port.
+    pub fn max_ports(&self) -> Option<usize> {
+        self.max_ports
+    }
+
+    /// The slot of `key`, hashed to `hash`, if the interval has it.
+    #[inline]
+    fn find(&self, hash: u64, key: &PairKey) -> Option<u32> {
+        let (pairs, ports) = (&self.pairs, &self.ports);
+        self.index
+            .find(hash, |&s| {
+                pairs[s].has_hosts(key) && ports.get(s as usize).copied() == key.port
+            })
+            .copied()
+    }
+
+    /// True when the host pair of `key` keeps `max_ports` ports apart already.
+    fn ports_full(&self, key: &PairKey) -> bool {
+        let Some(max) = self.max_ports else {
+            return false;
+        };
+        let pairs = &self.pairs;
+        self.hosts
+            .find(hash_pair(&PairKey::hosts(key.src, key.dst)), |&(s, _)| {
+                pairs[s].has_hosts(key)
+            })
+            .is_some_and(|&(_, n)| n as usize >= max)
+    }
+
+    /// Counts a new port of the host pair of `key`, whose recorder is in `slot`.
+    fn count_port(&mut self, key: &PairKey, slot: u32) {
+        let pairs = &self.pairs;
+        let hash = hash_pair(&PairKey::hosts(key.src, key.dst));
+        match self.hosts.find_mut(hash, |&(s, _)| pairs[s].has_hosts(key)) {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.hosts.insert_unique(hash, (slot, 1), |&(s, _)| {
+                    let r = &pairs[s];
+                    hash_pair(&PairKey::hosts(r.src, r.dst))
+                });
+            }
+        }
+    }
+
     /// Records a sample for `key`, and says where it went, so that the caller can record the
     /// pair's next samples of this interval with [`IntervalStats::record_slot`] and skip the
-    /// lookup.
+    /// lookup. A new port of a host pair that keeps `max_ports` ports already goes to the
+    /// pair's `other` port.
     #[inline(never)]
-    pub fn record(&mut self, key: PairKey, rtt_ns: u64, jitter_ns: Option<u64>) -> Recorded {
-        let hash = hash_pair(&key);
-        let pairs = &self.pairs;
-        let slot = match self.index.find(hash, |&s| pairs[s].key == key) {
-            Some(&slot) => slot,
-            None if pairs.len() >= self.max_pairs => {
+    pub fn record(&mut self, mut key: PairKey, rtt_ns: u64, jitter_ns: Option<u64>) -> Recorded {
+        let mut hash = hash_pair(&key);
+        let mut found = self.find(hash, &key);
+        if found.is_none()
+            && matches!(key.port, Some(ServicePort::Port(_)))
+            && self.ports_full(&key)
+        {
+            key.port = Some(ServicePort::Other);
+            hash = hash_pair(&key);
+            found = self.find(hash, &key);
+        }
+        let slot = match found {
+            Some(slot) => slot,
+            None if self.pairs.len() >= self.max_pairs => {
                 self.record_slot(OVERFLOW_SLOT, rtt_ns, jitter_ns);
                 return Recorded::Overflow;
             }
             None => {
+                let (pairs, ports) = (&self.pairs, &self.ports);
                 let i = pairs.len() as u32;
-                self.index
-                    .insert_unique(hash, i, |&s| hash_pair(&pairs[s].key));
+                self.index.insert_unique(hash, i, |&s| {
+                    let r = &pairs[s];
+                    hash_pair(&PairKey {
+                        src: r.src,
+                        dst: r.dst,
+                        port: ports.get(s as usize).copied(),
+                    })
+                });
                 self.pairs.push(PairRecorder::new(key));
+                if let Some(port) = key.port {
+                    self.ports.push(port);
+                    if port != ServicePort::Other {
+                        self.count_port(&key, i);
+                    }
+                }
                 self.flush_at = flush_at(self.pairs.len());
                 // Room for a flush's sort, grown here, where allocating is expected, rather
                 // than in a flush on the hot path (`starts` is empty between flushes).
@@ -819,7 +958,7 @@ impl IntervalStats {
     /// Every pair with samples. The interval must be settled.
     pub fn pairs(&self) -> impl Iterator<Item = PairSamples<'_>> {
         debug_assert!(self.settled(), "IntervalStats::settle first");
-        self.pairs.iter().map(move |r| PairSamples { r, s: self })
+        (0..self.pairs.len() as u32).map(move |slot| self.pair(slot))
     }
 
     /// The pair in `slot`. The interval must be settled.
@@ -827,6 +966,7 @@ impl IntervalStats {
         debug_assert!(self.settled(), "IntervalStats::settle first");
         PairSamples {
             r: &self.pairs[slot],
+            port: self.ports.get(slot as usize).copied(),
             s: self,
         }
     }
@@ -835,6 +975,7 @@ impl IntervalStats {
     pub fn overflow(&self) -> Option<PairSamples<'_>> {
         (self.overflow.m.count > 0).then_some(PairSamples {
             r: &self.overflow,
+            port: None,
             s: self,
         })
     }
@@ -851,7 +992,14 @@ impl IntervalStats {
         } else {
             (self.index.capacity() * 8 / 7).next_power_of_two()
         };
+        let hosts_buckets = if self.hosts.capacity() == 0 {
+            0
+        } else {
+            (self.hosts.capacity() * 8 / 7).next_power_of_two()
+        };
         index_buckets * (std::mem::size_of::<u32>() + 1)
+            + hosts_buckets * (std::mem::size_of::<(u32, u32)>() + 1)
+            + self.ports.capacity() * std::mem::size_of::<ServicePort>()
             + self.pairs.capacity() * std::mem::size_of::<PairRecorder>()
             + self.pairs.segments.capacity() * std::mem::size_of::<Vec<PairRecorder>>()
             + self.pairs.iter().map(dense).sum::<usize>()
@@ -870,6 +1018,8 @@ impl IntervalStats {
         self.log.clear();
         self.flush_at = flush_at(0);
         self.index.clear();
+        self.hosts.clear();
+        self.ports.clear();
         for segment in &mut self.pairs.segments {
             for p in segment.drain(..) {
                 if let Some(c) = zeroed_counts(p) {
@@ -1140,13 +1290,18 @@ impl Sparse<'_> {
 #[derive(Clone, Copy)]
 pub struct PairSamples<'a> {
     r: &'a PairRecorder,
+    port: Option<ServicePort>,
     s: &'a IntervalStats,
 }
 
 impl<'a> PairSamples<'a> {
     /// The pair (meaningless for the overflow recorder).
-    pub fn key(&self) -> &'a PairKey {
-        &self.r.key
+    pub fn key(&self) -> PairKey {
+        PairKey {
+            src: self.r.src,
+            dst: self.r.dst,
+            port: self.port,
+        }
     }
 
     /// The exact moments of its samples.
@@ -1189,10 +1344,7 @@ pub(crate) mod tests {
     use std::collections::HashMap;
 
     fn key(a: u8, b: u8) -> PairKey {
-        PairKey {
-            src: Addr::v4([10, 0, 0, a]),
-            dst: Addr::v4([10, 0, 0, b]),
-        }
+        PairKey::hosts(Addr::v4([10, 0, 0, a]), Addr::v4([10, 0, 0, b]))
     }
 
     /// A deterministic stream of pseudo-random numbers (splitmix64), for the recorder's and the
@@ -1322,7 +1474,7 @@ pub(crate) mod tests {
         }
         s.settle();
         for p in s.pairs() {
-            assert_eq!(buckets(p), expected(&want[p.key()]), "{:?}", p.key());
+            assert_eq!(buckets(p), expected(&want[&p.key()]), "{:?}", p.key());
         }
         let before = s.chunks.len();
         s.clear();
@@ -1391,7 +1543,7 @@ pub(crate) mod tests {
         assert!(s.pairs.iter().all(|p| p.is_dense()));
         s.settle();
         for p in s.pairs() {
-            assert_eq!(buckets(p), expected(&want[p.key()]), "{:?}", p.key());
+            assert_eq!(buckets(p), expected(&want[&p.key()]), "{:?}", p.key());
         }
     }
 
@@ -1431,10 +1583,7 @@ pub(crate) mod tests {
         let mut want: HashMap<PairKey, (Moments, Vec<u64>)> = HashMap::new();
         let key_of = |n: u32| {
             let [_, a, b, c] = n.to_be_bytes();
-            PairKey {
-                src: Addr::v4([10, a, b, c]),
-                dst: Addr::v4([172, 16, 0, 1]),
-            }
+            PairKey::hosts(Addr::v4([10, a, b, c]), Addr::v4([172, 16, 0, 1]))
         };
         let mut slots = HashMap::new();
         for round in 0..40_000u32 {
@@ -1467,10 +1616,50 @@ pub(crate) mod tests {
         s.settle();
         assert_eq!(s.len(), want.len());
         for p in s.pairs() {
-            let (m, values) = &want[p.key()];
+            let (m, values) = &want[&p.key()];
             assert_eq!(p.moments(), m);
             assert_eq!(buckets(p), expected(values));
         }
+    }
+
+    #[test]
+    fn ports_beyond_the_cap_go_to_their_pairs_other_port() {
+        use ServicePort::{Other, Port};
+        let k = |a: u8, port| PairKey {
+            port: Some(port),
+            ..key(a, 1)
+        };
+        let mut s = IntervalStats::new(100);
+        s.set_max_ports(Some(2));
+        assert_eq!(s.record(k(1, Port(443)), 1_000, None), Recorded::Slot(0));
+        assert_eq!(s.record(k(1, Port(5432)), 2_000, None), Recorded::Slot(1));
+        // A third and a fourth port share the pair's `other`; a known port keeps its slot.
+        assert_eq!(s.record(k(1, Port(80)), 3_000, None), Recorded::Slot(2));
+        assert_eq!(s.record(k(1, Port(81)), 4_000, None), Recorded::Slot(2));
+        assert_eq!(s.record(k(1, Port(443)), 5_000, None), Recorded::Slot(0));
+        // Another host pair has its own ports.
+        assert_eq!(s.record(k(2, Port(80)), 6_000, None), Recorded::Slot(3));
+        s.settle();
+        let got: Vec<(PairKey, u64)> = s.pairs().map(|p| (p.key(), p.count())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (k(1, Port(443)), 2),
+                (k(1, Port(5432)), 1),
+                (k(1, Other), 2),
+                (k(2, Port(80)), 1)
+            ]
+        );
+        // Ports are counted per interval.
+        s.clear();
+        s.set_max_ports(Some(2));
+        assert_eq!(s.record(k(1, Port(80)), 3_000, None), Recorded::Slot(0));
+        // Without the dimension, keys carry no port and none is kept.
+        let mut s = IntervalStats::new(100);
+        assert_eq!(s.record(key(1, 1), 1_000, None), Recorded::Slot(0));
+        s.settle();
+        assert_eq!(s.pair(0).key().port, None);
+        assert!(s.ports.is_empty());
     }
 
     #[test]
@@ -1480,10 +1669,10 @@ pub(crate) mod tests {
         let mut rng = Rng(1);
         for n in 0..200_000u32 {
             let [_, a, b, c] = n.to_be_bytes();
-            let k = PairKey {
-                src: Addr::v4([10, a, b, c]),
-                dst: Addr::v4([172, 16, 0, (n % 7) as u8]),
-            };
+            let k = PairKey::hosts(
+                Addr::v4([10, a, b, c]),
+                Addr::v4([172, 16, 0, (n % 7) as u8]),
+            );
             for _ in 0..3 {
                 s.record(k, rng.log_uniform(18, 26), None);
             }

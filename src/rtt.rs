@@ -13,7 +13,9 @@
 //!    bytes (RFC 7323 §4.3 echoes the TSval of the segment that advanced the window): the sample
 //!    is then timed from that transmission.
 //! 3. **Handshake.** SYN → SYN/ACK and SYN/ACK → ACK are ordinary instances of rule 1, recorded
-//!    with their own method so users can tell them apart.
+//!    with their own method so users can tell them apart. A half also remembers whether its
+//!    first segment was the SYN or the SYN/ACK, so that the caller can tell the server
+//!    ([`FlowRtt::server_side`]).
 //!
 //! State is bounded. A half keeps one segment inline in the flow entry, which is all that a
 //! request/response flow needs. When a second segment is in flight, or a segment is resent, the
@@ -207,6 +209,10 @@ mod half {
     pub const PAUSED: u8 = 0x04;
     /// `last_rtt` holds the previous sample.
     pub const LAST: u8 = 0x08;
+    /// The first segment seen from this sender was a SYN without ACK: it opened the connection.
+    pub const OPENED: u8 = 0x10;
+    /// The first segment seen from this sender was a SYN/ACK: it accepted the connection.
+    pub const ACCEPTED: u8 = 0x20;
 }
 
 /// One tracked transmission: when it was captured, where it ends, its TSval and flags.
@@ -563,6 +569,18 @@ impl FlowRtt {
         sample
     }
 
+    /// The side (0 or 1) that accepted the connection, its server, when the capture holds its
+    /// handshake: the side whose first segment was the SYN/ACK, or the other side of the one
+    /// whose first segment was the SYN. `None` when neither was seen.
+    pub fn server_side(&self) -> Option<usize> {
+        let role = |s: usize| self.halves[s].inline.half_flags & (half::OPENED | half::ACCEPTED);
+        match (role(0), role(1)) {
+            (half::ACCEPTED, _) | (_, half::OPENED) => Some(0),
+            (_, half::ACCEPTED) | (half::OPENED, _) => Some(1),
+            _ => None,
+        }
+    }
+
     /// Gives back any rings the flow holds; call before forgetting the flow.
     pub fn release(&mut self, pool: &mut SegPool) {
         for h in &mut self.halves {
@@ -602,7 +620,14 @@ impl Half {
         let end = seq.wrapping_add(p.seq_len);
         let flags = self.inline.half_flags;
         if flags & half::SND == 0 {
-            self.inline.half_flags = flags | half::SND;
+            // Who opened the connection is read from its first segment only: once per half,
+            // never on the per-packet path.
+            let role = match (p.syn(), p.ack().is_some()) {
+                (true, false) => half::OPENED,
+                (true, true) => half::ACCEPTED,
+                (false, _) => 0,
+            };
+            self.inline.half_flags = flags | half::SND | role;
             self.core.snd_max = end;
             self.inline.clear();
             self.inline.set_start(seq);
@@ -1013,6 +1038,29 @@ mod tests {
         assert_eq!(rtt(s), Some((20_000, Method::Syn)));
         let s = c.ack(C, 501, 21_500, None);
         assert_eq!(rtt(s), Some((500, Method::Syn)));
+    }
+
+    #[test]
+    fn the_server_is_the_side_that_sent_the_synack_or_did_not_send_the_syn() {
+        let syn = Packet::new(100, 1, None, true, false, None);
+        let synack = Packet::new(500, 1, Some(101), true, false, None);
+        let data = Packet::new(101, 10, Some(501), false, false, None);
+        for (packets, want) in [
+            (&[(C, syn), (S, synack), (C, data)][..], Some(S)),
+            // The SYN alone, or the SYN/ACK alone, names the server.
+            (&[(C, syn)][..], Some(S)),
+            (&[(S, synack), (C, data)][..], Some(S)),
+            (&[(S, syn)][..], Some(C)),
+            // No handshake: unknown, whatever follows; a SYN after data does not count.
+            (&[(C, data)][..], None),
+            (&[(C, data), (C, syn)][..], None),
+        ] {
+            let mut c = Conv::new();
+            for (side, p) in packets {
+                c.f.on_packet(&mut c.pool, *side, p, 1_000);
+            }
+            assert_eq!(c.f.server_side(), want, "{packets:?}");
+        }
     }
 
     #[test]

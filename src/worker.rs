@@ -17,7 +17,9 @@ use crate::capture::{Frame, LinkType};
 use crate::conn::{Connection, Connections, Segment as ConnSegment};
 use crate::decode::{self, flags, Addr};
 use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
-use crate::record::{IntervalStats, PairKey, Recorded, DEFAULT_MAX_PAIRS, OVERFLOW_SLOT};
+use crate::record::{
+    IntervalStats, PairKey, Recorded, ServicePort, DEFAULT_MAX_PAIRS, OVERFLOW_SLOT,
+};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
 
 /// An address range, `ADDR/PREFIX` (IPv4 or IPv6); a bare address is a /32 or /128.
@@ -115,6 +117,9 @@ pub struct WorkerConfig {
     pub keep_samples: bool,
     /// Keep per-connection statistics (`--by flow`).
     pub by_flow: bool,
+    /// Report per server port too (`--by port`, `group_by: [src, dst, port]`), keeping at most
+    /// this many ports of a host pair apart in an interval; `None`: per host pair only.
+    pub max_ports: Option<usize>,
 }
 
 impl Default for WorkerConfig {
@@ -136,6 +141,7 @@ impl Default for WorkerConfig {
             whitelist: None,
             keep_samples: false,
             by_flow: false,
+            max_ports: None,
         }
     }
 }
@@ -247,6 +253,8 @@ struct Engine {
     stats: IntervalStats,
     /// The bound every interval of this worker keeps.
     max_pairs: usize,
+    /// The ports every interval keeps per host pair, when keys carry the server port.
+    max_ports: Option<usize>,
     samples: Vec<SampleRecord>,
     /// Per-connection statistics, with `--by flow` only.
     conns: Option<Box<Connections>>,
@@ -270,8 +278,13 @@ impl Worker {
                 local: cfg.local.clone(),
                 whitelist: cfg.whitelist.clone(),
                 keep_samples: cfg.keep_samples,
-                stats: IntervalStats::new(cfg.max_pairs),
+                stats: {
+                    let mut s = IntervalStats::new(cfg.max_pairs);
+                    s.set_max_ports(cfg.max_ports);
+                    s
+                },
                 max_pairs: cfg.max_pairs,
+                max_ports: cfg.max_ports,
                 samples: Vec::new(),
                 conns: cfg
                     .by_flow
@@ -522,6 +535,7 @@ impl Engine {
                     &self.local,
                     &self.whitelist,
                     p,
+                    flow,
                     data_side,
                     sample.rtt_ns,
                     sample.jitter_ns,
@@ -557,6 +571,7 @@ impl Engine {
     fn take_interval(&mut self, mut fresh: IntervalStats) -> IntervalStats {
         fresh.clear();
         fresh.set_max_pairs(self.max_pairs);
+        fresh.set_max_ports(self.max_ports);
         self.stats.settle();
         let mut done = std::mem::replace(&mut self.stats, fresh);
         // Every packet is TCP or skipped for one reason: counted once, not on every packet.
@@ -688,27 +703,49 @@ fn keep_sample(
     }
 }
 
+/// The server port of a flow whose endpoints' ports are `ports` (by side): the port of the side
+/// that accepted the connection (the SYN's destination), or, when the capture holds neither SYN
+/// nor SYN/ACK, the smaller port (servers listen on well-known and registered ports; clients
+/// take ephemeral ones, 32768–60999 on Linux, 49152–65535 elsewhere).
+pub fn server_port(server_side: Option<usize>, ports: [u16; 2]) -> u16 {
+    match server_side {
+        Some(side) => ports[side & 1],
+        None => ports[0].min(ports[1]),
+    }
+}
+
 /// Decides how a half is reported in this interval, and records its sample (the first of the
 /// interval, or one whose pair's slot did not fit the cookie). Returns the cookie's low bits.
+/// The pair's slot stands for the interval, so the server port (constant for a flow) is read
+/// here only, never per packet.
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn record_first(
     stats: &mut IntervalStats,
     local: &[Addr],
     whitelist: &Option<Vec<Net>>,
     p: &Parsed,
+    flow: &FlowRtt,
     data_side: usize,
     rtt_ns: u64,
     jitter_ns: Option<u64>,
 ) -> u32 {
-    let ((sender, _), (acker, _)) = p.ends(data_side);
+    let ((sender, sender_port), (acker, acker_port)) = p.ends(data_side);
     if !reported(local, whitelist, &acker) {
         stats.counters.filtered += 1;
         return cookie::FILTERED;
     }
+    let port = stats.max_ports().map(|_| {
+        let mut ports = [0; 2];
+        ports[data_side] = sender_port;
+        ports[data_side ^ 1] = acker_port;
+        ServicePort::Port(server_port(flow.server_side(), ports))
+    });
     let pair = PairKey {
         src: sender,
         dst: acker,
+        port,
     };
     match stats.record(pair, rtt_ns, jitter_ns) {
         // 0 (a slot too large for the cookie) leaves it undecided: the next sample looks again.

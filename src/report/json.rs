@@ -27,7 +27,13 @@ fn pair_line(p: &PairSummary, retrans: Option<u64>) -> Line {
     l.push_host(&p.src, p.other);
     l.push_str("\",\"dst\":\"");
     l.push_host(&p.dst, p.other);
-    l.push_str("\",\"samples\":");
+    l.push_str("\"");
+    // Only with the server-port dimension on.
+    if let Some(port) = p.port {
+        l.push_str(",\"port\":");
+        l.push_port(port, "\"other\"");
+    }
+    l.push_str(",\"samples\":");
     l.push_u64(p.samples);
     l.push_str(",\"min_ms\":");
     l.push_ms(p.min_ns, 6);
@@ -83,6 +89,14 @@ pub fn write_counters(out: &mut impl Write, c: &Counters) -> io::Result<()> {
     // Present only when the `max_pairs` bound folded pairs into the `other` series.
     if c.overflow_samples > 0 {
         write!(out, ",\"overflow_samples\":{}", c.overflow_samples)?;
+    }
+    // Present only when some host pair had more than `max_ports` ports.
+    if c.port_overflow_samples > 0 {
+        write!(
+            out,
+            ",\"port_overflow_samples\":{}",
+            c.port_overflow_samples
+        )?;
     }
     writeln!(out, "}}")
 }

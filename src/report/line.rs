@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 
 use crate::decode::Addr;
+use crate::record::ServicePort;
 
 /// A line being built: longer than any line the reports write (two IPv6 addresses and ten
 /// numbers), so a push never runs out of room in practice; if one would, the line is cut and
@@ -100,6 +101,14 @@ impl Line {
             ip @ IpAddr::V6(_) => {
                 let _ = write!(self, "{ip}");
             }
+        }
+    }
+
+    /// Appends a series' server port: its number, or `other` as given.
+    pub fn push_port(&mut self, port: ServicePort, other: &str) {
+        match port {
+            ServicePort::Port(n) => self.push_u64(u64::from(n)),
+            ServicePort::Other => self.push_str(other),
         }
     }
 

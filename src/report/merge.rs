@@ -12,15 +12,21 @@
 //!   recording the samples into a histogram gives (the tests check it on random sample sets),
 //!   without zeroing a 12 KiB counts array for every one of a gateway's 200,000 pairs.
 //!
-//! The interval keeps at most `max_pairs` pairs apart: past it, the pairs with the fewest samples
-//! are folded, with the workers' own overflow recorders, into one `other` series, and counted.
+//! With the server-port dimension on, a series is a (src, dst, port) key, and a host pair keeps
+//! at most `max_ports` ports apart after the merge too (workers bound their own, but two workers
+//! may keep different ports of one pair): the pair's ports with the fewest samples are folded
+//! into its `other` port, and every sample reported under an `other` port is counted.
+//!
+//! The interval keeps at most `max_pairs` series apart: past it, the series with the fewest
+//! samples are folded, with the workers' own overflow recorders, into one `other` series, and
+//! counted.
 
 use hdrhistogram::Histogram;
 
 use crate::decode::Addr;
 use crate::record::{
-    Counters, IntervalStats, Moments, PairKey, PairSamples, HIST_HIGH_NS, HIST_INITIAL_HIGH_NS,
-    HIST_LOW_NS, RTT, RTT_SIGFIG,
+    Counters, IntervalStats, Moments, PairKey, PairSamples, ServicePort, HIST_HIGH_NS,
+    HIST_INITIAL_HIGH_NS, HIST_LOW_NS, RTT, RTT_SIGFIG,
 };
 
 /// Samples of a pair kept only as indices that are summarised by sorting them; a pair with
@@ -37,6 +43,9 @@ pub struct PairSummary {
     /// True for the `other` series: the pairs beyond `max_pairs`, together (`src` and `dst`
     /// are then meaningless).
     pub other: bool,
+    /// The server port, when series are per port (`other` for the global `other` series, and
+    /// for a host pair's ports beyond `max_ports`); `None` when they are per host pair.
+    pub port: Option<ServicePort>,
     /// Number of samples.
     pub samples: u64,
     /// Smallest sample, exact.
@@ -126,8 +135,20 @@ impl Merged {
 struct Ref {
     src: u128,
     dst: u128,
+    port: Option<ServicePort>,
     worker: u32,
     slot: u32,
+}
+
+impl Ref {
+    /// The series this part is reported in.
+    fn key(&self) -> PairKey {
+        PairKey {
+            src: Addr(self.src.to_be_bytes()),
+            dst: Addr(self.dst.to_be_bytes()),
+            port: self.port,
+        }
+    }
 }
 
 /// The merge of settled intervals, ordered and bounded, whose summaries are made one at a time
@@ -140,6 +161,8 @@ pub struct Plan<'a> {
     groups: Vec<(u32, u32, bool)>,
     /// True when some pair is reported as `other`.
     other: bool,
+    /// True when series are per server port.
+    by_port: bool,
     /// Counters summed over the workers, with the overflow's.
     pub counters: Counters,
 }
@@ -151,6 +174,7 @@ impl<'a> Plan<'a> {
         max_pairs: usize,
     ) -> Plan<'a> {
         let intervals: Vec<&IntervalStats> = intervals.into_iter().collect();
+        let max_ports = intervals.iter().find_map(|s| s.max_ports());
         let mut counters = Counters::default();
         let mut refs = Vec::with_capacity(intervals.iter().map(|s| s.len()).sum());
         for (w, s) in intervals.iter().enumerate() {
@@ -160,25 +184,31 @@ impl<'a> Plan<'a> {
                 refs.push(Ref {
                     src: u128::from_be_bytes(k.src.0),
                     dst: u128::from_be_bytes(k.dst.0),
+                    port: k.port,
                     worker: w as u32,
                     slot: slot as u32,
                 });
             }
         }
-        // Big-endian words order as the addresses' bytes do: the output's order.
-        refs.sort_unstable_by_key(|r| (r.src, r.dst, r.worker));
+        // Big-endian words order as the addresses' bytes do: the output's order (by port
+        // within a host pair, its `other` port last).
+        refs.sort_unstable_by_key(|r| (r.src, r.dst, r.port, r.worker));
+        let part = |r: &Ref| intervals[r.worker as usize].pair(r.slot);
+        if let Some(max_ports) = max_ports {
+            counters.port_overflow_samples = cap_ports(&mut refs, max_ports, |r| part(r).count());
+        }
         let mut groups: Vec<(u32, u32, bool)> = Vec::new();
         let mut at = 0;
         while at < refs.len() {
+            let key = (refs[at].src, refs[at].dst, refs[at].port);
             let end = at
                 + refs[at..]
                     .iter()
-                    .take_while(|r| (r.src, r.dst) == (refs[at].src, refs[at].dst))
+                    .take_while(|r| (r.src, r.dst, r.port) == key)
                     .count();
             groups.push((at as u32, end as u32, false));
             at = end;
         }
-        let part = |r: &Ref| intervals[r.worker as usize].pair(r.slot);
         let samples = |a: u32, b: u32| -> u64 {
             refs[a as usize..b as usize]
                 .iter()
@@ -214,8 +244,14 @@ impl<'a> Plan<'a> {
             refs,
             groups,
             other,
+            by_port: max_ports.is_some(),
             counters,
         }
+    }
+
+    /// True when series are per server port.
+    pub fn by_port(&self) -> bool {
+        self.by_port
     }
 
     /// Number of summaries: the pairs kept apart, and `other` if any pair is folded into it.
@@ -235,7 +271,7 @@ impl<'a> Plan<'a> {
     /// The summaries' (sender, acknowledger) as printed, in order, without summarising.
     pub fn names(&self) -> impl Iterator<Item = (String, String)> + '_ {
         let kept = self.groups.iter().filter(|g| !g.2).map(|g| {
-            let k = self.part(&self.refs[g.0 as usize]).key();
+            let k = self.refs[g.0 as usize].key();
             (k.src.to_string(), k.dst.to_string())
         });
         kept.chain(
@@ -255,7 +291,7 @@ impl<'a> Plan<'a> {
             let parts = self.refs[a as usize..b as usize]
                 .iter()
                 .map(|r| self.part(r));
-            let key = *self.part(&self.refs[a as usize]).key();
+            let key = self.refs[a as usize].key();
             f(&sm.summarise(parts, key, false))?;
         }
         if self.other {
@@ -266,10 +302,60 @@ impl<'a> Plan<'a> {
                 .flat_map(|g| self.refs[g.0 as usize..g.1 as usize].iter())
                 .map(|r| self.part(r));
             let own = self.intervals.iter().filter_map(|s| s.overflow());
-            f(&sm.summarise(folded.chain(own), PairKey::default(), true))?;
+            let key = PairKey {
+                port: self.by_port.then_some(ServicePort::Other),
+                ..PairKey::default()
+            };
+            f(&sm.summarise(folded.chain(own), key, true))?;
         }
         Ok(())
     }
+}
+
+/// Keeps at most `max_ports` ports of each host pair apart in `refs` (sorted by key): the ports
+/// with the fewest samples (`count` gives a part's) go to the pair's `other` port, which is then
+/// sorted last again. Returns the samples reported under `other` ports.
+fn cap_ports(refs: &mut [Ref], max_ports: usize, count: impl Fn(&Ref) -> u64) -> u64 {
+    let mut overflow = 0;
+    let mut ports: Vec<(u64, u16, u32, u32)> = Vec::new();
+    let mut at = 0;
+    while at < refs.len() {
+        let hosts = (refs[at].src, refs[at].dst);
+        let end = at
+            + refs[at..]
+                .iter()
+                .take_while(|r| (r.src, r.dst) == hosts)
+                .count();
+        // The host pair's ports: (samples, port, first ref, end).
+        ports.clear();
+        let mut i = at;
+        while i < end {
+            let port = refs[i].port;
+            let j = i + refs[i..end].iter().take_while(|r| r.port == port).count();
+            if let Some(ServicePort::Port(p)) = port {
+                let n = refs[i..j].iter().map(&count).sum();
+                ports.push((n, p, i as u32, j as u32));
+            }
+            i = j;
+        }
+        if ports.len() > max_ports {
+            // Most samples first, then the lower port.
+            ports.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            for &(_, _, i, j) in &ports[max_ports..] {
+                for r in &mut refs[i as usize..j as usize] {
+                    r.port = Some(ServicePort::Other);
+                }
+            }
+            refs[at..end].sort_unstable_by_key(|r| (r.port, r.worker));
+        }
+        overflow += refs[at..end]
+            .iter()
+            .filter(|r| r.port == Some(ServicePort::Other))
+            .map(&count)
+            .sum::<u64>();
+        at = end;
+    }
+    overflow
 }
 
 /// Summarises pairs one at a time, reusing its buffers.
@@ -326,6 +412,7 @@ impl Summariser {
             src: key.src,
             dst: key.dst,
             other,
+            port: key.port,
             samples: m.count,
             min_ns: if m.count == 0 { 0 } else { m.min_ns },
             p50_ns: p50,
@@ -391,10 +478,7 @@ mod tests {
     use crate::record::{Recorded, SPARSE_MAX};
 
     fn key(a: u8, b: u8) -> PairKey {
-        PairKey {
-            src: Addr::v4([10, 0, 0, a]),
-            dst: Addr::v4([10, 0, 0, b]),
-        }
+        PairKey::hosts(Addr::v4([10, 0, 0, a]), Addr::v4([10, 0, 0, b]))
     }
 
     /// The reference: every sample recorded straight into one HdrHistogram, with exact moments,
@@ -415,6 +499,7 @@ mod tests {
             src: key.src,
             dst: key.dst,
             other: false,
+            port: key.port,
             samples: m.count,
             min_ns: m.min_ns,
             p50_ns: q(0.5),
@@ -512,10 +597,10 @@ mod tests {
         b.record(key(1, 9), 1_000_000, None);
         a.record(key(1, 2), 1_000_000, None);
         b.record(key(3, 1), 3_000_000, None);
-        let v6 = PairKey {
-            src: Addr::from("2001:db8::1".parse::<std::net::IpAddr>().unwrap()),
-            dst: Addr::v4([10, 0, 0, 1]),
-        };
+        let v6 = PairKey::hosts(
+            Addr::from("2001:db8::1".parse::<std::net::IpAddr>().unwrap()),
+            Addr::v4([10, 0, 0, 1]),
+        );
         b.record(v6, 5_000_000, None);
         let m = Merged::from_owned(vec![a, b], 100);
         let got: Vec<(Addr, Addr, u64)> = m
@@ -531,6 +616,56 @@ mod tests {
         ];
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn ports_past_the_cap_fold_into_their_pairs_other_port_after_the_merge() {
+        use ServicePort::{Other, Port};
+        let k = |port| PairKey {
+            port: Some(port),
+            ..key(1, 2)
+        };
+        // Each worker keeps 2 ports; together they keep 4, and the merge keeps the 2 busiest.
+        let mut w = [IntervalStats::new(100), IntervalStats::new(100)];
+        for s in &mut w {
+            s.set_max_ports(Some(2));
+        }
+        let mut other = Vec::new();
+        for (i, &(worker, port, n)) in [
+            (0, 443, 3),
+            (0, 80, 1),
+            (1, 5432, 2),
+            (1, 22, 1),
+            (1, 8080, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for j in 0..n {
+                let v = 1_000_000 * (i as u64 + 1) + j;
+                w[worker].record(k(Port(port)), v, None);
+                if matches!(port, 80 | 22 | 8080) {
+                    other.push((v, None));
+                }
+            }
+        }
+        let m = Merged::from_owned(w.into(), 100);
+        let got: Vec<(Option<ServicePort>, u64)> =
+            m.summaries().iter().map(|p| (p.port, p.samples)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(Port(443)), 3),
+                (Some(Port(5432)), 2),
+                (Some(Other), 3)
+            ]
+        );
+        assert_eq!(
+            strip(m.summaries()[2].clone()),
+            strip(reference(k(Other), &other))
+        );
+        assert_eq!(m.counters.port_overflow_samples, 3);
+        assert_eq!(m.counters.overflow_samples, 0);
     }
 
     #[test]

@@ -48,7 +48,7 @@ use prometheus_client::registry::Registry;
 use super::PairSummary;
 use crate::decode::Skip;
 use crate::live::{IntervalReport, KernelStats};
-use crate::record::Counters;
+use crate::record::{Counters, ServicePort};
 
 /// Largest request (request line and headers) read before answering 431.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -93,8 +93,18 @@ struct Totals {
     seen: u64,
 }
 
-/// Key of a pair's totals: its names as printed (`other` for the overflow series).
-type PairName = (String, String);
+/// Key of a pair's totals: its names as printed (`other` for the overflow series), and its
+/// server port's with the port dimension on.
+type PairName = (String, String, Option<String>);
+
+/// A summary's key in the totals.
+fn pair_name(p: &PairSummary) -> PairName {
+    let port = p.port.map(|port| match port {
+        ServicePort::Port(n) => n.to_string(),
+        ServicePort::Other => "other".to_string(),
+    });
+    (p.src_name(), p.dst_name(), port)
+}
 
 /// One capture's side: folds its intervals into totals and publishes snapshots.
 #[derive(Debug)]
@@ -174,7 +184,12 @@ impl Endpoint {
         for t in tags {
             let (k, v) = t.split_once(':').unwrap_or(("tag", t.as_str()));
             let k = label_name(k);
-            if k != "src" && k != "dst" && k != "iface" && !labels.iter().any(|(n, _)| *n == k) {
+            if k != "src"
+                && k != "dst"
+                && k != "iface"
+                && k != "port"
+                && !labels.iter().any(|(n, _)| *n == k)
+            {
                 labels.push((k, v.to_string()));
             }
         }
@@ -231,14 +246,11 @@ impl Exposition {
     pub fn report(&mut self, r: &IntervalReport) {
         self.interval += 1;
         for p in r.pairs.iter().filter(|p| p.samples > 0) {
-            let t = self
-                .totals
-                .entry((p.src_name(), p.dst_name()))
-                .or_insert(Totals {
-                    count: 0,
-                    sum_ns: 0.0,
-                    seen: 0,
-                });
+            let t = self.totals.entry(pair_name(p)).or_insert(Totals {
+                count: 0,
+                sum_ns: 0.0,
+                seen: 0,
+            });
             t.count += p.samples;
             t.sum_ns += p.avg_ns * p.samples as f64;
             t.seen = self.interval;
@@ -261,23 +273,28 @@ impl Exposition {
             .pairs
             .iter()
             .filter(|p| p.samples > 0)
-            .map(|p| ((p.src_name(), p.dst_name()), p))
+            .map(|p| (pair_name(p), p))
             .collect();
         let mut pairs: Vec<PairSeries> = self
             .totals
             .iter()
-            .map(|((src, dst), t)| PairSeries {
+            .map(|(name, t)| PairSeries {
                 labels: {
+                    let (src, dst, port) = name;
                     let mut l = vec![
                         ("src".to_string(), src.clone()),
                         ("dst".into(), dst.clone()),
                     ];
                     l.extend(self.labels.iter().cloned());
+                    // Only with the server-port dimension on.
+                    if let Some(port) = port {
+                        l.push(("port".into(), port.clone()));
+                    }
                     l
                 },
                 count: t.count,
                 sum_s: t.sum_ns / 1e9,
-                last: last.get(&(src.clone(), dst.clone())).map(|p| (*p).clone()),
+                last: last.get(name).map(|p| (*p).clone()),
             })
             .collect();
         pairs.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -453,6 +470,19 @@ impl Collector for Scrape {
                 }
             }
         }
+        // Only once some host pair had more ports than `max_ports`, as its DogStatsD twin.
+        if self.0.iter().any(|s| s.counters.port_overflow_samples > 0) {
+            let mut m = enc.encode_descriptor(
+                "metro_ports_overflow_samples",
+                "Samples reported under a pair's `other` port because max_ports was reached.",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &self.0 {
+                ConstCounter::new(s.counters.port_overflow_samples)
+                    .encode(m.encode_family(&s.labels)?)?;
+            }
+        }
         let mut m = enc.encode_descriptor(
             "metro_flows",
             "Flows tracked at the end of the last interval.",
@@ -552,6 +582,7 @@ mod tests {
             src: Addr::v4([10, 0, 0, a]),
             dst: Addr::v4([10, 0, 0, b]),
             other: false,
+            port: None,
             samples,
             min_ns: 1_000_000,
             p50_ns,
@@ -587,6 +618,37 @@ mod tests {
     /// The lines of `text` that start with `prefix`.
     fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
         text.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    #[test]
+    fn series_per_port_carry_a_port_label_and_the_overflow_counter() {
+        let e = Endpoint::serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut x = e.exposition("eth0", &[], 10);
+        let mut r = interval(
+            [Some(ServicePort::Port(443)), Some(ServicePort::Other)]
+                .into_iter()
+                .map(|port| PairSummary {
+                    port,
+                    ..pair(1, 2, 3, 5_000_000.0, 5_000_000)
+                })
+                .collect(),
+            10,
+            0,
+        );
+        r.counters.port_overflow_samples = 3;
+        x.report(&r);
+        let t = e.render();
+        assert_eq!(
+            lines(&t, "metro_rtt_seconds_count{"),
+            [
+                r#"metro_rtt_seconds_count{src="10.0.0.1",dst="10.0.0.2",iface="eth0",port="443"} 3"#,
+                r#"metro_rtt_seconds_count{src="10.0.0.1",dst="10.0.0.2",iface="eth0",port="other"} 3"#,
+            ]
+        );
+        assert_eq!(
+            lines(&t, "metro_ports_overflow_samples_total"),
+            [r#"metro_ports_overflow_samples_total{iface="eth0"} 3"#]
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvErro
 use super::{ms, PairSummary};
 use crate::decode::{Addr, Skip};
 use crate::live::IntervalReport;
+use crate::record::ServicePort;
 
 /// Largest datagram the sender builds: datadog-go's default for UDP, which stays under a
 /// 1500-byte MTU with IPv6 and UDP headers.
@@ -298,8 +299,13 @@ impl Reporter {
                     format!("dst:{}", Self::name(&names, &p.dst)),
                 )
             };
+            // After go-metro's tags, and only with the server-port dimension on.
+            let port = p.port.map(|port| match port {
+                ServicePort::Port(n) => format!("port:{n}"),
+                ServicePort::Other => "port:other".to_string(),
+            });
             for (metric, value) in self.pair_values(p) {
-                self.gauge(metric, value, &[&src, &dst]);
+                self.gauge_then(metric, value, &[&src, &dst], port.as_deref());
             }
         }
         if self.cfg.self_metrics {
@@ -328,6 +334,11 @@ impl Reporter {
     }
 
     fn gauge(&self, metric: &str, value: f64, first: &[&str]) {
+        self.gauge_then(metric, value, first, None);
+    }
+
+    /// A gauge tagged `first`, the instance's tags, `iface:`, then `last` if given.
+    fn gauge_then(&self, metric: &str, value: f64, first: &[&str], last: Option<&str>) {
         let mut b = self.client.gauge_with_tags(metric, value);
         for t in first {
             b = b.with_tag_value(t);
@@ -335,7 +346,11 @@ impl Reporter {
         for t in &self.cfg.tags {
             b = b.with_tag_value(t);
         }
-        b.with_tag("iface", &self.cfg.iface).send();
+        b = b.with_tag("iface", &self.cfg.iface);
+        if let Some(t) = last {
+            b = b.with_tag_value(t);
+        }
+        b.send();
     }
 
     fn count(&self, metric: &str, value: u64, first: &[&str]) {
@@ -359,6 +374,9 @@ impl Reporter {
         // always 0 would still be a custom metric to pay for.
         if c.overflow_samples > 0 {
             self.count("metro.pairs.overflow", c.overflow_samples, &[]);
+        }
+        if c.port_overflow_samples > 0 {
+            self.count("metro.ports.overflow", c.port_overflow_samples, &[]);
         }
         if c.encapsulated > 0 {
             self.count("metro.encapsulated", c.encapsulated, &[]);
@@ -409,6 +427,7 @@ mod tests {
             src: Addr::v4([10, 42, 31, 222]),
             dst: Addr::v4([162, 243, 251, 92]),
             other: false,
+            port: None,
             samples: 4,
             min_ns: 10_000_000,
             p50_ns: 20_000_000,

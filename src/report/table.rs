@@ -9,9 +9,11 @@ use super::{ms, Counters, PairSummary};
 use crate::decode::Skip;
 
 /// Writes the pair table and the counters, from collected summaries.
+/// The rows carry a port column when the summaries carry a port.
 pub fn write(out: &mut impl Write, pairs: &[PairSummary], c: &Counters) -> io::Result<()> {
     let w = width(pairs.iter().map(|p| (p.src_name(), p.dst_name())));
-    header(out, w)?;
+    let by_port = pairs.first().is_some_and(|p| p.port.is_some());
+    header(out, w, by_port)?;
     for p in pairs {
         row(out, w, p)?;
     }
@@ -21,7 +23,7 @@ pub fn write(out: &mut impl Write, pairs: &[PairSummary], c: &Counters) -> io::R
 /// Writes the pair table and the counters, summarising each pair as its row is written.
 pub fn write_plan(out: &mut impl Write, plan: &Plan<'_>, c: &Counters) -> io::Result<()> {
     let w = width(plan.names());
-    header(out, w)?;
+    header(out, w, plan.by_port())?;
     plan.for_each(|p| row(out, w, p))?;
     footer(out, plan.is_empty(), c)
 }
@@ -35,11 +37,18 @@ fn width(names: impl Iterator<Item = (String, String)>) -> usize {
         .max(15)
 }
 
-fn header(out: &mut impl Write, w: usize) -> io::Result<()> {
+/// Width of the port column: `65535` and `other`.
+const PORT_WIDTH: usize = 5;
+
+fn header(out: &mut impl Write, w: usize, by_port: bool) -> io::Result<()> {
+    write!(out, "{:<w$}  {:<w$}  ", "src", "dst")?;
+    if by_port {
+        write!(out, "{:>PORT_WIDTH$}  ", "port")?;
+    }
     writeln!(
         out,
-        "{:<w$}  {:<w$}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
-        "src", "dst", "samples", "min", "p50", "avg", "p95", "p99", "max", "jitter"
+        "{:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "samples", "min", "p50", "avg", "p95", "p99", "max", "jitter"
     )
 }
 
@@ -49,6 +58,10 @@ fn row(out: &mut impl Write, w: usize, p: &PairSummary) -> io::Result<()> {
     l.push_str("  ");
     l.push_left(w, |l| l.push_host(&p.dst, p.other));
     l.push_str("  ");
+    if let Some(port) = p.port {
+        l.push_right(PORT_WIDTH, |l| l.push_port(port, "other"));
+        l.push_str("  ");
+    }
     l.push_right(8, |l| l.push_u64(p.samples));
     for (i, ns) in [p.min_ns, p.p50_ns, 0, p.p95_ns, p.p99_ns, p.max_ns]
         .into_iter()
@@ -108,6 +121,13 @@ fn footer(out: &mut impl Write, empty: bool, c: &Counters) -> io::Result<()> {
             out,
             "other: {} samples of pairs beyond max_pairs",
             c.overflow_samples
+        )?;
+    }
+    if c.port_overflow_samples > 0 {
+        writeln!(
+            out,
+            "port other: {} samples of ports beyond max_ports",
+            c.port_overflow_samples
         )?;
     }
     Ok(())

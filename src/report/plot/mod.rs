@@ -182,15 +182,7 @@ fn chosen<'a>(
             });
             v.into_iter()
                 .take(*n)
-                .map(|p| {
-                    (
-                        PairKey {
-                            src: p.src,
-                            dst: p.dst,
-                        },
-                        Some(p),
-                    )
-                })
+                .map(|p| (PairKey::hosts(p.src, p.dst), Some(p)))
                 .collect()
         }
         PairChoice::Named(keys) => keys

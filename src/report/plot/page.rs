@@ -434,10 +434,7 @@ mod tests {
 
     #[test]
     fn a_thinned_pair_says_so_and_shows_only_the_kept_dots() {
-        let key = PairKey {
-            src: Addr::v4([10, 0, 0, 1]),
-            dst: Addr::v4([10, 0, 0, 2]),
-        };
+        let key = PairKey::hosts(Addr::v4([10, 0, 0, 1]), Addr::v4([10, 0, 0, 2]));
         let mut points = PlotPoints::new(PointLimits {
             per_pair: 10,
             ..PointLimits::default()
@@ -457,6 +454,7 @@ mod tests {
             src: key.src,
             dst: key.dst,
             other: false,
+            port: None,
             samples: 100,
             min_ns: 5_000_000,
             p50_ns: 5_490_000,

@@ -143,10 +143,7 @@ impl PlotPoints {
 
     /// Offers one sample.
     pub fn add(&mut self, s: &SampleRecord) {
-        let key = PairKey {
-            src: s.src,
-            dst: s.dst,
-        };
+        let key = PairKey::hosts(s.src, s.dst);
         if let Some(only) = &self.limits.only {
             if !only.contains(&key) {
                 return;
@@ -230,6 +227,7 @@ impl PlotPoints {
                     src: k.src,
                     dst: k.dst,
                     other: false,
+                    port: None,
                     samples: s.seen,
                     min_ns: rtts[0],
                     p50_ns: rank(0.50),
@@ -287,10 +285,7 @@ mod tests {
     }
 
     fn key(dst: u8) -> PairKey {
-        PairKey {
-            src: Addr::v4([10, 0, 0, 1]),
-            dst: Addr::v4([10, 0, 0, dst]),
-        }
+        PairKey::hosts(Addr::v4([10, 0, 0, 1]), Addr::v4([10, 0, 0, dst]))
     }
 
     fn limits(per_pair: usize, total: usize, pairs: usize) -> PointLimits {
