@@ -308,7 +308,7 @@ fn local_with(configured: &[Addr], iface: &[IpAddr]) -> Vec<Addr> {
 }
 
 /// What the reporter holds for one worker.
-struct Lane {
+struct WorkerLane {
     fresh: Sender<IntervalStats>,
     full: Receiver<IntervalStats>,
     local: Sender<Vec<Addr>>,
@@ -410,7 +410,7 @@ pub fn run(
             let (fresh_tx, fresh_rx) = bounded(1);
             let (full_tx, full_rx) = bounded(1);
             let (local_tx, local_rx) = bounded(LOCAL_UPDATES);
-            lanes.push(Lane {
+            lanes.push(WorkerLane {
                 fresh: fresh_tx,
                 full: full_rx,
                 local: local_tx,
@@ -658,7 +658,7 @@ struct Reporter<'a> {
     /// The interface's addresses as last read, sorted.
     iface_addrs: Vec<IpAddr>,
     socks: &'a [Arc<PacketSocket>],
-    lanes: Vec<Lane>,
+    lanes: Vec<WorkerLane>,
     spares: Vec<IntervalStats>,
     /// With a plot: the counters of every interval so far.
     whole: Option<Counters>,

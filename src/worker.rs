@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use crate::capture::{Frame, LinkType};
-use crate::conn::{Connection, Connections, Segment as ConnSegment};
+use crate::conn::{ConnSegment, Connection, Connections};
 use crate::decode::{self, flags, Addr};
 use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
 use crate::record::{IntervalStats, PairKey, Recorded, DEFAULT_MAX_PAIRS, OVERFLOW_SLOT};

@@ -100,8 +100,10 @@ pub struct FileStats {
     pub untimed: u64,
 }
 
+/// One interface of the file: its link type and how its timestamps read (pcapng IDB fields; a
+/// classic pcap file has one, from its header).
 #[derive(Clone, Copy)]
-struct Interface {
+struct FileIface {
     link: Option<LinkType>,
     /// Timestamp units per second.
     units: u64,
@@ -118,8 +120,8 @@ pub struct FileSource {
         Compression,
         std::sync::Arc<std::sync::Mutex<Option<String>>>,
     )>,
-    legacy: Option<Interface>,
-    interfaces: Vec<Interface>,
+    legacy: Option<FileIface>,
+    interfaces: Vec<FileIface>,
     consumed: u64,
     stats: FileStats,
 }
@@ -316,7 +318,7 @@ impl FileSource {
                     stalled = false;
                     match block {
                         PcapBlockOwned::LegacyHeader(h) => {
-                            self.legacy = Some(Interface {
+                            self.legacy = Some(FileIface {
                                 link: LinkType::from_linktype(h.network.0 as u32),
                                 units: if h.is_nanosecond_precision() {
                                     1_000_000_000
@@ -329,7 +331,7 @@ impl FileSource {
                         PcapBlockOwned::Legacy(b) => {
                             self.stats.records += 1;
                             match self.legacy {
-                                Some(Interface {
+                                Some(FileIface {
                                     link: Some(link),
                                     units,
                                     ..
@@ -348,7 +350,7 @@ impl FileSource {
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => self.interfaces.clear(),
                         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                            self.interfaces.push(Interface {
+                            self.interfaces.push(FileIface {
                                 link: LinkType::from_linktype(idb.linktype.0 as u32),
                                 // An impossible resolution leaves the interface untimed.
                                 units: idb.ts_resolution().unwrap_or(0),
@@ -358,8 +360,8 @@ impl FileSource {
                         PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                             self.stats.records += 1;
                             match self.interfaces.get(epb.if_id as usize).copied() {
-                                Some(Interface { link: None, .. }) => self.stats.unknown_link += 1,
-                                Some(Interface {
+                                Some(FileIface { link: None, .. }) => self.stats.unknown_link += 1,
+                                Some(FileIface {
                                     link: Some(link),
                                     units,
                                     offset_s,

@@ -1,6 +1,6 @@
 //! DogStatsD output: go-metro's gauges, on the wire exactly as go-metro sends them.
 //!
-//! Every report interval, for each (src, dst) pair with samples, [`Reporter::report`] sends
+//! Every report interval, for each (src, dst) pair with samples, [`StatsdReporter::report`] sends
 //! `system.net.tcp.rtt.avg`, `system.net.tcp.rtt.jitter` and `system.net.tcp.rtt` (go-metro's
 //! order), in milliseconds, tagged `src:NAME_OR_IP`, `dst:NAME_OR_IP`, the instance's tags as
 //! written, then `iface:IF` — go-metro's tags in go-metro's order. `rtt` is the interval's median
@@ -245,7 +245,7 @@ pub struct ReporterConfig {
 }
 
 /// Sends one instance's intervals.
-pub struct Reporter {
+pub struct StatsdReporter {
     client: StatsdClient,
     sink: QueueSink,
     cfg: ReporterConfig,
@@ -253,14 +253,14 @@ pub struct Reporter {
     lost_seen: u64,
 }
 
-impl Reporter {
+impl StatsdReporter {
     /// A reporter sending through `sink`, naming addresses from `names`.
-    pub fn new(sink: QueueSink, cfg: ReporterConfig, names: Names) -> Reporter {
+    pub fn new(sink: QueueSink, cfg: ReporterConfig, names: Names) -> StatsdReporter {
         // The sink counts its own failures, so the client need not report them again.
         let client = StatsdClient::builder("", sink.clone())
             .with_error_handler(|_| {})
             .build();
-        Reporter {
+        StatsdReporter {
             client,
             sink,
             cfg,
@@ -453,7 +453,7 @@ mod tests {
             .write()
             .unwrap()
             .insert("162.243.251.92".parse().unwrap(), "server.example".into());
-        let mut r = Reporter::new(
+        let mut r = StatsdReporter::new(
             sink.clone(),
             ReporterConfig {
                 iface: "eth0".into(),
@@ -502,7 +502,7 @@ mod tests {
     fn st_sends_the_smoothed_rtt_and_extra_gauges_follow() {
         let (rx, addr) = receiver();
         let sink = QueueSink::connect(addr, 1024).unwrap();
-        let mut r = Reporter::new(
+        let mut r = StatsdReporter::new(
             sink.clone(),
             ReporterConfig {
                 iface: "file".into(),
