@@ -395,8 +395,8 @@ struct GoInt {
 
 impl<'de> Deserialize<'de> for GoInt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
+        struct GoIntVisitor;
+        impl Visitor<'_> for GoIntVisitor {
             type Value = GoInt;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a whole number")
@@ -424,7 +424,7 @@ impl<'de> Deserialize<'de> for GoInt {
                 }
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(GoIntVisitor)
     }
 }
 
@@ -435,8 +435,8 @@ struct GoStr(String);
 
 impl<'de> Deserialize<'de> for GoStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
+        struct GoStrVisitor;
+        impl Visitor<'_> for GoStrVisitor {
             type Value = GoStr;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
@@ -457,7 +457,7 @@ impl<'de> Deserialize<'de> for GoStr {
                 Ok(GoStr(v.to_string()))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(GoStrVisitor)
     }
 }
 
@@ -501,8 +501,8 @@ struct Keys(Vec<Spanned<String>>);
 
 impl<'de> Deserialize<'de> for Keys {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
+        struct KeysVisitor;
+        impl<'de> Visitor<'de> for KeysVisitor {
             type Value = Keys;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a mapping")
@@ -522,7 +522,7 @@ impl<'de> Deserialize<'de> for Keys {
                 Ok(Keys(Vec::new()))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(KeysVisitor)
     }
 }
 
