@@ -127,7 +127,8 @@ impl LiveConfig {
             whitelist: None,
             expression: None,
             worker: WorkerConfig::default(),
-            // go-metro's default report interval.
+            // Ad hoc live mode's default (`--interval`): a quick look at a link. go-metro mode
+            // reports every `report_interval` instead (30 s, go-metro's).
             interval: Duration::from_secs(10),
             duration: None,
             duty: None,
