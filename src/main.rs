@@ -246,15 +246,9 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     cfg.interval = cli.interval;
     cfg.duration = cli.duration;
     cfg.dump_flows = cli.dump_flows;
-    if let Some(b) = cli.ring_block_size {
-        cfg.ring.block_size = b;
-    }
-    if let Some(n) = cli.ring_blocks {
-        cfg.ring.block_count = n;
-    }
-    if let Some(ms) = cli.ring_block_timeout {
-        cfg.ring.block_timeout = std::time::Duration::from_millis(ms);
-    }
+    cfg.ring.block_size = cli.ring_block_size;
+    cfg.ring.block_count = cli.ring_blocks;
+    cfg.ring.block_timeout = std::time::Duration::from_millis(cli.ring_block_timeout);
     cfg.expression = Some(cli.filter.clone());
     cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
     if let Some(n) = cli.max_pairs {
