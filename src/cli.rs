@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
-use crate::config::{limits, RingConfig};
 pub use crate::config::DEFAULT_CONFIG_FILE;
+use crate::config::{limits, RingConfig};
 use crate::privilege::Seccomp;
 
 /// Where go-metro writes its log when `-log` is not given (and `log_to_file` is on).

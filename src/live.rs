@@ -41,8 +41,9 @@ use crate::config::{limits, DutyCycle, RingConfig};
 use crate::decode::Addr;
 use crate::flow::FlowKey;
 use crate::record::IntervalStats;
+pub use crate::report::interval::{IntervalReport, KernelStats, WholeRun};
 use crate::report::plot::{PlotPoints, PointLimits};
-use crate::report::{Counters, Merged, PairSummary};
+use crate::report::{Counters, Merged};
 use crate::worker::{Net, SampleRecord, Worker, WorkerConfig};
 
 /// Everything one live capture (one interface, one fanout group) needs.
@@ -137,49 +138,6 @@ impl LiveConfig {
             samples: None,
         }
     }
-}
-
-/// Kernel counters of the interval, summed over the workers' sockets (`PACKET_STATISTICS`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct KernelStats {
-    /// Packets the kernel handed to the rings, drops included.
-    pub received: u64,
-    /// Packets dropped because a ring was full.
-    pub dropped: u64,
-    /// Times a ring's queue froze.
-    pub freezes: u64,
-}
-
-/// One interval's results for one interface.
-#[derive(Debug, Clone)]
-pub struct IntervalReport {
-    /// The interface.
-    pub iface: String,
-    /// Per-pair statistics of the interval's samples.
-    pub pairs: Vec<PairSummary>,
-    /// Packet and flow counters of the interval.
-    pub counters: Counters,
-    /// Kernel counters of the interval.
-    pub kernel: KernelStats,
-    /// True for the last report, made at shutdown.
-    pub last: bool,
-    /// With [`LiveConfig::dump_flows`], in the last report: the flows each worker holds, indexed
-    /// by worker. Empty otherwise.
-    pub flows: Vec<Vec<FlowKey>>,
-    /// With [`LiveConfig::plot`], in the last report: the whole run's statistics and samples.
-    pub whole_run: Option<Box<WholeRun>>,
-}
-
-/// A whole live run, for a plot drawn when it ends.
-#[derive(Debug, Clone)]
-pub struct WholeRun {
-    /// Per-pair statistics of the run, from the kept samples ([`PlotPoints::summaries`]): the
-    /// counts are exact, the rest is exact unless a pair's samples were thinned.
-    pub pairs: Vec<PairSummary>,
-    /// The run's counters (`active_flows` summed over the intervals, so not a count of flows).
-    pub counters: Counters,
-    /// The run's samples, thinned within the plot's limits.
-    pub points: PlotPoints,
 }
 
 /// Why live capture could not start or had to stop.

@@ -102,11 +102,7 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
             json::write_connection(&mut out, c)?;
         }
         if outcome.untracked_connections > 0 {
-            writeln!(
-                out,
-                "{{\"type\":\"connections\",\"untracked\":{}}}",
-                outcome.untracked_connections
-            )?;
+            json::write_untracked(&mut out, outcome.untracked_connections)?;
         }
         if cli.by == By::Flow {
             // Bytes each sender resent to each acknowledger, over its connections.
@@ -461,16 +457,7 @@ fn print_report(format: Format, rep: &IntervalReport, dropped: Option<u64>) -> i
                 json::write_pair(&mut out, p)?;
             }
             json::write_counters(&mut out, &rep.counters)?;
-            write!(
-                out,
-                "{{\"type\":\"kernel\",\"iface\":\"{}\",\"received\":{},\"dropped\":{},\"freezes\":{},\"last\":{}",
-                rep.iface, k.received, k.dropped, k.freezes, rep.last
-            )?;
-            // With --samples: the interval's samples that found the queue full.
-            if let Some(n) = dropped {
-                write!(out, ",\"samples_dropped\":{n}")?;
-            }
-            writeln!(out, "}}")?;
+            json::write_kernel(&mut out, rep, dropped)?;
         }
         Format::Table => {
             let what = if rep.last { "last report" } else { "interval" };
@@ -484,14 +471,6 @@ fn print_report(format: Format, rep: &IntervalReport, dropped: Option<u64>) -> i
             writeln!(out)?;
         }
     }
-    for (w, keys) in rep.flows.iter().enumerate() {
-        for f in keys {
-            writeln!(
-                out,
-                "{{\"type\":\"flow\",\"worker\":{w},\"a\":\"{}\",\"aport\":{},\"b\":\"{}\",\"bport\":{}}}",
-                f.a, f.a_port, f.b, f.b_port
-            )?;
-        }
-    }
+    json::write_flows(&mut out, rep)?;
     out.flush()
 }

@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use cadence::{Counted, Gauged, MetricSink, StatsdClient};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
+use super::interval::IntervalReport;
 use super::{ms, PairSummary};
 use crate::decode::{Addr, Skip};
-use crate::live::IntervalReport;
 
 /// Largest datagram the sender builds: datadog-go's default for UDP, which stays under a
 /// 1500-byte MTU with IPv6 and UDP headers.
@@ -383,7 +383,7 @@ impl StatsdReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::KernelStats;
+    use crate::report::interval::KernelStats;
     use crate::report::Counters;
 
     fn receiver() -> (UdpSocket, SocketAddr) {
