@@ -23,7 +23,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::worker::Net;
+use crate::capture::filter::Net;
 
 /// Where go-metro looks for its configuration when `-cfg` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/dd-agent/checks.d/go-metro.yaml";

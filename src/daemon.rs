@@ -37,6 +37,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::capture::file::FileStats;
 use crate::capture::filter::Framing;
+use crate::capture::filter::Net;
 use crate::capture::{expr, iface};
 use crate::cli::{exit, Cli};
 use crate::config::{self, msg, Config, ConfigError, Instance, Source};
@@ -51,7 +52,7 @@ use crate::report::prometheus::{Endpoint, Exposition};
 use crate::report::statsd::{Names, QueueSink, ReporterConfig, StatsdReporter, QUEUE_METRICS};
 use crate::report::Merged;
 use crate::signals;
-use crate::worker::{Net, WorkerConfig};
+use crate::worker::WorkerConfig;
 
 /// How long go-metro sleeps before exiting when it cannot read its configuration.
 pub const MISSING_CONFIG_WAIT: Duration = Duration::from_secs(5);

@@ -33,7 +33,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use tracing::{debug, error, info, warn};
 
 use crate::capture::expr::{self, ExprError};
-use crate::capture::filter::{self, FilterError, Insn};
+use crate::capture::filter::{self, FilterError, Insn, Net};
 use crate::capture::iface::{self, IfaceError, Status};
 use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
 use crate::capture::LinkType;
@@ -44,7 +44,7 @@ use crate::record::IntervalStats;
 pub use crate::report::interval::{IntervalReport, KernelStats, WholeRun};
 use crate::report::plot::{PlotPoints, PointLimits};
 use crate::report::{Counters, Merged};
-use crate::worker::{Net, SampleRecord, Worker, WorkerConfig};
+use crate::worker::{SampleRecord, Worker, WorkerConfig};
 
 /// Everything one live capture (one interface, one fanout group) needs.
 #[derive(Debug, Clone)]

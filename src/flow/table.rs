@@ -33,7 +33,7 @@
 //! orders, hashes and compares in a few instructions, and IPv6 flows under the full one.
 
 use super::key::{FlowKey, Key4};
-use crate::capture::ring::prefetch;
+use super::prefetch::prefetch;
 
 /// What the table needs of a key.
 pub trait TableKey: Copy + Default {
