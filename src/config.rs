@@ -1145,6 +1145,10 @@ fn yaml_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> ConfigError {
 /// The dotted key path of the value on 1-based `line`, found by walking up through the lines
 /// that are less indented: `instances[1].ips[0]`. A best effort for block-style YAML, which is
 /// what go-metro's files are; flow style yields the nearest block key.
+///
+/// Only for errors that stop the parse: a value that parses carries its own line
+/// ([`Spanned`]), but serde-saphyr's error gives a location and no key path, and no
+/// [`Spanned`] exists yet for the value that failed.
 pub(crate) fn key_path_at(text: &str, line: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     if line == 0 || line > lines.len() {

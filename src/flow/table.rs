@@ -382,8 +382,8 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         };
         let ttl = self.ttl;
         let e = &mut self.entries[idx];
-        // `expired`, from the last-seen time stored below: `seen - e.last_seen` is
-        // `now.saturating_sub(e.last_seen)`, and comes with it (3 instructions fewer).
+        // `expired`, from the last-seen time stored below: `seen - e.last_seen` equals
+        // `now.saturating_sub(e.last_seen)`, so the one `max` serves both the check and the store.
         let seen = e.last_seen.max(now);
         let fresh = seen - e.last_seen > e.limit(&ttl);
         if fresh {
