@@ -13,7 +13,7 @@ use metro::daemon;
 use metro::decode::Addr;
 use metro::live::{self, IntervalReport, LiveConfig, SampleStream};
 use metro::offline;
-use metro::privilege::{self, Keep};
+use metro::privilege::{self, Keep, PrivilegeError};
 use metro::record::PairKey;
 use metro::report::plot::{PairChoice, PlotInput, PlotTarget, PointLimits, DEFAULT_PAIRS};
 use metro::report::prometheus::Endpoint;
@@ -75,8 +75,8 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    if let Err(code) = lock_down(cli, Keep::Nothing) {
-        return Ok(code);
+    if let Err(e) = privilege::lock_down(Keep::Nothing, cli.user.as_deref(), cli.seccomp) {
+        return Ok(refused(&e));
     }
     let limits = plot.as_ref().map(|_| point_limits(cli));
     let workers = cli.workers.unwrap_or(1) as usize;
@@ -259,8 +259,8 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     };
     cfg.plot = plot.as_ref().map(|_| point_limits(cli));
     // With the plot's file open and before any thread exists (they inherit what is left).
-    if let Err(code) = lock_down(cli, Keep::NetRaw) {
-        return Ok(code);
+    if let Err(e) = privilege::lock_down(Keep::NetRaw, cli.user.as_deref(), cli.seccomp) {
+        return Ok(refused(&e));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let watched = signals::block(signals::LIVE)
@@ -352,17 +352,15 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     }
 }
 
-/// Drops privileges and confines the process ([`privilege::lock_down`]); on failure, says why
-/// and returns the exit status.
-fn lock_down(cli: &Cli, keep: Keep) -> Result<(), i32> {
-    privilege::lock_down(keep, cli.user.as_deref(), cli.seccomp).map_err(|e| {
-        eprintln!("metro: {e}");
-        if e.is_config() {
-            exit::USAGE
-        } else {
-            exit::INPUT
-        }
-    })
+/// Says why privileges could not be dropped ([`privilege::lock_down`]) and returns the exit
+/// status: a usage error when the command line is at fault, an input error otherwise.
+fn refused(e: &PrivilegeError) -> i32 {
+    eprintln!("metro: {e}");
+    if e.is_config() {
+        exit::USAGE
+    } else {
+        exit::INPUT
+    }
 }
 
 /// Samples queued between the live workers and the printer: at 100,000 samples a second, the
