@@ -12,11 +12,12 @@
 //!   interface; `interface: any` captures every interface.
 
 mod support;
+use support::testdata;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,12 +33,6 @@ const RTT_METRICS: [&str; 3] = [
     "system.net.tcp.rtt.jitter",
     "system.net.tcp.rtt",
 ];
-
-fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel)
-}
 
 /// A scratch directory for one test, removed at the end.
 struct Scratch(PathBuf);
