@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::Write;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,35 +18,11 @@ use nix::unistd::Pid;
 
 mod support;
 
-use support::{go_metro_capture, root, statsd};
+use support::{go_metro_capture, root, statsd, Scratch};
 
 use statsd::{Metric, Receiver};
 
 const METRO: &str = env!("CARGO_BIN_EXE_metro");
-
-/// A scratch directory for one test, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("metro-gm-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One `{"type":"pair",…}` line of offline mode.
 #[derive(Debug)]

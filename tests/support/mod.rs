@@ -51,6 +51,38 @@ pub fn testdata(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
+/// A scratch directory for one test, under the system's temporary directory, removed when
+/// dropped (also when the test fails). Its name holds the test binary's PID, so runs never share one.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// An empty directory named after `name`.
+    pub fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("metro-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+
+    /// Writes `text` to the file `name` in it; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The path of `name` in it.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// One of go-metro's own captures, which the repository carries in `testdata/go-metro/`.
 pub fn go_metro_capture(name: &str) -> std::path::PathBuf {
     let p = testdata("go-metro").join(name);
