@@ -21,8 +21,11 @@ use nix::sys::time::TimeVal;
 use metro::capture::LinkType;
 use metro::worker::{Worker, WorkerConfig};
 
-#[path = "../tests/support/tcp4.rs"]
-mod tcp4;
+// The test bed is the tests' one module, shared by path: benches cannot name a tests/ module.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::tcp4;
 
 use tcp4::{Frames, Seg, ACK, FIN, SYN};
 

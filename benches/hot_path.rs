@@ -30,11 +30,11 @@ use metro::capture::LinkType;
 use metro::decode;
 use metro::worker::{Worker, WorkerConfig};
 
-#[path = "../tests/support/traffic.rs"]
-mod traffic;
+// The test bed is the tests' one module, shared by path: benches cannot name a tests/ module.
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-#[path = "../tests/support/counting_alloc.rs"]
-mod counting_alloc;
+use support::{counting_alloc, traffic};
 
 #[global_allocator]
 static A: counting_alloc::Counting = counting_alloc::Counting;

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
-use crate::config::limits;
 pub use crate::config::DEFAULT_CONFIG_FILE;
+use crate::config::{limits, RingConfig};
 use crate::privilege::Seccomp;
 
 /// Where go-metro writes its log when `-log` is not given (and `log_to_file` is on).
@@ -189,18 +189,20 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub interval: Duration,
 
-    /// Live: bytes per ring block (a multiple of the page size) [default: 1048576].
-    #[arg(long, value_name = "BYTES", requires = "interface", value_parser = clap::value_parser!(u32).range(limits::RING_BLOCK_SIZE))]
-    pub ring_block_size: Option<u32>,
+    // The ring's defaults are RingConfig's, shown by clap; `requires` ignores a default, so
+    // only a ring flag that is given needs --interface.
+    /// Live: bytes per ring block (a multiple of the page size).
+    #[arg(long, value_name = "BYTES", requires = "interface", default_value_t = RingConfig::default().block_size, value_parser = clap::value_parser!(u32).range(limits::RING_BLOCK_SIZE))]
+    pub ring_block_size: u32,
 
-    /// Live: blocks per worker's ring [default: 16].
-    #[arg(long, value_name = "N", requires = "interface", value_parser = clap::value_parser!(u32).range(limits::RING_BLOCKS))]
-    pub ring_blocks: Option<u32>,
+    /// Live: blocks per worker's ring.
+    #[arg(long, value_name = "N", requires = "interface", default_value_t = RingConfig::default().block_count, value_parser = clap::value_parser!(u32).range(limits::RING_BLOCKS))]
+    pub ring_blocks: u32,
 
-    /// Live: milliseconds the kernel waits before handing over a block that is not full
-    /// [default: 10]; it delays delivery only, never timestamps.
-    #[arg(long, value_name = "MS", requires = "interface", value_parser = clap::value_parser!(u64).range(*limits::RING_BLOCK_TIMEOUT_MS.start() as u64..=*limits::RING_BLOCK_TIMEOUT_MS.end() as u64))]
-    pub ring_block_timeout: Option<u64>,
+    /// Live: milliseconds the kernel waits before handing over a block that is not full; it
+    /// delays delivery only, never timestamps.
+    #[arg(long, value_name = "MS", requires = "interface", default_value_t = RingConfig::default().block_timeout.as_millis() as u64, value_parser = clap::value_parser!(u64).range(*limits::RING_BLOCK_TIMEOUT_MS.start() as u64..=*limits::RING_BLOCK_TIMEOUT_MS.end() as u64))]
+    pub ring_block_timeout: u64,
 
     /// Diagnostic, live: at exit, print the flows each worker holds as JSON lines
     /// {"type":"flow","worker":W,"a":…,"aport":…,"b":…,"bport":…}.
@@ -471,7 +473,7 @@ mod tests {
     #[test]
     fn defaults_are_go_metros() {
         let c = parse(&[]);
-        assert_eq!(c.ring_blocks, None);
+        assert_eq!(c.ring_blocks, RingConfig::default().block_count);
         assert_eq!(c.cfg, PathBuf::from("/etc/dd-agent/checks.d/go-metro.yaml"));
         assert_eq!(c.log, PathBuf::from("/var/log/datadog/go-metro.log"));
         assert_eq!(c.filter, "tcp");
@@ -514,7 +516,7 @@ mod tests {
         ]);
         assert_eq!(
             (c.ring_block_size, c.ring_blocks, c.ring_block_timeout),
-            (Some(2 << 20), Some(8), Some(20))
+            (2 << 20, 8, 20)
         );
         assert!(Cli::parse_args(["metro", "--ring-blocks", "8"]).is_err());
         assert!(Cli::parse_args(["metro", "--interface", "eth0", "--ring-blocks", "1"]).is_err());

@@ -23,7 +23,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::worker::Net;
+use crate::capture::filter::Net;
 
 /// Where go-metro looks for its configuration when `-cfg` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/dd-agent/checks.d/go-metro.yaml";
@@ -407,8 +407,8 @@ struct GoInt {
 
 impl<'de> Deserialize<'de> for GoInt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
+        struct GoIntVisitor;
+        impl Visitor<'_> for GoIntVisitor {
             type Value = GoInt;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a whole number")
@@ -436,7 +436,7 @@ impl<'de> Deserialize<'de> for GoInt {
                 }
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(GoIntVisitor)
     }
 }
 
@@ -447,8 +447,8 @@ struct GoStr(String);
 
 impl<'de> Deserialize<'de> for GoStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
+        struct GoStrVisitor;
+        impl Visitor<'_> for GoStrVisitor {
             type Value = GoStr;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
@@ -469,7 +469,7 @@ impl<'de> Deserialize<'de> for GoStr {
                 Ok(GoStr(v.to_string()))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(GoStrVisitor)
     }
 }
 
@@ -515,8 +515,8 @@ struct Keys(Vec<Spanned<String>>);
 
 impl<'de> Deserialize<'de> for Keys {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
+        struct KeysVisitor;
+        impl<'de> Visitor<'de> for KeysVisitor {
             type Value = Keys;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a mapping")
@@ -536,7 +536,7 @@ impl<'de> Deserialize<'de> for Keys {
                 Ok(Keys(Vec::new()))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(KeysVisitor)
     }
 }
 
@@ -1216,6 +1216,10 @@ fn yaml_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> ConfigError {
 /// The dotted key path of the value on 1-based `line`, found by walking up through the lines
 /// that are less indented: `instances[1].ips[0]`. A best effort for block-style YAML, which is
 /// what go-metro's files are; flow style yields the nearest block key.
+///
+/// Only for errors that stop the parse: a value that parses carries its own line
+/// ([`Spanned`]), but serde-saphyr's error gives a location and no key path, and no
+/// [`Spanned`] exists yet for the value that failed.
 pub(crate) fn key_path_at(text: &str, line: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     if line == 0 || line > lines.len() {

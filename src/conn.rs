@@ -145,7 +145,7 @@ impl Connection {
 
 /// What the worker knows of one segment, for [`Connections::packet`].
 #[derive(Debug, Clone, Copy)]
-pub struct Segment {
+pub struct ConnSegment {
     /// The sender.
     pub src: End,
     /// The receiver.
@@ -200,7 +200,7 @@ impl Connections {
     }
 
     /// Counts one segment.
-    pub fn packet(&mut self, s: &Segment) {
+    pub fn packet(&mut self, s: &ConnSegment) {
         let k = key(s.src, s.dst);
         let new_syn = s.syn && !s.ack;
         if let Some(c) = self.live.get(&k) {
@@ -303,10 +303,10 @@ mod tests {
         (Addr::v4([10, 0, 0, host]), port)
     }
 
-    fn seg(from_client: bool, t: u64, seq: u32, len: u32, flags: &str) -> Segment {
+    fn seg(from_client: bool, t: u64, seq: u32, len: u32, flags: &str) -> ConnSegment {
         let (c, s) = (end(1, 40000), end(2, 80));
         let (src, dst) = if from_client { (c, s) } else { (s, c) };
-        Segment {
+        ConnSegment {
             src,
             dst,
             ts_ns: t,
@@ -346,7 +346,7 @@ mod tests {
         t.packet(&seg(true, 1, 0, 1, "S"));
         t.packet(&seg(true, 2, 1, 10, "A"));
         t.packet(&seg(true, 3, 5000, 1, "S"));
-        let other = Segment {
+        let other = ConnSegment {
             src: end(3, 1),
             ..seg(true, 4, 0, 1, "S")
         };

@@ -5,7 +5,7 @@
 //! whitelist and the names its tags carry ([`crate::dns`]), and runs every instance at once: a
 //! live interface through [`crate::live::run`] on its own thread, a capture file
 //! (`interface: file`) through the offline engine's [`Follow`]. Each instance has its own
-//! DogStatsD [`Reporter`], as each go-metro sniffer had its own client.
+//! DogStatsD [`StatsdReporter`], as each go-metro sniffer had its own client.
 //!
 //! Lifecycle, as go-metro's:
 //! - until the configuration is read, the log goes to the `-log` file at warning level; then to
@@ -37,6 +37,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::capture::file::FileStats;
 use crate::capture::filter::Framing;
+use crate::capture::filter::Net;
 use crate::capture::{expr, iface};
 use crate::cli::{exit, Cli};
 use crate::config::{self, msg, Config, ConfigError, Instance, Source};
@@ -48,10 +49,10 @@ use crate::logging::{Logger, CRITICAL};
 use crate::offline::{Follow, FollowEnd};
 use crate::privilege::{self, Keep};
 use crate::report::prometheus::{Endpoint, Exposition};
-use crate::report::statsd::{Names, QueueSink, Reporter, ReporterConfig, QUEUE_METRICS};
+use crate::report::statsd::{Names, QueueSink, ReporterConfig, StatsdReporter, QUEUE_METRICS};
 use crate::report::Merged;
 use crate::signals;
-use crate::worker::{Net, WorkerConfig};
+use crate::worker::WorkerConfig;
 
 /// How long go-metro sleeps before exiting when it cannot read its configuration.
 pub const MISSING_CONFIG_WAIT: Duration = Duration::from_secs(5);
@@ -198,7 +199,7 @@ enum PrepareError {
 struct Prepared {
     inst: Instance,
     whitelist: Option<Vec<Net>>,
-    reporter: Reporter,
+    reporter: StatsdReporter,
     /// The names the tags carry, filled in as look-ups answer.
     names: Names,
     /// Whitelisted addresses to look names up for (`ips` entries that are one address).
@@ -230,7 +231,7 @@ enum Done {
 /// A file instance being read, and where its intervals go.
 struct FileRun {
     follow: Follow,
-    reporter: Reporter,
+    reporter: StatsdReporter,
     /// Its series on the Prometheus endpoint, when there is one.
     exposition: Option<Exposition>,
     /// Frames and reported samples so far, for the closing log line.
@@ -484,7 +485,7 @@ impl Daemon {
             );
         }
         let sink = QueueSink::connect(statsd, QUEUE_METRICS).map_err(PrepareError::Statsd)?;
-        let reporter = Reporter::new(
+        let reporter = StatsdReporter::new(
             sink,
             ReporterConfig {
                 iface: inst.interface.clone(),
@@ -735,7 +736,7 @@ fn report_file(run: &mut FileRun, ended: Option<&FileStats>, last: bool) {
 /// Sends one interval's metrics; at debug level, says what it held (go-metro logs every
 /// metric and every expired flow at info; metro one line an interval, at debug).
 fn send_report(
-    reporter: &mut Reporter,
+    reporter: &mut StatsdReporter,
     exposition: Option<&mut Exposition>,
     iface: &str,
     r: &IntervalReport,

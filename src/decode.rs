@@ -324,8 +324,8 @@ impl<'a> Segment<'a> {
     }
 
     /// [`Segment::timestamps`] as the RTT estimator's packet holds it: `(TSval, TSecr, true)`,
-    /// or zeros and false. Returned without an `Option`, whose unwrapping the compiler does after
-    /// the fast and slow paths join (6 instructions a packet), where each path knows its values.
+    /// or zeros and false. Returned without an `Option`, so that nothing is tested again after
+    /// the fast and slow paths join: each path already knows its values.
     #[inline]
     pub fn timestamp_fields(&self) -> (u32, u32, bool) {
         // Fast path: the layout every stack sends, NOP NOP TS.

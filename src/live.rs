@@ -33,7 +33,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use tracing::{debug, error, info, warn};
 
 use crate::capture::expr::{self, ExprError};
-use crate::capture::filter::{self, FilterError, Insn};
+use crate::capture::filter::{self, FilterError, Insn, Net};
 use crate::capture::iface::{self, IfaceError, Status};
 use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
 use crate::capture::LinkType;
@@ -41,9 +41,10 @@ use crate::config::{limits, DutyCycle, RingConfig};
 use crate::decode::Addr;
 use crate::flow::FlowKey;
 use crate::record::IntervalStats;
+pub use crate::report::interval::{IntervalReport, KernelStats, WholeRun};
 use crate::report::plot::{PlotPoints, PointLimits};
-use crate::report::{Counters, Merged, PairSummary};
-use crate::worker::{Net, SampleRecord, Worker, WorkerConfig};
+use crate::report::{Counters, Merged};
+use crate::worker::{SampleRecord, Worker, WorkerConfig};
 
 /// Everything one live capture (one interface, one fanout group) needs.
 #[derive(Debug, Clone)]
@@ -127,7 +128,8 @@ impl LiveConfig {
             whitelist: None,
             expression: None,
             worker: WorkerConfig::default(),
-            // go-metro's default report interval.
+            // Ad hoc live mode's default (`--interval`): a quick look at a link. go-metro mode
+            // reports every `report_interval` instead (30 s, go-metro's).
             interval: Duration::from_secs(10),
             duration: None,
             duty: None,
@@ -136,49 +138,6 @@ impl LiveConfig {
             samples: None,
         }
     }
-}
-
-/// Kernel counters of the interval, summed over the workers' sockets (`PACKET_STATISTICS`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct KernelStats {
-    /// Packets the kernel handed to the rings, drops included.
-    pub received: u64,
-    /// Packets dropped because a ring was full.
-    pub dropped: u64,
-    /// Times a ring's queue froze.
-    pub freezes: u64,
-}
-
-/// One interval's results for one interface.
-#[derive(Debug, Clone)]
-pub struct IntervalReport {
-    /// The interface.
-    pub iface: String,
-    /// Per-pair statistics of the interval's samples.
-    pub pairs: Vec<PairSummary>,
-    /// Packet and flow counters of the interval.
-    pub counters: Counters,
-    /// Kernel counters of the interval.
-    pub kernel: KernelStats,
-    /// True for the last report, made at shutdown.
-    pub last: bool,
-    /// With [`LiveConfig::dump_flows`], in the last report: the flows each worker holds, indexed
-    /// by worker. Empty otherwise.
-    pub flows: Vec<Vec<FlowKey>>,
-    /// With [`LiveConfig::plot`], in the last report: the whole run's statistics and samples.
-    pub whole_run: Option<Box<WholeRun>>,
-}
-
-/// A whole live run, for a plot drawn when it ends.
-#[derive(Debug, Clone)]
-pub struct WholeRun {
-    /// Per-pair statistics of the run, from the kept samples ([`PlotPoints::summaries`]): the
-    /// counts are exact, the rest is exact unless a pair's samples were thinned.
-    pub pairs: Vec<PairSummary>,
-    /// The run's counters (`active_flows` summed over the intervals, so not a count of flows).
-    pub counters: Counters,
-    /// The run's samples, thinned within the plot's limits.
-    pub points: PlotPoints,
 }
 
 /// Why live capture could not start or had to stop.
@@ -308,7 +267,7 @@ fn local_with(configured: &[Addr], iface: &[IpAddr]) -> Vec<Addr> {
 }
 
 /// What the reporter holds for one worker.
-struct Lane {
+struct WorkerLane {
     fresh: Sender<IntervalStats>,
     full: Receiver<IntervalStats>,
     local: Sender<Vec<Addr>>,
@@ -410,7 +369,7 @@ pub fn run(
             let (fresh_tx, fresh_rx) = bounded(1);
             let (full_tx, full_rx) = bounded(1);
             let (local_tx, local_rx) = bounded(LOCAL_UPDATES);
-            lanes.push(Lane {
+            lanes.push(WorkerLane {
                 fresh: fresh_tx,
                 full: full_rx,
                 local: local_tx,
@@ -658,7 +617,7 @@ struct Reporter<'a> {
     /// The interface's addresses as last read, sorted.
     iface_addrs: Vec<IpAddr>,
     socks: &'a [Arc<PacketSocket>],
-    lanes: Vec<Lane>,
+    lanes: Vec<WorkerLane>,
     spares: Vec<IntervalStats>,
     /// With a plot: the counters of every interval so far.
     whole: Option<Counters>,

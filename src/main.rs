@@ -13,7 +13,7 @@ use metro::daemon;
 use metro::decode::Addr;
 use metro::live::{self, IntervalReport, LiveConfig, SampleStream};
 use metro::offline;
-use metro::privilege::{self, Keep};
+use metro::privilege::{self, Keep, PrivilegeError};
 use metro::record::PairKey;
 use metro::report::plot::{PairChoice, PlotInput, PlotTarget, PointLimits, DEFAULT_PAIRS};
 use metro::report::prometheus::Endpoint;
@@ -76,8 +76,8 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    if let Err(code) = lock_down(cli, Keep::Nothing) {
-        return Ok(code);
+    if let Err(e) = privilege::lock_down(Keep::Nothing, cli.user.as_deref(), cli.seccomp) {
+        return Ok(refused(&e));
     }
     let limits = plot.as_ref().map(|_| point_limits(cli));
     let workers = cli.workers.unwrap_or(1) as usize;
@@ -103,11 +103,7 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
             json::write_connection(&mut out, c)?;
         }
         if outcome.untracked_connections > 0 {
-            writeln!(
-                out,
-                "{{\"type\":\"connections\",\"untracked\":{}}}",
-                outcome.untracked_connections
-            )?;
+            json::write_untracked(&mut out, outcome.untracked_connections)?;
         }
         if cli.by_flow() {
             // Bytes each sender resent to each acknowledger, over its connections.
@@ -248,15 +244,9 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     cfg.interval = cli.interval;
     cfg.duration = cli.duration;
     cfg.dump_flows = cli.dump_flows;
-    if let Some(b) = cli.ring_block_size {
-        cfg.ring.block_size = b;
-    }
-    if let Some(n) = cli.ring_blocks {
-        cfg.ring.block_count = n;
-    }
-    if let Some(ms) = cli.ring_block_timeout {
-        cfg.ring.block_timeout = std::time::Duration::from_millis(ms);
-    }
+    cfg.ring.block_size = cli.ring_block_size;
+    cfg.ring.block_count = cli.ring_blocks;
+    cfg.ring.block_timeout = std::time::Duration::from_millis(cli.ring_block_timeout);
     cfg.expression = Some(cli.filter.clone());
     cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
     if let Some(n) = cli.max_pairs {
@@ -272,8 +262,8 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     };
     cfg.plot = plot.as_ref().map(|_| point_limits(cli));
     // With the plot's file open and before any thread exists (they inherit what is left).
-    if let Err(code) = lock_down(cli, Keep::NetRaw) {
-        return Ok(code);
+    if let Err(e) = privilege::lock_down(Keep::NetRaw, cli.user.as_deref(), cli.seccomp) {
+        return Ok(refused(&e));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let watched = signals::block(signals::LIVE)
@@ -365,17 +355,15 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     }
 }
 
-/// Drops privileges and confines the process ([`privilege::lock_down`]); on failure, says why
-/// and returns the exit status.
-fn lock_down(cli: &Cli, keep: Keep) -> Result<(), i32> {
-    privilege::lock_down(keep, cli.user.as_deref(), cli.seccomp).map_err(|e| {
-        eprintln!("metro: {e}");
-        if e.is_config() {
-            exit::USAGE
-        } else {
-            exit::INPUT
-        }
-    })
+/// Says why privileges could not be dropped ([`privilege::lock_down`]) and returns the exit
+/// status: a usage error when the command line is at fault, an input error otherwise.
+fn refused(e: &PrivilegeError) -> i32 {
+    eprintln!("metro: {e}");
+    if e.is_config() {
+        exit::USAGE
+    } else {
+        exit::INPUT
+    }
 }
 
 /// Samples queued between the live workers and the printer: at 100,000 samples a second, the
@@ -470,16 +458,7 @@ fn print_report(format: Format, rep: &IntervalReport, dropped: Option<u64>) -> i
                 json::write_pair(&mut out, p)?;
             }
             json::write_counters(&mut out, &rep.counters)?;
-            write!(
-                out,
-                "{{\"type\":\"kernel\",\"iface\":\"{}\",\"received\":{},\"dropped\":{},\"freezes\":{},\"last\":{}",
-                rep.iface, k.received, k.dropped, k.freezes, rep.last
-            )?;
-            // With --samples: the interval's samples that found the queue full.
-            if let Some(n) = dropped {
-                write!(out, ",\"samples_dropped\":{n}")?;
-            }
-            writeln!(out, "}}")?;
+            json::write_kernel(&mut out, rep, dropped)?;
         }
         Format::Table => {
             let what = if rep.last { "last report" } else { "interval" };
@@ -493,14 +472,6 @@ fn print_report(format: Format, rep: &IntervalReport, dropped: Option<u64>) -> i
             writeln!(out)?;
         }
     }
-    for (w, keys) in rep.flows.iter().enumerate() {
-        for f in keys {
-            writeln!(
-                out,
-                "{{\"type\":\"flow\",\"worker\":{w},\"a\":\"{}\",\"aport\":{},\"b\":\"{}\",\"bport\":{}}}",
-                f.a, f.a_port, f.b, f.b_port
-            )?;
-        }
-    }
+    json::write_flows(&mut out, rep)?;
     out.flush()
 }

@@ -270,13 +270,14 @@ impl Batch {
     }
 }
 
-struct Lane {
+/// The reading thread's end of one worker's batch queue: full batches out, empty ones back.
+struct BatchLane {
     full: Sender<Batch>,
     empty: Receiver<Batch>,
     batch: Batch,
 }
 
-impl Lane {
+impl BatchLane {
     fn flush(&mut self) {
         let next = self.empty.try_recv().unwrap_or_default();
         let done = std::mem::replace(&mut self.batch, next);
@@ -312,7 +313,7 @@ fn run_parallel(mut src: Captures, n: usize, cfg: &WorkerConfig, mut kept: Kept)
                 })
                 .expect("spawning a worker thread"),
         );
-        lanes.push(Lane {
+        lanes.push(BatchLane {
             full: full_tx,
             empty: empty_rx,
             batch: Batch::default(),

@@ -38,8 +38,8 @@ use std::hash::{Hash, Hasher};
 
 use hashbrown::HashTable;
 
-use crate::capture::ring::prefetch;
 use crate::decode::{Addr, Skip};
+use crate::flow::prefetch::prefetch;
 use crate::flow::TableStats;
 use crate::rtt::RttStats;
 

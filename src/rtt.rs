@@ -226,7 +226,7 @@ struct Slot {
 
 /// A resend of bytes already tracked: Karn's rule needs each copy's time and TSval.
 #[derive(Debug, Clone, Copy, Default)]
-struct Copy {
+struct Resend {
     start: u32,
     end: u32,
     t: u64,
@@ -255,9 +255,9 @@ trait Track {
     /// Appends a slot; false when full.
     fn push(&mut self, s: Slot) -> bool;
     fn pop_front(&mut self, n: usize);
-    fn copies(&self) -> &[Copy];
+    fn copies(&self) -> &[Resend];
     /// Records a resend; false when there is no room.
-    fn add_copy(&mut self, c: Copy) -> bool;
+    fn add_copy(&mut self, c: Resend) -> bool;
     /// Forgets resends wholly at or below `ack`.
     fn drop_copies_upto(&mut self, ack: u32);
     fn clear(&mut self);
@@ -321,10 +321,10 @@ impl Track for Inline {
             self.flags = 0;
         }
     }
-    fn copies(&self) -> &[Copy] {
+    fn copies(&self) -> &[Resend] {
         &[]
     }
-    fn add_copy(&mut self, _c: Copy) -> bool {
+    fn add_copy(&mut self, _c: Resend) -> bool {
         false
     }
     fn drop_copies_upto(&mut self, _ack: u32) {}
@@ -336,14 +336,14 @@ impl Track for Inline {
 /// A ring of segments borrowed from the pool. Slots are kept as an array of 16-byte structs
 /// (time, end, TSval: what an ACK scan reads together, four to a cache line), with their flags
 /// packed apart.
-pub struct Ring {
+pub struct SegRing {
     start: u32,
     head: u16,
     len: u16,
     ncopies: u8,
     slots: [Packed; RING_SLOTS],
     flags: [u8; RING_SLOTS],
-    copies: [Copy; RING_COPIES],
+    copies: [Resend; RING_COPIES],
 }
 
 /// A [`Slot`] without its flags.
@@ -354,16 +354,16 @@ struct Packed {
     tsval: u32,
 }
 
-impl Ring {
-    fn new() -> Ring {
-        Ring {
+impl SegRing {
+    fn new() -> SegRing {
+        SegRing {
             start: 0,
             head: 0,
             len: 0,
             ncopies: 0,
             slots: [Packed::default(); RING_SLOTS],
             flags: [0; RING_SLOTS],
-            copies: [Copy::default(); RING_COPIES],
+            copies: [Resend::default(); RING_COPIES],
         }
     }
 
@@ -373,7 +373,7 @@ impl Ring {
     }
 }
 
-impl Track for Ring {
+impl Track for SegRing {
     fn start(&self) -> u32 {
         self.start
     }
@@ -426,10 +426,10 @@ impl Track for Ring {
         self.head = ((self.head as usize + n) % RING_SLOTS) as u16;
         self.len -= n as u16;
     }
-    fn copies(&self) -> &[Copy] {
+    fn copies(&self) -> &[Resend] {
         &self.copies[..self.ncopies as usize]
     }
-    fn add_copy(&mut self, c: Copy) -> bool {
+    fn add_copy(&mut self, c: Resend) -> bool {
         if self.ncopies as usize == RING_COPIES {
             return false;
         }
@@ -459,7 +459,7 @@ impl Track for Ring {
 /// Rings are allocated on first need, up to `max_rings`, and recycled through a free list, so
 /// the steady state allocates nothing.
 pub struct SegPool {
-    rings: Vec<Box<Ring>>,
+    rings: Vec<Box<SegRing>>,
     free: Vec<u32>,
     max_rings: usize,
     stats: RttStats,
@@ -492,7 +492,7 @@ impl SegPool {
             return Some(i);
         }
         if self.rings.len() < self.max_rings {
-            self.rings.push(Box::new(Ring::new()));
+            self.rings.push(Box::new(SegRing::new()));
             return Some(self.rings.len() as u32 - 1);
         }
         self.stats.pool_exhausted += 1;
@@ -818,7 +818,7 @@ fn data_on<T: Track>(
         }
     }
     if resent_tracked {
-        let copy = Copy {
+        let copy = Resend {
             start: seq,
             end: old_end,
             t: fresh.t,

@@ -10,92 +10,15 @@
 //! a local address is left out (its "RTT" is the local stack's ACK delay), and with a whitelist
 //! only halves acknowledged by a whitelisted host are kept.
 
-use std::net::IpAddr;
-use std::str::FromStr;
-
+use crate::capture::filter::Net;
 use crate::capture::{Frame, LinkType};
-use crate::conn::{Connection, Connections, Segment as ConnSegment};
+use crate::conn::{ConnSegment, Connection, Connections};
 use crate::decode::{self, flags, Addr};
 use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
 use crate::record::{
     IntervalStats, PairKey, Recorded, ServicePort, DEFAULT_MAX_PAIRS, OVERFLOW_SLOT,
 };
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
-
-/// An address range, `ADDR/PREFIX` (IPv4 or IPv6); a bare address is a /32 or /128.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Net {
-    addr: Addr,
-    /// Prefix length counted over the 128-bit (IPv4-mapped) form.
-    bits: u8,
-}
-
-impl Net {
-    /// A single address.
-    pub fn host(ip: IpAddr) -> Net {
-        Net {
-            addr: Addr::from(ip),
-            bits: 128,
-        }
-    }
-
-    /// The range as a standard address and a prefix length over it (0–32 for IPv4, 0–128 for
-    /// IPv6), as the kernel filter compares it.
-    pub fn ip_prefix(&self) -> (IpAddr, u8) {
-        if self.addr.is_v4() && self.bits >= 96 {
-            (self.addr.ip(), self.bits - 96)
-        } else {
-            (IpAddr::V6(self.addr.0.into()), self.bits)
-        }
-    }
-
-    /// True when `a` is inside the range.
-    #[inline]
-    pub fn contains(&self, a: &Addr) -> bool {
-        let full = (self.bits / 8) as usize;
-        if self.addr.0[..full] != a.0[..full] {
-            return false;
-        }
-        let rem = self.bits % 8;
-        rem == 0 || {
-            let mask = 0xffu8 << (8 - rem);
-            self.addr.0[full] & mask == a.0[full] & mask
-        }
-    }
-}
-
-impl FromStr for Net {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Net, String> {
-        let (ip, len) = match s.split_once('/') {
-            Some((ip, len)) => (ip, Some(len)),
-            None => (s, None),
-        };
-        let ip: IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{s}' is not an IP address or CIDR range"))?;
-        let (max, offset) = if ip.is_ipv4() { (32, 96) } else { (128, 0) };
-        let len = match len {
-            Some(l) => l
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|&l| l <= max)
-                .ok_or_else(|| format!("'{s}' has a bad prefix length (0 to {max})"))?,
-            None => max,
-        };
-        let mut addr = Addr::from(ip);
-        let bits = len + offset;
-        // Clear host bits so that contains() compares prefixes only.
-        for (i, b) in addr.0.iter_mut().enumerate() {
-            let keep = (bits as usize).saturating_sub(i * 8).min(8) as u32;
-            *b &= (0xffu16 << (8 - keep)) as u8;
-        }
-        Ok(Net { addr, bits })
-    }
-}
 
 /// How a worker is set up; the same for every worker of a capture.
 #[derive(Debug, Clone)]
@@ -632,7 +555,7 @@ fn reported(local: &[Addr], whitelist: &Option<Vec<Net>>, acker: &Addr) -> bool 
     !local.contains(acker)
         && whitelist
             .as_ref()
-            .is_none_or(|w| w.iter().any(|n| n.contains(acker)))
+            .is_none_or(|w| w.iter().any(|n| n.contains(&acker.0)))
 }
 
 /// Counts a segment for `--by flow`.
@@ -752,25 +675,5 @@ fn record_first(
         Recorded::Slot(slot) if slot + 1 < cookie::OVERFLOW => slot + 1,
         Recorded::Slot(_) => 0,
         Recorded::Overflow => cookie::OVERFLOW,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr_ranges_match_their_members_only() {
-        let n: Net = "10.1.0.0/16".parse().unwrap();
-        assert!(n.contains(&Addr::v4([10, 1, 200, 3])));
-        assert!(!n.contains(&Addr::v4([10, 2, 0, 1])));
-        let n: Net = "2001:db8::/33".parse().unwrap();
-        assert!(n.contains(&Addr::from("2001:db8:7fff::1".parse::<IpAddr>().unwrap())));
-        assert!(!n.contains(&Addr::from("2001:db8:8000::1".parse::<IpAddr>().unwrap())));
-        let n: Net = "192.168.1.7".parse().unwrap();
-        assert!(n.contains(&Addr::v4([192, 168, 1, 7])));
-        assert!(!n.contains(&Addr::v4([192, 168, 1, 8])));
-        assert!("10.0.0.0/33".parse::<Net>().is_err());
-        assert!("nonsense".parse::<Net>().is_err());
     }
 }

@@ -5,22 +5,13 @@
 //! pair's other ports must fold into its `other` port, counted; in go-metro mode the gauges
 //! must carry a `port:` tag after go-metro's tags, checked on a real UDP socket.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-#[path = "support/statsd.rs"]
-mod statsd;
-
-const METRO: &str = env!("CARGO_BIN_EXE_metro");
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(name)
-}
+mod support;
+use support::{statsd, testdata, Scratch, METRO};
 
 /// The expected (src, dst, port) aggregates: (src, dst, port, samples, min_ns, max_ns, sum_ns).
 fn expected_ports() -> Vec<(String, String, String, u64, u64, u64, u64)> {
@@ -180,24 +171,20 @@ fn ports_past_the_cap_fold_into_the_pairs_other_port_counted() {
 #[test]
 fn go_metro_gauges_carry_a_port_tag_after_go_metros_tags() {
     let rx = statsd::Receiver::start();
-    let dir = std::env::temp_dir().join(format!("metro-byport-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("go-metro.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let dir = Scratch::new("byport");
+    let cfg = dir.file(
+        "go-metro.yaml",
+        &format!(
             "init_config:\n  statsd_ip: 127.0.0.1\n  statsd_port: {}\n  self_metrics: yes\n  require_whitelist: false\n  group_by: [src, dst, port]\n  max_ports: 2\ninstances:\n  - interface: file\n    pcap: {}\n    tags: [env:test]\n",
             rx.port,
             testdata("ports.pcap").display()
         ),
-    )
-    .unwrap();
+    );
     let out = Command::new(METRO)
         .arg(format!("-cfg={}", cfg.display()))
-        .arg(format!("-log={}", dir.join("metro.log").display()))
+        .arg(format!("-log={}", dir.path("metro.log").display()))
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let m = rx.wait_for(
         |m| m.iter().any(|m| m.name == "metro.statsd.errors"),

@@ -6,8 +6,9 @@ use metro::flow::{FlowKey, FlowTable, Key4, TableKey, Ttl};
 use metro::rtt::{FlowRtt, Method};
 use metro::worker::{Worker, WorkerConfig};
 
-#[path = "support/tcp4.rs"]
-mod tcp4;
+mod support;
+
+use support::tcp4;
 
 use tcp4::{Frames, Seg, ACK, SYN};
 

@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::Write;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,50 +16,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-#[path = "support/root.rs"]
-mod root;
-#[path = "support/statsd.rs"]
-mod statsd;
+mod support;
+
+use support::{go_metro_capture, root, statsd, Scratch};
 
 use statsd::{Metric, Receiver};
 
 const METRO: &str = env!("CARGO_BIN_EXE_metro");
-
-fn fixture(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/go-metro")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: the repository carries go-metro's captures there",
-        p.display()
-    );
-    p
-}
-
-/// A scratch directory for one test, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("metro-gm-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One `{"type":"pair",…}` line of offline mode.
 #[derive(Debug)]
@@ -237,7 +200,7 @@ fn value(metrics: &[Metric], name: &str) -> f64 {
 
 #[test]
 fn file_instance_sends_go_metros_gauges_equal_to_offline_statistics() {
-    let pcap = fixture("test_scp.pcap");
+    let pcap = go_metro_capture("test_scp.pcap");
     let (pairs, packets) = offline_pairs(&pcap);
     assert_eq!(pairs.len(), 2, "the scp capture has two measured halves");
     assert_eq!(pairs[0].samples, 145);
@@ -320,7 +283,7 @@ fn file_instance_sends_go_metros_gauges_equal_to_offline_statistics() {
 
 #[test]
 fn whitelist_keeps_only_halves_acknowledged_by_listed_hosts() {
-    let pcap = fixture("test_scp.pcap");
+    let pcap = go_metro_capture("test_scp.pcap");
     let (pairs, _) = offline_pairs(&pcap);
     let rx = Receiver::start();
     let dir = Scratch::new("whitelist");
@@ -379,8 +342,8 @@ fn whitelist_keeps_only_halves_acknowledged_by_listed_hosts() {
 
 #[test]
 fn several_instances_run_together_each_with_its_tags() {
-    let scp = fixture("test_scp.pcap");
-    let http = fixture("test_tcp.pcap");
+    let scp = go_metro_capture("test_scp.pcap");
+    let http = go_metro_capture("test_tcp.pcap");
     let (scp_pairs, _) = offline_pairs(&scp);
     let (http_pairs, _) = offline_pairs(&http);
     let rx = Receiver::start();
@@ -416,7 +379,7 @@ fn several_instances_run_together_each_with_its_tags() {
 /// Feeds the scp capture through a FIFO that stays open, so the instance is still running when
 /// the signal comes; the last (and only) interval must still arrive, whole.
 fn signal_flushes(sig: Signal, name: &str) {
-    let pcap = fixture("test_scp.pcap");
+    let pcap = go_metro_capture("test_scp.pcap");
     let (pairs, _) = offline_pairs(&pcap);
     let rx = Receiver::start();
     let dir = Scratch::new(name);
@@ -476,7 +439,7 @@ fn sigint_sighup_and_sigquit_flush_too() {
 
 #[test]
 fn receiver_down_capture_goes_on_and_errors_are_counted() {
-    let pcap = fixture("test_scp.pcap");
+    let pcap = go_metro_capture("test_scp.pcap");
     // A port with nobody on it.
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -517,7 +480,7 @@ fn firewalled_receiver_drops_are_counted_and_capture_goes_on() {
     if !root::root_or_skip(NAME) {
         return;
     }
-    let pcap = fixture("test_scp.pcap");
+    let pcap = go_metro_capture("test_scp.pcap");
     let ns = format!("mgm{}", std::process::id());
     let sh = |cmd: &str| {
         let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
@@ -757,7 +720,7 @@ fn command_line_errors_exit_2_stray_arguments_are_ignored_and_help_exits_0() {
 
 #[test]
 fn log_to_file_writes_go_metros_log_file() {
-    let pcap = fixture("test_scp.pcap");
+    let pcap = go_metro_capture("test_scp.pcap");
     let rx = Receiver::start();
     let dir = Scratch::new("logfile");
     let log = dir.0.join("logs/go-metro.log");

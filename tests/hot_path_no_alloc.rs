@@ -12,11 +12,9 @@ use metro::capture::LinkType;
 use metro::record::IntervalStats;
 use metro::worker::{Worker, WorkerConfig};
 
-#[path = "support/traffic.rs"]
-mod traffic;
+mod support;
 
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
+use support::{counting_alloc, traffic};
 
 #[global_allocator]
 static A: counting_alloc::Counting = counting_alloc::Counting;

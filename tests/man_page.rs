@@ -5,31 +5,15 @@
 //! the C locale so that groff's hyphens come out as ASCII `-`.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 
 #[path = "../examples/gen-docs.rs"]
 mod gen_docs;
+mod support;
+
+use support::Scratch;
 
 const METRO: &str = env!("CARGO_BIN_EXE_metro");
-
-/// A scratch directory for one test, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("metro-man-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The long flags `metro --help` lists, as `--name`.
 fn help_flags() -> BTreeSet<String> {

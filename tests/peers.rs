@@ -8,23 +8,14 @@
 //!   `tcp.analysis.ack_rtt`, each at the same ACK and equal to ±1 µs.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use metro::offline;
 use metro::worker::{SampleRecord, WorkerConfig};
 
-fn fixture(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/go-metro")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: the repository carries go-metro's captures there",
-        p.display()
-    );
-    p
-}
+mod support;
+use support::go_metro_capture;
 
 fn samples(path: &Path) -> Vec<SampleRecord> {
     let cfg = WorkerConfig {
@@ -59,7 +50,7 @@ const SCP_SERVER: &str = "162.243.251.92";
 
 #[test]
 fn scp_capture_matches_tshark_and_tcptrace_towards_the_server() {
-    let path = fixture("test_scp.pcap");
+    let path = go_metro_capture("test_scp.pcap");
     let ours: Vec<_> = samples(&path)
         .into_iter()
         .filter(|s| s.dst.to_string() == SCP_SERVER)
@@ -131,7 +122,7 @@ fn scp_capture_matches_tshark_and_tcptrace_towards_the_server() {
 
 #[test]
 fn http_capture_gives_the_three_samples_tshark_finds() {
-    let got: Vec<u64> = samples(&fixture("test_tcp.pcap"))
+    let got: Vec<u64> = samples(&go_metro_capture("test_tcp.pcap"))
         .into_iter()
         .filter(|s| s.dst.to_string() == "107.6.106.82")
         .map(|s| s.rtt_ns)

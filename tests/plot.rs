@@ -6,18 +6,15 @@
 //! and a PNG is a whole PNG of the page's size.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
 use metro::report::plot::{page_size, PAGE_WIDTH};
 
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(name)
-}
+mod support;
+use support::testdata;
 
 fn metro(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_metro"))

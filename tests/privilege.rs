@@ -8,13 +8,14 @@
 //! they print `SKIPPED (needs root): …` and pass, unless `METRO_REQUIRE_ROOT_TESTS=1`.
 
 mod support;
+use support::Scratch;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -109,24 +110,6 @@ fn exchanges(ns: &Netns, to: SocketAddr, n: usize) {
     })
     .join()
     .expect("client");
-}
-
-/// A scratch directory under the system's temporary directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("metro-pv-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Ad hoc live capture as root: every thread keeps CAP_NET_RAW alone, bounding set included,

@@ -13,11 +13,11 @@
 //! `METRO_REQUIRE_ROOT_TESTS=1`; see `support`.
 
 mod support;
+use support::Scratch;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -36,24 +36,6 @@ const MSG: usize = 64;
 const RTT_MS: u64 = 10;
 /// About 4 s of traffic across the delay line: four report intervals.
 const EXCHANGES: u32 = 400;
-
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let d = std::env::temp_dir().join(format!("metro-mpm-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A Prometheus server in a namespace, killed when dropped.
 struct PromServer {
@@ -219,7 +201,7 @@ fn prometheus_scrapes_the_pairs_rtt_and_metros_counters_exactly() {
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
 
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("prometheus");
     let statsd = Receiver::on(
         cli.spawn(|| UdpSocket::bind("127.0.0.1:0").unwrap())
             .join()

@@ -10,8 +10,9 @@ use metro::decode::Addr;
 use metro::record::IntervalStats;
 use metro::worker::{Worker, WorkerConfig};
 
-#[path = "support/traffic.rs"]
-mod traffic;
+mod support;
+
+use support::traffic;
 
 const SERVERS: u32 = 4;
 

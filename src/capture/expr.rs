@@ -94,6 +94,11 @@ fn parse_insn(text: &str) -> Option<Insn> {
     f.next().is_none().then_some(insn)
 }
 
+/// The root tests' bookkeeping, shared with the integration tests (`tests/support/root.rs`).
+#[cfg(all(test, feature = "libpcap"))]
+#[path = "../../tests/support/root.rs"]
+mod root_test;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +141,7 @@ mod tests {
     #[cfg(feature = "libpcap")]
     mod libpcap {
         use super::super::*;
+        use crate::capture::expr::root_test;
         use crate::capture::filter::{self, interpret};
 
         /// Ethernet + IPv4 (or IPv6) + a 20-byte TCP header, ports as given.
@@ -223,9 +229,11 @@ mod tests {
         }
 
         /// The kernel's own check (`bpf_check_classic`) accepts the combined program. Opening a
-        /// packet socket needs CAP_NET_RAW, so without root only the interpreter checks it.
+        /// packet socket needs CAP_NET_RAW, so this is a root test; without root only the
+        /// interpreter checks the program (the tests above).
         #[test]
         fn the_kernel_accepts_the_combined_program() {
+            const NAME: &str = "the_kernel_accepts_the_combined_program";
             let metro = filter::compile(Framing::Ethernet, None, 256).unwrap();
             let user = compile(
                 "tcp port 80 or (tcp[tcpflags] & tcp-syn != 0)",
@@ -233,12 +241,14 @@ mod tests {
             )
             .unwrap();
             let both = filter::and(&metro, &user, 256).unwrap();
-            match crate::capture::ring::PacketSocket::open(false) {
-                Ok(s) => s
-                    .attach_filter(&both)
-                    .expect("the kernel accepts the program"),
-                Err(e) => eprintln!("SKIPPED the kernel's check (no packet socket: {e})"),
+            if !root_test::root_or_skip(NAME) {
+                return;
             }
+            crate::capture::ring::PacketSocket::open(false)
+                .expect("as root, a packet socket opens")
+                .attach_filter(&both)
+                .expect("the kernel accepts the program");
+            root_test::mark_ran(NAME);
         }
     }
 }

@@ -108,8 +108,10 @@ pub struct FileStats {
     pub untimed: u64,
 }
 
+/// One interface of the file: its link type and how its timestamps read (pcapng IDB fields; a
+/// classic pcap file has one, from its header).
 #[derive(Clone, Copy)]
-struct Interface {
+struct FileIface {
     link: Option<LinkType>,
     /// Timestamp units per second.
     units: u64,
@@ -139,8 +141,8 @@ struct Stream {
         Compression,
         std::sync::Arc<std::sync::Mutex<Option<String>>>,
     )>,
-    legacy: Option<Interface>,
-    interfaces: Vec<Interface>,
+    legacy: Option<FileIface>,
+    interfaces: Vec<FileIface>,
     consumed: u64,
     stats: FileStats,
 }
@@ -530,7 +532,7 @@ impl Stream {
                     stalled = false;
                     match block {
                         PcapBlockOwned::LegacyHeader(h) => {
-                            self.legacy = Some(Interface {
+                            self.legacy = Some(FileIface {
                                 link: LinkType::from_linktype(h.network.0 as u32),
                                 units: if h.is_nanosecond_precision() {
                                     1_000_000_000
@@ -543,7 +545,7 @@ impl Stream {
                         PcapBlockOwned::Legacy(b) => {
                             self.stats.records += 1;
                             match self.legacy {
-                                Some(Interface {
+                                Some(FileIface {
                                     link: Some(link),
                                     units,
                                     ..
@@ -566,7 +568,7 @@ impl Stream {
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => self.interfaces.clear(),
                         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                            self.interfaces.push(Interface {
+                            self.interfaces.push(FileIface {
                                 link: LinkType::from_linktype(idb.linktype.0 as u32),
                                 // An impossible resolution leaves the interface untimed.
                                 units: idb.ts_resolution().unwrap_or(0),
@@ -576,8 +578,8 @@ impl Stream {
                         PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                             self.stats.records += 1;
                             match self.interfaces.get(epb.if_id as usize).copied() {
-                                Some(Interface { link: None, .. }) => self.stats.unknown_link += 1,
-                                Some(Interface {
+                                Some(FileIface { link: None, .. }) => self.stats.unknown_link += 1,
+                                Some(FileIface {
                                     link: Some(link),
                                     units,
                                     offset_s,

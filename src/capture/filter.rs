@@ -24,10 +24,97 @@
 //! laid out with every conditional jump local, and sections are entered with `ja`, whose offset
 //! is 32 bits.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
 
 /// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
 pub const MAX_INSNS: usize = 4096;
+
+/// An address range of a whitelist, `ADDR/PREFIX` (IPv4 or IPv6); a bare address is a /32 or
+/// /128. The kernel filter keeps packets to or from its ranges ([`ip_prefix`](Net::ip_prefix)),
+/// and the workers keep only samples acknowledged by a host inside one ([`contains`](Net::contains)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    /// The address as 16 bytes, IPv4 mapped (`::ffff:a.b.c.d`), as the workers store addresses.
+    addr: [u8; 16],
+    /// Prefix length counted over the 128-bit (IPv4-mapped) form.
+    bits: u8,
+}
+
+/// `ip` as 16 bytes, IPv4 mapped.
+fn mapped(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+impl Net {
+    /// A single address.
+    pub fn host(ip: IpAddr) -> Net {
+        Net {
+            addr: mapped(ip),
+            bits: 128,
+        }
+    }
+
+    /// The range as a standard address and a prefix length over it (0–32 for IPv4, 0–128 for
+    /// IPv6), as the kernel filter compares it.
+    pub fn ip_prefix(&self) -> (IpAddr, u8) {
+        let v6 = Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.bits >= 96 => (IpAddr::V4(v4), self.bits - 96),
+            _ => (IpAddr::V6(v6), self.bits),
+        }
+    }
+
+    /// True when `a` (16 bytes, IPv4 mapped) is inside the range.
+    #[inline]
+    pub fn contains(&self, a: &[u8; 16]) -> bool {
+        let full = (self.bits / 8) as usize;
+        if self.addr[..full] != a[..full] {
+            return false;
+        }
+        let rem = self.bits % 8;
+        rem == 0 || {
+            let mask = 0xffu8 << (8 - rem);
+            self.addr[full] & mask == a[full] & mask
+        }
+    }
+}
+
+impl FromStr for Net {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Net, String> {
+        let (ip, len) = match s.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (s, None),
+        };
+        let ip: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IP address or CIDR range"))?;
+        let (max, offset) = if ip.is_ipv4() { (32, 96) } else { (128, 0) };
+        let len = match len {
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(|| format!("'{s}' has a bad prefix length (0 to {max})"))?,
+            None => max,
+        };
+        let mut addr = mapped(ip);
+        let bits = len + offset;
+        // Clear host bits so that contains() compares prefixes only.
+        for (i, b) in addr.iter_mut().enumerate() {
+            let keep = (bits as usize).saturating_sub(i * 8).min(8) as u32;
+            *b &= (0xffu16 << (8 - keep)) as u8;
+        }
+        Ok(Net { addr, bits })
+    }
+}
 
 /// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -653,6 +740,25 @@ pub fn interpret(prog: &[Insn], pkt: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidr_ranges_match_their_members_only() {
+        let m = |s: &str| mapped(s.parse().unwrap());
+        let n: Net = "10.1.0.0/16".parse().unwrap();
+        assert!(n.contains(&m("10.1.200.3")));
+        assert!(!n.contains(&m("10.2.0.1")));
+        assert_eq!(n.ip_prefix(), ("10.1.0.0".parse().unwrap(), 16));
+        let n: Net = "2001:db8::/33".parse().unwrap();
+        assert!(n.contains(&m("2001:db8:7fff::1")));
+        assert!(!n.contains(&m("2001:db8:8000::1")));
+        assert_eq!(n.ip_prefix(), ("2001:db8::".parse().unwrap(), 33));
+        let n: Net = "192.168.1.7".parse().unwrap();
+        assert!(n.contains(&m("192.168.1.7")));
+        assert!(!n.contains(&m("192.168.1.8")));
+        assert_eq!(Net::host("192.168.1.7".parse().unwrap()), n);
+        assert!("10.0.0.0/33".parse::<Net>().is_err());
+        assert!("nonsense".parse::<Net>().is_err());
+    }
 
     fn run(prog: &[Insn], pkt: &[u8]) -> u32 {
         interpret(prog, pkt)

@@ -14,7 +14,8 @@
 //! pieces hash alike. Outgoing packets are kept (no ignore-outgoing flag): an RTT needs both the
 //! data and its ACK.
 //!
-//! This module and [`super::mapped`] are the only ones with `unsafe`: each use sits in a small
+//! The socket and ring code here and the file map in [`super::mapped`] are where metro's `unsafe`
+//! lives (the other block is the cache hint in [`crate::flow::prefetch`]): each use sits in a small
 //! function with a `SAFETY` comment. It knows nothing of what the frames contain; the filter that selects them is built
 //! by [`super::filter`], and frames go to the worker as [`Frame`]s borrowed from the ring.
 
@@ -614,23 +615,6 @@ pub fn open_group(
         rings.push(ring);
     }
     Ok(rings)
-}
-
-/// Asks the CPU to start loading the cache line at `p`, for data the caller will touch soon: a
-/// worker prefetches a frame's flow-table slot several frames before it matches the frame. It
-/// lives here because it is the one CPU hint the hot path needs, and the capture ring is where
-/// metro's `unsafe` is kept.
-#[inline(always)]
-pub fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is only a hint: it never faults, whatever the address, and changes no
-    // memory or register the program can see, so any pointer value is sound. SSE, which it
-    // needs, is part of the x86_64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@
 //! orders, hashes and compares in a few instructions, and IPv6 flows under the full one.
 
 use super::key::{FlowKey, Key4};
-use crate::capture::ring::prefetch;
+use super::prefetch::prefetch;
 
 /// What the table needs of a key.
 pub trait TableKey: Copy + Default {
@@ -104,7 +104,7 @@ pub struct Entry<K, V> {
 
 const _: () = assert!(std::mem::size_of::<Entry<Key4, [u64; 10]>>() == 112);
 const _: () = assert!(std::mem::size_of::<Entry<FlowKey, [u64; 10]>>() == 128);
-const _: () = assert!(std::mem::size_of::<Slot>() == 8);
+const _: () = assert!(std::mem::size_of::<IndexSlot>() == 8);
 
 impl<K, V> Entry<K, V> {
     /// The flow's normalised key.
@@ -167,7 +167,7 @@ impl<K, V> Entry<K, V> {
 /// free.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Default)]
-struct Slot {
+struct IndexSlot {
     tag: u32,
     idx: u32,
 }
@@ -200,7 +200,7 @@ const MAX_FLOWS: usize = (u32::MAX / 2) as usize;
 
 /// A bounded flow table owned by one worker.
 pub struct FlowTable<K, V> {
-    index: Vec<Slot>,
+    index: Vec<IndexSlot>,
     /// The live flows, densely: `entries.len()` is the number of flows.
     entries: Vec<Entry<K, V>>,
     max_flows: usize,
@@ -240,7 +240,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         let max_flows = max_flows.clamp(1, MAX_FLOWS);
         let max_slots = max_flows * 2;
         FlowTable {
-            index: vec![Slot::default(); INITIAL_SLOTS.min(max_slots)],
+            index: vec![IndexSlot::default(); INITIAL_SLOTS.min(max_slots)],
             entries: Vec::with_capacity(INITIAL_ENTRIES.min(max_flows)),
             max_flows,
             max_slots,
@@ -268,7 +268,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     /// Bytes the table holds for its flows: the slab's and the index's allocations.
     pub fn bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry<K, V>>()
-            + self.index.capacity() * std::mem::size_of::<Slot>()
+            + self.index.capacity() * std::mem::size_of::<IndexSlot>()
     }
 
     /// Every live flow, in slab order.
@@ -287,7 +287,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     #[inline]
     pub fn locate(&self, hash: u64) -> u32 {
         let i = home(tag_of(hash), self.index.len());
-        prefetch((&self.index[i] as *const Slot).cast());
+        prefetch((&self.index[i] as *const IndexSlot).cast());
         i as u32
     }
 
@@ -382,8 +382,8 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         };
         let ttl = self.ttl;
         let e = &mut self.entries[idx];
-        // `expired`, from the last-seen time stored below: `seen - e.last_seen` is
-        // `now.saturating_sub(e.last_seen)`, and comes with it (3 instructions fewer).
+        // `expired`, from the last-seen time stored below: `seen - e.last_seen` equals
+        // `now.saturating_sub(e.last_seen)`, so the one `max` serves both the check and the store.
         let seen = e.last_seen.max(now);
         let fresh = seen - e.last_seen > e.limit(&ttl);
         if fresh {
@@ -469,7 +469,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         while self.index[i].tag != 0 {
             i = next(i, n);
         }
-        self.index[i] = Slot { tag, idx };
+        self.index[i] = IndexSlot { tag, idx };
     }
 
     /// The index slot that points at entry `idx`.
@@ -506,7 +506,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             release(&mut e.value);
         }
         self.entries.clear();
-        self.index.fill(Slot::default());
+        self.index.fill(IndexSlot::default());
     }
 
     /// Evicts one flow: of [`EVICTION_SAMPLES`] entries in a row from a point that moves and is
@@ -565,7 +565,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
                 i = j;
             }
         }
-        self.index[i] = Slot::default();
+        self.index[i] = IndexSlot::default();
         let last = self.entries.len() - 1;
         if idx != last {
             let moved = self.slot_of(last);
@@ -578,7 +578,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     /// Doubles the index, up to `max_slots`; the slab is not read.
     fn grow_index(&mut self) {
         let n = (self.index.len() * 2).min(self.max_slots);
-        let old = std::mem::replace(&mut self.index, vec![Slot::default(); n]);
+        let old = std::mem::replace(&mut self.index, vec![IndexSlot::default(); n]);
         for s in old.into_iter().filter(|s| s.tag != 0) {
             self.place(s.tag, s.idx);
         }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::interval::IntervalReport;
 use super::line::Line;
 use super::{ms, Counters, PairSummary};
 use crate::conn::Connection;
@@ -147,4 +148,46 @@ pub fn write_connection(out: &mut impl Write, c: &Connection) -> io::Result<()> 
         opt(c.handshake_ns[0].map(|v| ms(v as f64))),
         opt(c.handshake_ns[1].map(|v| ms(v as f64))),
     )
+}
+
+/// Writes the `{"type":"connections","untracked":N}` line: connections `--by flow` could not
+/// keep apart.
+pub fn write_untracked(out: &mut impl Write, untracked: u64) -> io::Result<()> {
+    writeln!(
+        out,
+        "{{\"type\":\"connections\",\"untracked\":{untracked}}}"
+    )
+}
+
+/// Writes a live interval's `{"type":"kernel",…}` line; `samples_dropped` (with `--samples`)
+/// counts the interval's samples that found the queue full.
+pub fn write_kernel(
+    out: &mut impl Write,
+    rep: &IntervalReport,
+    samples_dropped: Option<u64>,
+) -> io::Result<()> {
+    let k = &rep.kernel;
+    write!(
+        out,
+        "{{\"type\":\"kernel\",\"iface\":\"{}\",\"received\":{},\"dropped\":{},\"freezes\":{},\"last\":{}",
+        rep.iface, k.received, k.dropped, k.freezes, rep.last
+    )?;
+    if let Some(n) = samples_dropped {
+        write!(out, ",\"samples_dropped\":{n}")?;
+    }
+    writeln!(out, "}}")
+}
+
+/// Writes one `{"type":"flow",…}` line per flow each worker holds (`--dump-flows`).
+pub fn write_flows(out: &mut impl Write, rep: &IntervalReport) -> io::Result<()> {
+    for (w, keys) in rep.flows.iter().enumerate() {
+        for f in keys {
+            writeln!(
+                out,
+                "{{\"type\":\"flow\",\"worker\":{w},\"a\":\"{}\",\"aport\":{},\"b\":\"{}\",\"bport\":{}}}",
+                f.a, f.a_port, f.b, f.b_port
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! ([`statsd`]), serving them to Prometheus ([`prometheus`]), and drawing them ([`plot`]). Nothing
 //! here runs on the per-packet path.
 
+pub mod interval;
 pub mod json;
 pub mod line;
 pub mod merge;

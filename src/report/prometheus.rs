@@ -45,9 +45,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::interval::{IntervalReport, KernelStats};
 use super::PairSummary;
 use crate::decode::Skip;
-use crate::live::{IntervalReport, KernelStats};
 use crate::record::{Counters, ServicePort};
 
 /// Largest request (request line and headers) read before answering 431.

@@ -1,6 +1,6 @@
 //! DogStatsD output: go-metro's gauges, on the wire exactly as go-metro sends them.
 //!
-//! Every report interval, for each (src, dst) pair with samples, [`Reporter::report`] sends
+//! Every report interval, for each (src, dst) pair with samples, [`StatsdReporter::report`] sends
 //! `system.net.tcp.rtt.avg`, `system.net.tcp.rtt.jitter` and `system.net.tcp.rtt` (go-metro's
 //! order), in milliseconds, tagged `src:NAME_OR_IP`, `dst:NAME_OR_IP`, the instance's tags as
 //! written, then `iface:IF` — go-metro's tags in go-metro's order. `rtt` is the interval's median
@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use cadence::{Counted, Gauged, MetricSink, StatsdClient};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
+use super::interval::IntervalReport;
 use super::{ms, PairSummary};
 use crate::decode::{Addr, Skip};
-use crate::live::IntervalReport;
 use crate::record::ServicePort;
 
 /// Largest datagram the sender builds: datadog-go's default for UDP, which stays under a
@@ -246,7 +246,7 @@ pub struct ReporterConfig {
 }
 
 /// Sends one instance's intervals.
-pub struct Reporter {
+pub struct StatsdReporter {
     client: StatsdClient,
     sink: QueueSink,
     cfg: ReporterConfig,
@@ -254,14 +254,14 @@ pub struct Reporter {
     lost_seen: u64,
 }
 
-impl Reporter {
+impl StatsdReporter {
     /// A reporter sending through `sink`, naming addresses from `names`.
-    pub fn new(sink: QueueSink, cfg: ReporterConfig, names: Names) -> Reporter {
+    pub fn new(sink: QueueSink, cfg: ReporterConfig, names: Names) -> StatsdReporter {
         // The sink counts its own failures, so the client need not report them again.
         let client = StatsdClient::builder("", sink.clone())
             .with_error_handler(|_| {})
             .build();
-        Reporter {
+        StatsdReporter {
             client,
             sink,
             cfg,
@@ -401,7 +401,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::KernelStats;
+    use crate::report::interval::KernelStats;
     use crate::report::Counters;
 
     fn receiver() -> (UdpSocket, SocketAddr) {
@@ -472,7 +472,7 @@ mod tests {
             .write()
             .unwrap()
             .insert("162.243.251.92".parse().unwrap(), "server.example".into());
-        let mut r = Reporter::new(
+        let mut r = StatsdReporter::new(
             sink.clone(),
             ReporterConfig {
                 iface: "eth0".into(),
@@ -521,7 +521,7 @@ mod tests {
     fn st_sends_the_smoothed_rtt_and_extra_gauges_follow() {
         let (rx, addr) = receiver();
         let sink = QueueSink::connect(addr, 1024).unwrap();
-        let mut r = Reporter::new(
+        let mut r = StatsdReporter::new(
             sink.clone(),
             ReporterConfig {
                 iface: "file".into(),

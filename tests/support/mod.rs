@@ -12,10 +12,14 @@
 //!
 //! The packet-socket helpers here use `libc` directly; each `unsafe` block says what it relies on.
 
-#![allow(dead_code)]
+// Each test binary uses a part of the test bed.
+#![allow(dead_code, unused_imports)]
 
-mod root;
+pub mod counting_alloc;
+pub mod root;
 pub mod statsd;
+pub mod tcp4;
+pub mod traffic;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -39,6 +43,56 @@ use nix::unistd::Pid;
 
 /// The metro binary under test.
 pub const METRO: &str = env!("CARGO_BIN_EXE_metro");
+
+/// A path under the repository's `testdata/`.
+pub fn testdata(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
+}
+
+/// A scratch directory for one test, under the system's temporary directory, removed when
+/// dropped (also when the test fails). Its name holds the test binary's PID, so runs never share one.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// An empty directory named after `name`.
+    pub fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("metro-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+
+    /// Writes `text` to the file `name` in it; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The path of `name` in it.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One of go-metro's own captures, which the repository carries in `testdata/go-metro/`.
+pub fn go_metro_capture(name: &str) -> std::path::PathBuf {
+    let p = testdata("go-metro").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: the repository carries go-metro's captures there",
+        p.display()
+    );
+    p
+}
 
 /// Serialises the tests that load the machine, so timings are not disturbed by each other.
 pub fn heavy() -> MutexGuard<'static, ()> {
