@@ -904,3 +904,72 @@ fn live_connections_are_written_once_each_when_they_end() {
     );
     mark_ran(NAME);
 }
+
+/// `--by port` live: two services of one server, each its own series with the `port` field, the
+/// client's ephemeral ports nowhere, and every request's sample in its port's series.
+#[test]
+fn live_series_are_kept_per_server_port() {
+    const NAME: &str = "live_series_are_kept_per_server_port";
+    if !root_or_skip(NAME) {
+        return;
+    }
+    let _g = heavy();
+    let (a, b) = wired_pair();
+    a.ip(&["addr", "add", "10.86.0.1/24", "dev", "eth0"]);
+    b.ip(&["addr", "add", "10.86.0.2/24", "dev", "eth0"]);
+    let server = echo_server(
+        &b,
+        vec![
+            "10.86.0.2:7000".parse().unwrap(),
+            "10.86.0.2:7001".parse().unwrap(),
+        ],
+    );
+    for _ in 0..2 {
+        server.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+    let metro = Metro::start(
+        &a,
+        &[
+            "--interface",
+            "eth0",
+            "--by",
+            "port",
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+        ],
+    );
+    // 20 requests to port 7000 and 10 to 7001, each answered before the next.
+    let client = a.spawn(|| {
+        for (port, rounds) in [(7000u16, 20u8), (7001, 10)] {
+            let to = SocketAddr::from(([10, 86, 0, 2], port));
+            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+            c.set_nodelay(true).unwrap();
+            for i in 0..rounds {
+                c.write_all(&[i; 100]).unwrap();
+                let mut b = [0u8; 100];
+                c.read_exact(&mut b).unwrap();
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    client.join().expect("client");
+    thread::sleep(Duration::from_millis(400));
+    let out = metro.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let mut per_port: HashMap<String, u64> = HashMap::new();
+    for p in lines_of(&out.stdout, "pair") {
+        assert_eq!(p["src"], "10.86.0.1", "{p}");
+        assert_eq!(p["dst"], "10.86.0.2", "{p}");
+        *per_port.entry(p["port"].to_string()).or_default() += p["samples"].as_u64().unwrap();
+    }
+    let mut ports: Vec<&String> = per_port.keys().collect();
+    ports.sort();
+    assert_eq!(ports, ["7000", "7001"], "{}", out.stdout);
+    // Each request's ACK (carried by the echo) times it; the handshake's SYN is timed too.
+    assert!(per_port["7000"] >= 20, "{per_port:?}\n{}", out.stdout);
+    assert!(per_port["7001"] >= 10, "{per_port:?}");
+    assert!(per_port["7000"] > per_port["7001"], "{per_port:?}");
+    mark_ran(NAME);
+}
