@@ -31,7 +31,7 @@ use std::collections::HashMap;
 
 use crate::decode::Addr;
 use crate::flow::Ttl;
-use crate::record::{HIST_HIGH_NS, HIST_LOW_NS, RTT_SIGFIG};
+use crate::record::{ServicePort, HIST_HIGH_NS, HIST_LOW_NS, RTT_SIGFIG};
 use crate::rtt::Method;
 
 /// Samples a connection keeps for its quantiles.
@@ -73,6 +73,8 @@ pub struct Connection {
     used: bool,
     /// A FIN or RST was seen.
     closed: bool,
+    /// It was first seen on its SYN or SYN/ACK, so `server` accepted it.
+    opened: bool,
 }
 
 /// A connection's RTT summary, with the pair lines' definitions.
@@ -114,6 +116,7 @@ impl Connection {
             high: [None; 2],
             used: false,
             closed: false,
+            opened: false,
         }
     }
 
@@ -144,6 +147,16 @@ impl Connection {
                 self.jitter_sum_ns as f64 / self.jitter_n as f64
             },
         })
+    }
+
+    /// Its server port as the pair lines' port dimension has it: the port that accepted the
+    /// connection, or, without its handshake, the smaller port (as [`crate::worker::server_port`]).
+    pub fn server_port(&self) -> u16 {
+        if self.opened {
+            self.server.1
+        } else {
+            self.server.1.min(self.client.1)
+        }
     }
 
     /// 0 when `sender` is the client, 1 when it is the server.
@@ -242,9 +255,9 @@ impl Connections {
                 } else {
                     (s.src, s.dst)
                 };
-                self.live
-                    .entry(k)
-                    .or_insert(Connection::new(client, server, s.ts_ns))
+                let c = (self.live.entry(k)).or_insert(Connection::new(client, server, s.ts_ns));
+                c.opened = s.syn;
+                c
             }
         };
         c.last_ns = c.last_ns.max(s.ts_ns);
@@ -332,6 +345,53 @@ impl Connections {
         all.extend(self.live.into_values());
         all.sort_by_key(|c| (c.first_ns, c.client, c.server));
         all
+    }
+}
+
+/// The bytes each sender resent to each acknowledger over their connections, for the pair lines
+/// of `--by flow` (by server port too with `--by port`).
+#[derive(Debug, Default)]
+pub struct ResentBytes {
+    by_key: HashMap<(Addr, Addr, Option<u16>), u64>,
+    /// Per host pair, the bytes of the ports whose lines were written, for its `other` port.
+    written: HashMap<(Addr, Addr), u64>,
+}
+
+impl ResentBytes {
+    /// Sums `conns`, by server port when `by_port`.
+    pub fn new<'a>(conns: impl IntoIterator<Item = &'a Connection>, by_port: bool) -> ResentBytes {
+        let mut r = ResentBytes::default();
+        for c in conns {
+            let port = by_port.then(|| c.server_port());
+            for (from, to, n) in [
+                (c.client.0, c.server.0, c.retrans_bytes[0]),
+                (c.server.0, c.client.0, c.retrans_bytes[1]),
+            ] {
+                *r.by_key.entry((from, to, None)).or_default() += n;
+                if port.is_some() {
+                    *r.by_key.entry((from, to, port)).or_default() += n;
+                }
+            }
+        }
+        r
+    }
+
+    /// The bytes for the line of `src` to `dst` at `port`, the lines of a host pair taken in
+    /// the pair lines' order (its `other` port last: it gets what its other lines did not).
+    pub fn line(&mut self, src: Addr, dst: Addr, port: Option<ServicePort>) -> u64 {
+        let at = |p| self.by_key.get(&(src, dst, p)).copied().unwrap_or(0);
+        match port {
+            None => at(None),
+            Some(ServicePort::Port(n)) => {
+                let b = at(Some(n));
+                *self.written.entry((src, dst)).or_default() += b;
+                b
+            }
+            Some(ServicePort::Other) => {
+                let done = self.written.get(&(src, dst)).copied().unwrap_or(0);
+                at(None).saturating_sub(done)
+            }
+        }
     }
 }
 
@@ -448,5 +508,42 @@ mod tests {
         let idle = t.take_finished(206);
         assert_eq!((idle.len(), idle[0].first_ns), (1, 105));
         assert!(t.into_connections().is_empty());
+    }
+
+    #[test]
+    fn resent_bytes_go_to_their_server_ports_line_and_the_rest_to_other() {
+        let mut t = Connections::new(10, TTL);
+        // From port 40000 to 80 (opened), to 443 (opened), and 9000 ↔ 50000 without a
+        // handshake (its port is the smaller one); each sends 100 bytes and resends `n` of them.
+        for (i, (cport, sport, n, syn)) in [
+            (40000, 80, 10, true),
+            (40001, 443, 20, true),
+            (50000, 9000, 30, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let s = |t: u64, seq: u32, len: u32, flags: &str| ConnSegment {
+                src: end(1, cport),
+                dst: end(2, sport),
+                ..seg(true, t, seq, len, flags)
+            };
+            let t0 = i as u64 * 10;
+            if syn {
+                t.packet(&s(t0, 0, 1, "S"));
+            }
+            t.packet(&s(t0 + 1, 1, 100, "A"));
+            t.packet(&s(t0 + 2, 1, n, "A"));
+        }
+        let conns = t.into_connections();
+        let (a, b) = (end(1, 0).0, end(2, 0).0);
+        let mut r = ResentBytes::new(&conns, true);
+        assert_eq!(r.line(a, b, Some(ServicePort::Port(80))), 10);
+        assert_eq!(r.line(a, b, Some(ServicePort::Port(9000))), 30);
+        // 443 was folded into `other`.
+        assert_eq!(r.line(a, b, Some(ServicePort::Other)), 20);
+        assert_eq!(r.line(b, a, Some(ServicePort::Port(80))), 0);
+        let mut r = ResentBytes::new(&conns, false);
+        assert_eq!(r.line(a, b, None), 60);
     }
 }

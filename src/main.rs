@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use metro::cli::{exit, Cli, Format, Mode};
-use metro::conn::Connection;
+use metro::conn::{Connection, ResentBytes};
 use metro::daemon;
 use metro::decode::Addr;
 use metro::live::{self, ConnStream, IntervalReport, LiveConfig, SampleStream, Stream};
@@ -107,17 +107,12 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
             json::write_untracked(&mut out, outcome.untracked_connections)?;
         }
         if cli.by_flow() {
-            // Bytes each sender resent to each acknowledger, over its connections.
-            let mut resent: std::collections::HashMap<(Addr, Addr), u64> = Default::default();
-            for c in &outcome.connections {
-                *resent.entry((c.client.0, c.server.0)).or_default() += c.retrans_bytes[0];
-                *resent.entry((c.server.0, c.client.0)).or_default() += c.retrans_bytes[1];
-            }
+            let mut resent = ResentBytes::new(&outcome.connections, cli.max_ports().is_some());
             plan.for_each(|p| {
                 let n = if p.other {
                     0
                 } else {
-                    resent.get(&(p.src, p.dst)).copied().unwrap_or(0)
+                    resent.line(p.src, p.dst, p.port)
                 };
                 json::write_pair_retrans(&mut out, p, n)
             })?;
