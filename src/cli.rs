@@ -243,10 +243,12 @@ pub struct Cli {
     /// What a line stands for; several may be given (`--by port,flow`). `pair`: a (sender,
     /// acknowledger) host pair. `port`: a host pair and the connections' server port (the SYN's
     /// destination port; without a handshake in the capture, the smaller port), a `port` field
-    /// and column, at most --max-ports ports a pair. Offline, `flow` also writes one JSON line
-    /// per TCP connection (5-tuple, first and last packet, RTT summary, bytes and retransmitted
-    /// bytes each way, handshake RTTs), and the retransmitted bytes of each pair in its line;
-    /// implies --format json.
+    /// and column, at most --max-ports ports a pair. `flow` also writes one JSON line per TCP
+    /// connection (5-tuple, first and last packet, RTT summary, bytes and retransmitted bytes
+    /// each way, handshake RTTs): offline all of them, with the retransmitted bytes of each pair
+    /// in its line; live each connection at the first report after it ended (silent for 60 s
+    /// after a FIN or RST, 300 s otherwise: the flow table's TTLs) and the rest at the end; implies
+    /// --format json.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "pair")]
     pub by: Vec<By>,
 

@@ -14,6 +14,11 @@
 //! - the handshake's two samples: SYN → SYN/ACK (the responder's RTT) and SYN/ACK → ACK (the
 //!   initiator's).
 //!
+//! Offline, every connection is reported when the capture ends. Live, a connection is handed
+//! over ([`Connections::take_finished`]) once the flow table would forget its flow: after
+//! `closed_ns` of silence once a FIN or RST was seen, or `idle_ns` of silence otherwise, or when
+//! its 5-tuple starts a new connection; the rest when the capture ends.
+//!
 //! RTT figures are over the samples of the halves metro reports (the local addresses and the
 //! whitelist apply, as to the pair lines), with the pair lines' definitions: count, min, max,
 //! mean and jitter exact, quantiles by HdrHistogram with 3 significant digits. Memory is bounded:
@@ -25,7 +30,8 @@ use hdrhistogram::Histogram;
 use std::collections::HashMap;
 
 use crate::decode::Addr;
-use crate::record::{HIST_HIGH_NS, HIST_LOW_NS, RTT_SIGFIG};
+use crate::flow::Ttl;
+use crate::record::{ServicePort, HIST_HIGH_NS, HIST_LOW_NS, RTT_SIGFIG};
 use crate::rtt::Method;
 
 /// Samples a connection keeps for its quantiles.
@@ -65,6 +71,10 @@ pub struct Connection {
     high: [Option<u32>; 2],
     /// A FIN or RST was seen, or data: a new SYN then starts another connection.
     used: bool,
+    /// A FIN or RST was seen.
+    closed: bool,
+    /// It was first seen on its SYN or SYN/ACK, so `server` accepted it.
+    opened: bool,
 }
 
 /// A connection's RTT summary, with the pair lines' definitions.
@@ -105,6 +115,8 @@ impl Connection {
             rtts: Vec::new(),
             high: [None; 2],
             used: false,
+            closed: false,
+            opened: false,
         }
     }
 
@@ -137,6 +149,16 @@ impl Connection {
         })
     }
 
+    /// Its server port as the pair lines' port dimension has it: the port that accepted the
+    /// connection, or, without its handshake, the smaller port (as [`crate::worker::server_port`]).
+    pub fn server_port(&self) -> u16 {
+        if self.opened {
+            self.server.1
+        } else {
+            self.server.1.min(self.client.1)
+        }
+    }
+
     /// 0 when `sender` is the client, 1 when it is the server.
     fn dir(&self, sender: &End) -> usize {
         usize::from(*sender != self.client)
@@ -167,11 +189,13 @@ pub struct ConnSegment {
 }
 
 /// A worker's connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Connections {
     live: HashMap<(End, End), Connection>,
     done: Vec<Connection>,
     max_conns: usize,
+    /// When a quiet connection has ended: the flow table's expiry.
+    ttl: Ttl,
     /// Connections not kept because `max_conns` were.
     pub untracked: u64,
 }
@@ -186,12 +210,20 @@ fn key(a: End, b: End) -> (End, End) {
 }
 
 impl Connections {
-    /// Keeps at most `max_conns` connections.
-    pub fn new(max_conns: usize) -> Connections {
+    /// Keeps at most `max_conns` connections; a quiet one has ended after `ttl`.
+    pub fn new(max_conns: usize, ttl: Ttl) -> Connections {
         Connections {
+            live: HashMap::new(),
+            done: Vec::new(),
             max_conns: max_conns.max(1),
-            ..Connections::default()
+            ttl,
+            untracked: 0,
         }
+    }
+
+    /// When a quiet connection has ended.
+    pub fn ttl(&self) -> Ttl {
+        self.ttl
     }
 
     /// The bound on connections kept.
@@ -223,9 +255,9 @@ impl Connections {
                 } else {
                     (s.src, s.dst)
                 };
-                self.live
-                    .entry(k)
-                    .or_insert(Connection::new(client, server, s.ts_ns))
+                let c = (self.live.entry(k)).or_insert(Connection::new(client, server, s.ts_ns));
+                c.opened = s.syn;
+                c
             }
         };
         c.last_ns = c.last_ns.max(s.ts_ns);
@@ -246,6 +278,7 @@ impl Connections {
         }
         if s.fin || s.rst {
             c.used = true;
+            c.closed = true;
         }
         if s.seq_len > 0 {
             let end = s.seq.wrapping_add(s.seq_len);
@@ -286,6 +319,26 @@ impl Connections {
         }
     }
 
+    /// Takes the connections that have ended by `now_ns` (capture time): those whose 5-tuple
+    /// started a new one, and those silent for longer than the TTL after a FIN or RST
+    /// (`closed_ns`) or otherwise (`idle_ns`), as the flow table forgets flows. In the order of
+    /// their first packet.
+    pub fn take_finished(&mut self, now_ns: u64) -> Vec<Connection> {
+        let mut all = std::mem::take(&mut self.done);
+        let ttl = self.ttl;
+        let quiet = |c: &Connection| {
+            let silent = now_ns.saturating_sub(c.last_ns);
+            silent > if c.closed { ttl.closed_ns } else { ttl.idle_ns }
+        };
+        let ended: Vec<(End, End)> = (self.live.iter())
+            .filter(|(_, c)| quiet(c))
+            .map(|(k, _)| *k)
+            .collect();
+        all.extend(ended.iter().filter_map(|k| self.live.remove(k)));
+        all.sort_by_key(|c| (c.first_ns, c.client, c.server));
+        all
+    }
+
     /// Every connection, finished ones first, in the order of their first packet.
     pub fn into_connections(self) -> Vec<Connection> {
         let mut all = self.done;
@@ -295,9 +348,61 @@ impl Connections {
     }
 }
 
+/// The bytes each sender resent to each acknowledger over their connections, for the pair lines
+/// of `--by flow` (by server port too with `--by port`).
+#[derive(Debug, Default)]
+pub struct ResentBytes {
+    by_key: HashMap<(Addr, Addr, Option<u16>), u64>,
+    /// Per host pair, the bytes of the ports whose lines were written, for its `other` port.
+    written: HashMap<(Addr, Addr), u64>,
+}
+
+impl ResentBytes {
+    /// Sums `conns`, by server port when `by_port`.
+    pub fn new<'a>(conns: impl IntoIterator<Item = &'a Connection>, by_port: bool) -> ResentBytes {
+        let mut r = ResentBytes::default();
+        for c in conns {
+            let port = by_port.then(|| c.server_port());
+            for (from, to, n) in [
+                (c.client.0, c.server.0, c.retrans_bytes[0]),
+                (c.server.0, c.client.0, c.retrans_bytes[1]),
+            ] {
+                *r.by_key.entry((from, to, None)).or_default() += n;
+                if port.is_some() {
+                    *r.by_key.entry((from, to, port)).or_default() += n;
+                }
+            }
+        }
+        r
+    }
+
+    /// The bytes for the line of `src` to `dst` at `port`, the lines of a host pair taken in
+    /// the pair lines' order (its `other` port last: it gets what its other lines did not).
+    pub fn line(&mut self, src: Addr, dst: Addr, port: Option<ServicePort>) -> u64 {
+        let at = |p| self.by_key.get(&(src, dst, p)).copied().unwrap_or(0);
+        match port {
+            None => at(None),
+            Some(ServicePort::Port(n)) => {
+                let b = at(Some(n));
+                *self.written.entry((src, dst)).or_default() += b;
+                b
+            }
+            Some(ServicePort::Other) => {
+                let done = self.written.get(&(src, dst)).copied().unwrap_or(0);
+                at(None).saturating_sub(done)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TTL: Ttl = Ttl {
+        idle_ns: 100,
+        closed_ns: 10,
+    };
 
     fn end(host: u8, port: u16) -> End {
         (Addr::v4([10, 0, 0, host]), port)
@@ -321,7 +426,7 @@ mod tests {
 
     #[test]
     fn bytes_and_resent_bytes_are_counted_each_way() {
-        let mut t = Connections::new(10);
+        let mut t = Connections::new(10, TTL);
         t.packet(&seg(true, 1, 99, 1, "S"));
         t.packet(&seg(false, 2, 499, 1, "SA"));
         t.packet(&seg(true, 3, 100, 0, "A"));
@@ -342,7 +447,7 @@ mod tests {
 
     #[test]
     fn a_new_syn_after_data_starts_a_new_connection_and_the_bound_holds() {
-        let mut t = Connections::new(2);
+        let mut t = Connections::new(2, TTL);
         t.packet(&seg(true, 1, 0, 1, "S"));
         t.packet(&seg(true, 2, 1, 10, "A"));
         t.packet(&seg(true, 3, 5000, 1, "S"));
@@ -360,7 +465,7 @@ mod tests {
 
     #[test]
     fn samples_give_the_pair_lines_figures_and_the_handshake() {
-        let mut t = Connections::new(10);
+        let mut t = Connections::new(10, TTL);
         t.packet(&seg(true, 1, 99, 1, "S"));
         let (c, s) = (end(1, 40000), end(2, 80));
         t.sample(c, s, 2_000_000, None, Method::Syn);
@@ -375,5 +480,70 @@ mod tests {
         // The median sample, as HdrHistogram (3 significant digits) gives it: the middle of the
         // 1,024 ns bucket that holds 2 ms, like the pair lines.
         assert_eq!(r.p50_ns, 2_000_384);
+    }
+
+    #[test]
+    fn connections_are_finished_when_the_flow_table_would_forget_them() {
+        let mut t = Connections::new(10, TTL);
+        // Open, quiet since 5.
+        t.packet(&seg(true, 1, 0, 1, "S"));
+        t.packet(&seg(true, 5, 1, 10, "A"));
+        // Closed at 20 on another 5-tuple.
+        let other = |mut g: ConnSegment| {
+            g.src.1 = 40001;
+            g
+        };
+        t.packet(&other(seg(true, 2, 0, 1, "S")));
+        t.packet(&other(seg(true, 20, 1, 1, "FA")));
+        assert!(t.take_finished(30).is_empty());
+        let closed = t.take_finished(31);
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].client.1, closed[0].first_ns), (40001, 2));
+        assert!(t.take_finished(105).is_empty());
+        // A new SYN on the open one's 5-tuple finishes it at once.
+        t.packet(&seg(true, 105, 9000, 1, "S"));
+        let reused = t.take_finished(105);
+        assert_eq!((reused.len(), reused[0].first_ns), (1, 1));
+        assert!(t.take_finished(205).is_empty());
+        let idle = t.take_finished(206);
+        assert_eq!((idle.len(), idle[0].first_ns), (1, 105));
+        assert!(t.into_connections().is_empty());
+    }
+
+    #[test]
+    fn resent_bytes_go_to_their_server_ports_line_and_the_rest_to_other() {
+        let mut t = Connections::new(10, TTL);
+        // From port 40000 to 80 (opened), to 443 (opened), and 9000 ↔ 50000 without a
+        // handshake (its port is the smaller one); each sends 100 bytes and resends `n` of them.
+        for (i, (cport, sport, n, syn)) in [
+            (40000, 80, 10, true),
+            (40001, 443, 20, true),
+            (50000, 9000, 30, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let s = |t: u64, seq: u32, len: u32, flags: &str| ConnSegment {
+                src: end(1, cport),
+                dst: end(2, sport),
+                ..seg(true, t, seq, len, flags)
+            };
+            let t0 = i as u64 * 10;
+            if syn {
+                t.packet(&s(t0, 0, 1, "S"));
+            }
+            t.packet(&s(t0 + 1, 1, 100, "A"));
+            t.packet(&s(t0 + 2, 1, n, "A"));
+        }
+        let conns = t.into_connections();
+        let (a, b) = (end(1, 0).0, end(2, 0).0);
+        let mut r = ResentBytes::new(&conns, true);
+        assert_eq!(r.line(a, b, Some(ServicePort::Port(80))), 10);
+        assert_eq!(r.line(a, b, Some(ServicePort::Port(9000))), 30);
+        // 443 was folded into `other`.
+        assert_eq!(r.line(a, b, Some(ServicePort::Other)), 20);
+        assert_eq!(r.line(b, a, Some(ServicePort::Port(80))), 0);
+        let mut r = ResentBytes::new(&conns, false);
+        assert_eq!(r.line(a, b, None), 60);
     }
 }

@@ -578,6 +578,7 @@ impl Daemon {
             dump_flows: false,
             plot: None,
             samples: None,
+            connections: None,
         };
         let stop = self.stop.clone();
         let mut reporter = p.reporter;

@@ -38,6 +38,7 @@ use crate::capture::iface::{self, IfaceError, Status};
 use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
 use crate::capture::LinkType;
 use crate::config::{limits, DutyCycle, RingConfig};
+use crate::conn::Connection;
 use crate::decode::Addr;
 use crate::flow::FlowKey;
 use crate::record::IntervalStats;
@@ -80,24 +81,50 @@ pub struct LiveConfig {
     pub plot: Option<PointLimits>,
     /// Stream every reported sample here while capturing (`--samples`).
     pub samples: Option<SampleStream>,
+    /// Hand every connection here once it has ended (`--by flow`, with `worker.by_flow`): at
+    /// the end of each interval, before the interval, and the rest when the capture ends.
+    pub connections: Option<ConnStream>,
 }
 
-/// Where live workers hand every reported sample: a bounded queue that a worker never waits on.
-/// A sample that finds it full is dropped and counted in `dropped`.
-#[derive(Debug, Clone)]
-pub struct SampleStream {
+/// Where live workers hand what they stream (every reported sample with `--samples`, every
+/// ended connection with `--by flow`): a bounded queue that a worker never waits on. An item that
+/// finds it full is dropped and counted in `dropped`.
+#[derive(Debug)]
+pub struct Stream<T> {
     /// The queue's sending side, shared by the workers.
-    pub tx: Sender<SampleRecord>,
-    /// Samples dropped because the queue was full.
+    pub tx: Sender<T>,
+    /// Items dropped because the queue was full.
     pub dropped: Arc<AtomicU64>,
 }
 
-impl SampleStream {
-    /// A queue of `capacity` samples, and its receiving side.
-    pub fn bounded(capacity: usize) -> (SampleStream, Receiver<SampleRecord>) {
+/// The reported samples, with `--samples`.
+pub type SampleStream = Stream<SampleRecord>;
+
+/// The ended connections, with `--by flow`; beside them, the connections the workers did not
+/// keep because `max_flows` were ([`ConnStream::untracked`]).
+#[derive(Debug, Clone)]
+pub struct ConnStream {
+    /// The connections.
+    pub conns: Stream<Connection>,
+    /// Connections not kept, added by each worker at each interval's end.
+    pub untracked: Arc<AtomicU64>,
+}
+
+impl<T> Clone for Stream<T> {
+    fn clone(&self) -> Self {
+        Stream {
+            tx: self.tx.clone(),
+            dropped: Arc::clone(&self.dropped),
+        }
+    }
+}
+
+impl<T> Stream<T> {
+    /// A queue of `capacity` items, and its receiving side.
+    pub fn bounded(capacity: usize) -> (Stream<T>, Receiver<T>) {
         let (tx, rx) = bounded(capacity);
         (
-            SampleStream {
+            Stream {
                 tx,
                 dropped: Arc::new(AtomicU64::new(0)),
             },
@@ -105,8 +132,8 @@ impl SampleStream {
         )
     }
 
-    fn send(&self, s: SampleRecord) {
-        if self.tx.try_send(s).is_err() {
+    fn send(&self, item: T) {
+        if self.tx.try_send(item).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -136,6 +163,7 @@ impl LiveConfig {
             dump_flows: false,
             plot: None,
             samples: None,
+            connections: None,
         }
     }
 }
@@ -287,6 +315,10 @@ struct Control<'a> {
     points: Option<PlotPoints>,
     /// Where samples are streamed, with `--samples`.
     stream: Option<SampleStream>,
+    /// Where ended connections go, with `--by flow`.
+    conns: Option<ConnStream>,
+    /// Connections not kept, as counted at the last hand-over.
+    untracked: u64,
 }
 
 /// Captures until `stop` is set or the duration ends, calling `on_interval` after every
@@ -384,6 +416,8 @@ pub fn run(
                 dump_flows: cfg.dump_flows,
                 points: cfg.plot.clone().map(PlotPoints::new),
                 stream: cfg.samples.clone(),
+                conns: cfg.connections.clone(),
+                untracked: 0,
             };
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let wcfg = &wcfg;
@@ -512,6 +546,34 @@ impl Control<'_> {
     }
 }
 
+impl Control<'_> {
+    /// Hands the connections that have ended over to the stream (all of them at the capture's
+    /// end), with the count of those not kept.
+    fn hand_over_connections(&mut self, w: &mut Worker, all: bool) {
+        let Some(stream) = &self.conns else {
+            return;
+        };
+        let ended = if all {
+            w.take_connections()
+        } else {
+            w.take_finished_connections(now_ns())
+        };
+        for c in ended {
+            stream.conns.send(c);
+        }
+        let untracked = w.untracked_connections();
+        (stream.untracked).fetch_add(untracked - self.untracked, Ordering::Relaxed);
+        self.untracked = untracked;
+    }
+}
+
+/// The wall clock in ns since the epoch, as the ring's frames are stamped.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// One worker thread: walk the ring, feed the worker, answer the reporter.
 ///
 /// Returns the last interval's statistics, for `--dump-flows` the keys of the flows held, and
@@ -555,6 +617,7 @@ fn work(
         // the stream's queue is bounded. They are handed over before the interval that holds them.
         ctl.hand_over(&mut w);
         if let Ok(fresh) = ctl.fresh.try_recv() {
+            ctl.hand_over_connections(&mut w, false);
             // The reporter waits for this reply; it only hangs up when it is gone itself.
             let _ = ctl.full.send(w.take_interval(fresh));
         }
@@ -596,6 +659,7 @@ fn work(
         Vec::new()
     };
     ctl.hand_over(&mut w);
+    ctl.hand_over_connections(&mut w, true);
     (w.take_interval(IntervalStats::default()), flows, ctl.points)
 }
 

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use metro::cli::{exit, Cli, Format, Mode};
+use metro::conn::{Connection, ResentBytes};
 use metro::daemon;
 use metro::decode::Addr;
-use metro::live::{self, IntervalReport, LiveConfig, SampleStream};
+use metro::live::{self, ConnStream, IntervalReport, LiveConfig, SampleStream, Stream};
 use metro::offline;
 use metro::privilege::{self, Keep, PrivilegeError};
 use metro::record::PairKey;
@@ -106,17 +107,12 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
             json::write_untracked(&mut out, outcome.untracked_connections)?;
         }
         if cli.by_flow() {
-            // Bytes each sender resent to each acknowledger, over its connections.
-            let mut resent: std::collections::HashMap<(Addr, Addr), u64> = Default::default();
-            for c in &outcome.connections {
-                *resent.entry((c.client.0, c.server.0)).or_default() += c.retrans_bytes[0];
-                *resent.entry((c.server.0, c.client.0)).or_default() += c.retrans_bytes[1];
-            }
+            let mut resent = ResentBytes::new(&outcome.connections, cli.max_ports().is_some());
             plan.for_each(|p| {
                 let n = if p.other {
                     0
                 } else {
-                    resent.get(&(p.src, p.dst)).copied().unwrap_or(0)
+                    resent.line(p.src, p.dst, p.port)
                 };
                 json::write_pair_retrans(&mut out, p, n)
             })?;
@@ -235,10 +231,6 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         .with_target(false)
         .without_time()
         .try_init();
-    if cli.by_flow() {
-        eprintln!("metro: --by flow reads a capture file: give --pcap FILE (live, record one with tcpdump -w)");
-        return Ok(exit::USAGE);
-    }
     let mut cfg = LiveConfig::new(name);
     cfg.workers = cli.workers.map(usize::from);
     cfg.interval = cli.interval;
@@ -289,7 +281,17 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         cfg.samples = Some(stream.clone());
         SamplePrinter::start(stream, rx)
     });
-    let format = if cli.samples {
+    let conns = cli.by_flow().then(|| {
+        cfg.worker.by_flow = true;
+        let (conns, rx) = Stream::bounded(CONN_QUEUE);
+        let stream = ConnStream {
+            conns,
+            untracked: Arc::new(AtomicU64::new(0)),
+        };
+        cfg.connections = Some(stream.clone());
+        (stream, rx)
+    });
+    let format = if cli.samples || cli.by_flow() {
         Format::Json
     } else {
         cli.format
@@ -309,6 +311,11 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
                 Some(p) => p.drain(),
                 None => Ok(()),
             };
+            // The connections that ended were handed over before the interval, too.
+            let printed = printed.and_then(|()| match &conns {
+                Some((stream, rx)) => print_connections(stream, rx),
+                None => Ok(()),
+            });
             if let Err(e) = printed.and_then(|()| print_report(format, rep, dropped)) {
                 write_error = Some(e);
                 stop.store(true, Ordering::Release);
@@ -331,6 +338,7 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
         target.discard();
     }
     cfg.samples = None;
+    cfg.connections = None;
     if let Some(p) = printer {
         if let Err(e) = p.finish() {
             write_error.get_or_insert(e);
@@ -364,6 +372,25 @@ fn refused(e: &PrivilegeError) -> i32 {
     } else {
         exit::INPUT
     }
+}
+
+/// Ended connections queued between the live workers and the interval's report (`--by flow`):
+/// a busy interval's worth (a connection is a few hundred bytes beside its kept samples).
+const CONN_QUEUE: usize = 65_536;
+
+/// Prints the connections queued now, then, when some were lost in the interval, how many.
+fn print_connections(stream: &ConnStream, rx: &Receiver<Connection>) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    while let Ok(c) = rx.try_recv() {
+        json::write_connection(&mut out, &c)?;
+    }
+    let untracked = stream.untracked.swap(0, Ordering::Relaxed);
+    let dropped = stream.conns.dropped.swap(0, Ordering::Relaxed);
+    if untracked > 0 || dropped > 0 {
+        json::write_connections_lost(&mut out, untracked, dropped)?;
+    }
+    out.flush()
 }
 
 /// Samples queued between the live workers and the printer: at 100,000 samples a second, the

@@ -211,7 +211,7 @@ impl Worker {
                 samples: Vec::new(),
                 conns: cfg
                     .by_flow
-                    .then(|| Box::new(Connections::new(cfg.max_flows))),
+                    .then(|| Box::new(Connections::new(cfg.max_flows, cfg.ttl))),
                 next_sweep_ns: 0,
                 epoch: cookie::EPOCH,
                 table_seen: TableStats::default(),
@@ -338,13 +338,23 @@ impl Worker {
     /// The connections seen so far, with `--by flow` (empty otherwise); the worker keeps no more.
     pub fn take_connections(&mut self) -> Vec<Connection> {
         self.flush();
-        let max = self.engine.conns.as_ref().map(|c| c.max_conns());
-        match (self.engine.conns.take(), max) {
-            (Some(c), Some(max)) => {
-                self.engine.conns = Some(Box::new(Connections::new(max)));
+        let kept = (self.engine.conns.as_ref()).map(|c| (c.max_conns(), c.ttl()));
+        match (self.engine.conns.take(), kept) {
+            (Some(c), Some((max, ttl))) => {
+                self.engine.conns = Some(Box::new(Connections::new(max, ttl)));
                 c.into_connections()
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// The connections that have ended by `now_ns` (capture time), with `--by flow` (empty
+    /// otherwise): see [`Connections::take_finished`]. The worker keeps the others.
+    pub fn take_finished_connections(&mut self, now_ns: u64) -> Vec<Connection> {
+        self.flush();
+        match &mut self.engine.conns {
+            Some(c) => c.take_finished(now_ns),
+            None => Vec::new(),
         }
     }
 

@@ -781,3 +781,195 @@ fn live_samples_are_streamed_before_each_intervals_summary() {
     assert!(intervals >= 3, "{intervals} reports");
     mark_ran(NAME);
 }
+
+/// `--by flow` live: each connection gets one line with its exact payload bytes each way and its
+/// handshake, written at the first report after it ended. A connection reset and then reopened
+/// from the same port (a SYN on its 5-tuple) is written mid-run, before a later interval's
+/// report; the one still open when metro stops is written at the end, with the last report.
+#[test]
+fn live_connections_are_written_once_each_when_they_end() {
+    const NAME: &str = "live_connections_are_written_once_each_when_they_end";
+    if !root_or_skip(NAME) {
+        return;
+    }
+    let _g = heavy();
+    let (a, b) = wired_pair();
+    a.ip(&["addr", "add", "10.85.0.1/24", "dev", "eth0"]);
+    b.ip(&["addr", "add", "10.85.0.2/24", "dev", "eth0"]);
+    let server = echo_server(&b, vec!["10.85.0.2:7000".parse().unwrap()]);
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let metro = Metro::start(
+        &a,
+        &[
+            "--interface",
+            "eth0",
+            "--by",
+            "flow",
+            "--workers",
+            "2",
+            "--interval",
+            "0.2",
+        ],
+    );
+    /// A connection from 10.85.0.1:41000 that echoes `rounds` messages of `size` bytes.
+    fn talk(rounds: u8, size: usize) -> TcpStream {
+        use nix::sys::socket::{
+            bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+            SockaddrIn,
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        bind(fd.as_raw_fd(), &SockaddrIn::new(10, 85, 0, 1, 41000)).unwrap();
+        connect(fd.as_raw_fd(), &SockaddrIn::new(10, 85, 0, 2, 7000)).expect("connect");
+        let mut c = TcpStream::from(fd);
+        c.set_nodelay(true).unwrap();
+        for i in 0..rounds {
+            c.write_all(&vec![i; size]).unwrap();
+            let mut back = vec![0u8; size];
+            c.read_exact(&mut back).unwrap();
+            thread::sleep(Duration::from_millis(10));
+        }
+        c
+    }
+    let client = a.spawn(|| {
+        let first = talk(10, 100);
+        // Reset, so that the port is free at once (no TIME_WAIT) for the second connection.
+        let linger = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        nix::sys::socket::setsockopt(&first, nix::sys::socket::sockopt::Linger, &linger).unwrap();
+        drop(first);
+        thread::sleep(Duration::from_millis(300));
+        let second = talk(5, 300);
+        // Several reports while the second one is open.
+        thread::sleep(Duration::from_millis(700));
+        drop(second);
+    });
+    client.join().expect("client");
+    thread::sleep(Duration::from_millis(300));
+    let out = metro.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    let conns: Vec<(usize, &serde_json::Value)> = (lines.iter().enumerate())
+        .filter(|(_, v)| v["type"] == "connection")
+        .collect();
+    assert_eq!(conns.len(), 2, "{}", out.stdout);
+    for (bytes, (_, c)) in [(1000, conns[0]), (1500, conns[1])] {
+        assert_eq!(c["client"], "10.85.0.1", "{c}");
+        assert_eq!(c["cport"], 41000, "{c}");
+        assert_eq!(c["server"], "10.85.0.2", "{c}");
+        assert_eq!(c["sport"], 7000, "{c}");
+        assert_eq!(c["bytes_c2s"], bytes, "{c}");
+        assert_eq!(c["bytes_s2c"], bytes, "{c}");
+        assert_eq!(c["retrans_bytes_c2s"], 0, "{c}");
+        assert!(c["syn_ms"].as_f64().is_some_and(|v| v > 0.0), "{c}");
+        // The client is the capturing host: halves it acknowledges are not reported.
+        assert!(c["synack_ms"].is_null(), "{c}");
+        let ms = |k: &str| c[k].as_f64().unwrap();
+        assert!(c["samples"].as_u64().unwrap() >= 2, "{c}");
+        assert!(
+            ms("min_ms") <= ms("p50_ms") && ms("p50_ms") <= ms("max_ms"),
+            "{c}"
+        );
+        assert!(c["first_ns"].as_u64() < c["last_ns"].as_u64(), "{c}");
+    }
+    assert!(conns[0].1["last_ns"].as_u64() < conns[1].1["first_ns"].as_u64());
+    let reports: Vec<usize> = (lines.iter().enumerate())
+        .filter(|(_, v)| v["type"] == "kernel" && v["last"] == false)
+        .map(|(i, _)| i)
+        .collect();
+    // The reset one, mid-run: reports follow it while the second one is open.
+    assert!(
+        reports.iter().filter(|&&r| r > conns[0].0).count() >= 2,
+        "{}",
+        out.stdout
+    );
+    // The open one, at the end: after every interval's report.
+    assert!(reports.iter().all(|&r| r < conns[1].0), "{}", out.stdout);
+    assert!(
+        lines.iter().all(|v| v["type"] != "connections"),
+        "none lost"
+    );
+    mark_ran(NAME);
+}
+
+/// `--by port` live: two services of one server, each its own series with the `port` field, the
+/// client's ephemeral ports nowhere, and every request's sample in its port's series.
+#[test]
+fn live_series_are_kept_per_server_port() {
+    const NAME: &str = "live_series_are_kept_per_server_port";
+    if !root_or_skip(NAME) {
+        return;
+    }
+    let _g = heavy();
+    let (a, b) = wired_pair();
+    a.ip(&["addr", "add", "10.86.0.1/24", "dev", "eth0"]);
+    b.ip(&["addr", "add", "10.86.0.2/24", "dev", "eth0"]);
+    let server = echo_server(
+        &b,
+        vec![
+            "10.86.0.2:7000".parse().unwrap(),
+            "10.86.0.2:7001".parse().unwrap(),
+        ],
+    );
+    for _ in 0..2 {
+        server.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+    let metro = Metro::start(
+        &a,
+        &[
+            "--interface",
+            "eth0",
+            "--by",
+            "port",
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+        ],
+    );
+    // 20 requests to port 7000 and 10 to 7001, each answered before the next.
+    let client = a.spawn(|| {
+        for (port, rounds) in [(7000u16, 20u8), (7001, 10)] {
+            let to = SocketAddr::from(([10, 86, 0, 2], port));
+            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+            c.set_nodelay(true).unwrap();
+            for i in 0..rounds {
+                c.write_all(&[i; 100]).unwrap();
+                let mut b = [0u8; 100];
+                c.read_exact(&mut b).unwrap();
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    client.join().expect("client");
+    thread::sleep(Duration::from_millis(400));
+    let out = metro.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let mut per_port: HashMap<String, u64> = HashMap::new();
+    for p in lines_of(&out.stdout, "pair") {
+        assert_eq!(p["src"], "10.86.0.1", "{p}");
+        assert_eq!(p["dst"], "10.86.0.2", "{p}");
+        *per_port.entry(p["port"].to_string()).or_default() += p["samples"].as_u64().unwrap();
+    }
+    let mut ports: Vec<&String> = per_port.keys().collect();
+    ports.sort();
+    assert_eq!(ports, ["7000", "7001"], "{}", out.stdout);
+    // Each request's ACK (carried by the echo) times it; the handshake's SYN is timed too.
+    assert!(per_port["7000"] >= 20, "{per_port:?}\n{}", out.stdout);
+    assert!(per_port["7001"] >= 10, "{per_port:?}");
+    assert!(per_port["7000"] > per_port["7001"], "{per_port:?}");
+    mark_ran(NAME);
+}

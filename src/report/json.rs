@@ -159,6 +159,20 @@ pub fn write_untracked(out: &mut impl Write, untracked: u64) -> io::Result<()> {
     )
 }
 
+/// Writes a live interval's `{"type":"connections","untracked":N,"dropped":M}` line (`--by
+/// flow`): connections not kept apart because `max_flows` were, and ended connections that found
+/// the output queue full, in the interval.
+pub fn write_connections_lost(
+    out: &mut impl Write,
+    untracked: u64,
+    dropped: u64,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{{\"type\":\"connections\",\"untracked\":{untracked},\"dropped\":{dropped}}}"
+    )
+}
+
 /// Writes a live interval's `{"type":"kernel",…}` line; `samples_dropped` (with `--samples`)
 /// counts the interval's samples that found the queue full.
 pub fn write_kernel(
