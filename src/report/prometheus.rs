@@ -30,6 +30,7 @@
 //! written within it too, and the connection closed after.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -245,8 +246,15 @@ impl Exposition {
     /// Folds one interval into the totals and publishes the new snapshot.
     pub fn report(&mut self, r: &IntervalReport) {
         self.interval += 1;
-        for p in r.pairs.iter().filter(|p| p.samples > 0) {
-            let t = self.totals.entry(pair_name(p)).or_insert(Totals {
+        // The interval's summaries with samples, kept for its gauges: at most `max_pairs` and
+        // `other`, as the interval is bounded.
+        let mut last: HashMap<PairName, PairSummary> = HashMap::with_capacity(r.pairs.len());
+        let folded: Result<(), Infallible> = r.pairs.for_each(|p| {
+            if p.samples == 0 {
+                return Ok(());
+            }
+            let name = pair_name(p);
+            let t = self.totals.entry(name.clone()).or_insert(Totals {
                 count: 0,
                 sum_ns: 0.0,
                 seen: 0,
@@ -254,7 +262,10 @@ impl Exposition {
             t.count += p.samples;
             t.sum_ns += p.avg_ns * p.samples as f64;
             t.seen = self.interval;
-        }
+            last.insert(name, p.clone());
+            Ok(())
+        });
+        let Ok(()) = folded;
         if self.totals.len() > self.max_pairs {
             // Forget the pairs seen longest ago; the last interval's fit, as it is bounded too.
             let mut seen: Vec<u64> = self.totals.values().map(|t| t.seen).collect();
@@ -269,12 +280,6 @@ impl Exposition {
         self.kernel.dropped += r.kernel.dropped;
         self.kernel.freezes += r.kernel.freezes;
 
-        let last: HashMap<PairName, &PairSummary> = r
-            .pairs
-            .iter()
-            .filter(|p| p.samples > 0)
-            .map(|p| (pair_name(p), p))
-            .collect();
         let mut pairs: Vec<PairSeries> = self
             .totals
             .iter()
@@ -294,7 +299,7 @@ impl Exposition {
                 },
                 count: t.count,
                 sum_s: t.sum_ns / 1e9,
-                last: last.get(name).map(|p| (*p).clone()),
+                last: last.remove(name),
             })
             .collect();
         pairs.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -576,6 +581,7 @@ fn respond(c: &mut TcpStream, status: &str, ctype: &str, body: &str) -> io::Resu
 mod tests {
     use super::*;
     use crate::decode::Addr;
+    use crate::report::interval::Pairs;
 
     fn pair(a: u8, b: u8, samples: u64, avg_ns: f64, p50_ns: u64) -> PairSummary {
         PairSummary {
@@ -595,10 +601,10 @@ mod tests {
         }
     }
 
-    fn interval(pairs: Vec<PairSummary>, packets: u64, dropped: u64) -> IntervalReport {
+    fn interval(pairs: Vec<PairSummary>, packets: u64, dropped: u64) -> IntervalReport<'static> {
         IntervalReport {
             iface: "eth0".into(),
-            pairs,
+            pairs: Pairs::Made(pairs),
             counters: Counters {
                 packets,
                 active_flows: packets / 10,
