@@ -1,13 +1,14 @@
 //! The live reporter at gateway scale: an interval of 200,100 host pairs from two workers is
 //! written as JSON lines and sent to a real DogStatsD receiver (a UDP socket) one pair at a
-//! time. The reporter's heap (every thread's, counted by the allocator) stays within a bound that
-//! holding the interval's summaries or its text would break, every line and every gauge arrives,
-//! in order, and the DogStatsD queue never drops.
+//! time, and scraped by Prometheus over a real TCP connection. The heap (every thread's,
+//! counted by the allocator) stays within a bound that holding the interval's summaries or its
+//! text would break, every line and every gauge arrives, in order, and the DogStatsD queue never
+//! drops.
 
 mod support;
 
-use std::io::{self, BufWriter, Write};
-use std::net::{Ipv4Addr, UdpSocket};
+use std::io::{self, BufWriter, Read, Write};
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::thread;
@@ -17,6 +18,7 @@ use metro::decode::Addr;
 use metro::record::{IntervalStats, PairKey, DEFAULT_MAX_PAIRS};
 use metro::report::interval::{IntervalReport, KernelStats, Pairs};
 use metro::report::merge::Plan;
+use metro::report::prometheus::Endpoint;
 use metro::report::statsd::{
     Names, QueueSink, ReporterConfig, StatsdReporter, MAX_DATAGRAM, QUEUE_DATAGRAMS,
 };
@@ -187,6 +189,17 @@ fn json_lines_of_200k_pairs_are_written_one_pair_at_a_time() {
 
     let mut check = JsonCheck::new();
     let base = counting_alloc::reset_peak();
+    let plan = Plan::new(&workers, DEFAULT_MAX_PAIRS);
+    let merge = counting_alloc::peak_bytes() - base;
+    drop(plan);
+    println!(
+        "the merge of {} worker pairs: {merge} bytes",
+        rep.pairs.len()
+    );
+    // The keys of the workers' pairs, in order: 60 bytes a pair.
+    assert!(merge <= 64 * rep.pairs.len(), "{merge}");
+
+    let base = counting_alloc::reset_peak();
     {
         let mut out = BufWriter::new(&mut check);
         json::write_interval(&mut out, &rep, None).unwrap();
@@ -319,4 +332,54 @@ fn dogstatsd_gets_every_gauge_of_200k_pairs_in_order_through_a_bounded_queue() {
     // The queue's datagrams and the reporter's buffers; the interval's text is 15 MB.
     let bound = QUEUE_DATAGRAMS * MAX_DATAGRAM + WRITE_BOUND;
     assert!(extra < bound, "{extra} bytes, bound {bound}");
+}
+
+#[test]
+fn a_prometheus_scrape_of_200k_pairs_is_streamed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (workers, _) = gateway_interval();
+    let rep = report(Plan::new(&workers, DEFAULT_MAX_PAIRS));
+    let pairs = rep.pairs.len() as u64;
+    let endpoint = Endpoint::serve("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut exposition = endpoint.exposition("eth0", &[], DEFAULT_MAX_PAIRS);
+    // The exposition's snapshot holds every pair: bounded by max_pairs, not streamed.
+    exposition.report(&rep);
+
+    let base = counting_alloc::reset_peak();
+    let mut c = TcpStream::connect(endpoint.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let (mut bytes, mut counts, mut line, mut tail) = (0usize, 0u64, 0usize, [0u8; 6]);
+    let mut head = [0u8; 24];
+    loop {
+        let n = c.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                if head.starts_with(b"metro_rtt_seconds_count{") {
+                    counts += 1;
+                }
+                (head, line) = ([0; 24], 0);
+            } else {
+                if line < head.len() {
+                    head[line] = b;
+                }
+                line += 1;
+            }
+            tail.rotate_left(1);
+            tail[5] = b;
+        }
+        bytes += n;
+    }
+    let extra = counting_alloc::peak_bytes() - base;
+    println!("a scrape of {pairs} pairs: {bytes} bytes, at most {extra} bytes of heap above");
+    assert_eq!(&tail, b"# EOF\n");
+    assert_eq!(counts, pairs);
+    // The text is 166 MB; the endpoint buffers 64 KiB of it, and the labels of one series.
+    assert!(bytes > 100 << 20, "{bytes}");
+    assert!(extra < WRITE_BOUND, "{extra} bytes");
 }

@@ -197,7 +197,8 @@ impl<'a> Plan<'a> {
         if let Some(max_ports) = max_ports {
             counters.port_overflow_samples = cap_ports(&mut refs, max_ports, |r| part(r).count());
         }
-        let mut groups: Vec<(u32, u32, bool)> = Vec::new();
+        // At most one group a ref: sized once, rather than grown by doubling.
+        let mut groups: Vec<(u32, u32, bool)> = Vec::with_capacity(refs.len());
         let mut at = 0;
         while at < refs.len() {
             let key = (refs[at].src, refs[at].dst, refs[at].port);
