@@ -726,7 +726,7 @@ fn report_file(run: &mut FileRun, ended: Option<&FileStats>, last: bool) {
     run.samples += counters.samples - counters.filtered;
     let report = IntervalReport {
         iface: String::new(),
-        pairs: Pairs::Merge(plan),
+        pairs: Pairs::Merge(Box::new(plan)),
         counters,
         kernel: KernelStats::default(),
         last,

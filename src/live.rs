@@ -486,7 +486,7 @@ pub fn run(
         on_interval(&IntervalReport {
             iface: cfg.interface.clone(),
             counters: plan.counters,
-            pairs: Pairs::Merge(plan),
+            pairs: Pairs::Merge(Box::new(plan)),
             kernel: kernel_stats(&socks),
             last: true,
             flows: if cfg.dump_flows { flows } else { Vec::new() },
@@ -826,7 +826,7 @@ impl Reporter<'_> {
         let report = IntervalReport {
             iface: self.cfg.interface.clone(),
             counters: plan.counters,
-            pairs: Pairs::Merge(plan),
+            pairs: Pairs::Merge(Box::new(plan)),
             kernel: kernel_stats(self.socks),
             last: false,
             flows: Vec::new(),

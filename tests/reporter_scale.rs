@@ -22,7 +22,7 @@ use metro::report::prometheus::Endpoint;
 use metro::report::statsd::{
     Names, QueueSink, ReporterConfig, StatsdReporter, MAX_DATAGRAM, QUEUE_DATAGRAMS,
 };
-use metro::report::{json, Merged, PairSummary};
+use metro::report::{json, Merged};
 use support::counting_alloc;
 
 #[global_allocator]
@@ -84,7 +84,7 @@ fn report<'a>(plan: Plan<'a>) -> IntervalReport<'a> {
     IntervalReport {
         iface: "eth0".into(),
         counters: plan.counters,
-        pairs: Pairs::Merge(plan),
+        pairs: Pairs::Merge(Box::new(plan)),
         kernel: KernelStats::default(),
         last: false,
         flows: Vec::new(),
@@ -221,10 +221,7 @@ fn json_lines_of_200k_pairs_are_written_one_pair_at_a_time() {
     let merged = Merged::new(&refs, DEFAULT_MAX_PAIRS);
     let held = counting_alloc::peak_bytes() - base;
     assert_eq!(merged.summaries().len(), check.pairs as usize);
-    assert!(
-        held >= merged.summaries().len() * std::mem::size_of::<PairSummary>(),
-        "{held}"
-    );
+    assert!(held >= std::mem::size_of_val(merged.summaries()), "{held}");
     assert!(held > 10 * WRITE_BOUND, "{held}");
 }
 

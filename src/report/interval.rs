@@ -28,7 +28,7 @@ pub struct KernelStats {
 /// An interval's per-pair statistics: summarised on demand from the merge, or already made.
 pub enum Pairs<'a> {
     /// The merge of the workers' intervals, each pair summarised when it is read.
-    Merge(Plan<'a>),
+    Merge(Box<Plan<'a>>),
     /// Summaries already made.
     Made(Vec<PairSummary>),
 }
