@@ -1,7 +1,7 @@
 //! The live reporter's merge at gateway scale: two workers' intervals of 100,000 pairs each
 //! (200,000 in all, a few samples a pair, as on the gateway capture, plus 100 busy pairs with
-//! flat counts), merged as the reporter merges them every interval. Prints the median of
-//! several merges, in milliseconds.
+//! flat counts), merged as the reporter merges them every interval, then summarised one pair at a
+//! time as an output reads them. Prints the medians of several rounds, in milliseconds.
 //!
 //! `cargo run --release --example merge-cost [ROUNDS]`
 
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use metro::decode::Addr;
 use metro::record::{IntervalStats, PairKey, DEFAULT_MAX_PAIRS};
-use metro::report::Merged;
+use metro::report::merge::Plan;
 
 fn main() {
     let rounds: usize = std::env::args()
@@ -48,21 +48,31 @@ fn main() {
         s.settle();
         workers.push(s);
     }
-    let refs: Vec<&IntervalStats> = workers.iter().collect();
-    let mut took = Vec::new();
+    let mut merges = Vec::new();
+    let mut passes = Vec::new();
     let mut pairs = 0;
     for _ in 0..rounds {
         let t = Instant::now();
-        let merged = Merged::new(&refs, DEFAULT_MAX_PAIRS);
-        pairs = merged.into_summaries().len();
-        took.push(t.elapsed().as_secs_f64() * 1e3);
+        let plan = Plan::new(&workers, DEFAULT_MAX_PAIRS);
+        merges.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        pairs = 0;
+        let summarised: Result<(), std::convert::Infallible> = plan.for_each(|p| {
+            pairs += usize::from(p.samples > 0);
+            Ok(())
+        });
+        let Ok(()) = summarised;
+        passes.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    took.sort_by(f64::total_cmp);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (m, m0, m1) = median(&mut merges);
+    let (p, p0, p1) = median(&mut passes);
     println!(
-        "{pairs} pairs merged from {} workers: median {:.1} ms, fastest {:.1} ms, slowest {:.1} ms over {rounds} merges",
-        refs.len(),
-        took[took.len() / 2],
-        took[0],
-        took[took.len() - 1]
+        "{pairs} pairs from {} workers over {rounds} rounds: merge median {m:.1} ms ({m0:.1}-{m1:.1}), \
+         summarising pass median {p:.1} ms ({p0:.1}-{p1:.1})",
+        workers.len()
     );
 }

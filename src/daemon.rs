@@ -44,13 +44,13 @@ use crate::config::{self, msg, Config, ConfigError, Instance, Source};
 use crate::decode::Addr;
 use crate::dns;
 use crate::flow::Ttl;
-use crate::live::{self, IntervalReport, KernelStats, LiveConfig, LiveError};
+use crate::live::{self, IntervalReport, KernelStats, LiveConfig, LiveError, Pairs};
 use crate::logging::{Logger, CRITICAL};
 use crate::offline::{Follow, FollowEnd};
 use crate::privilege::{self, Keep};
+use crate::report::merge::Plan;
 use crate::report::prometheus::{Endpoint, Exposition};
-use crate::report::statsd::{Names, QueueSink, ReporterConfig, StatsdReporter, QUEUE_METRICS};
-use crate::report::Merged;
+use crate::report::statsd::{Names, QueueSink, ReporterConfig, StatsdReporter, QUEUE_DATAGRAMS};
 use crate::signals;
 use crate::worker::WorkerConfig;
 
@@ -484,7 +484,7 @@ impl Daemon {
                 inst.line
             );
         }
-        let sink = QueueSink::connect(statsd, QUEUE_METRICS).map_err(PrepareError::Statsd)?;
+        let sink = QueueSink::connect(statsd, QUEUE_DATAGRAMS).map_err(PrepareError::Statsd)?;
         let reporter = StatsdReporter::new(
             sink,
             ReporterConfig {
@@ -718,13 +718,15 @@ fn log_totals(run: &FileRun) {
 
 /// Sends a file instance's interval: what its worker gathered since the last report.
 fn report_file(run: &mut FileRun, ended: Option<&FileStats>, last: bool) {
-    let merged = Merged::from_owned(vec![run.follow.take_interval(ended)], run.max_pairs);
-    let counters = merged.counters;
+    let mut stats = run.follow.take_interval(ended);
+    stats.settle();
+    let plan = Plan::new([&stats], run.max_pairs);
+    let counters = plan.counters;
     run.packets += counters.packets;
     run.samples += counters.samples - counters.filtered;
     let report = IntervalReport {
         iface: String::new(),
-        pairs: merged.into_summaries(),
+        pairs: Pairs::Merge(Box::new(plan)),
         counters,
         kernel: KernelStats::default(),
         last,
@@ -750,8 +752,8 @@ fn send_report(
     debug!(
         "reported {iface}{}: {} host pairs with {} RTT samples; {} packets, {} flows expired, {} evicted, {} tracked",
         if r.last { " (last interval)" } else { "" },
-        r.pairs.iter().filter(|p| p.samples > 0).count(),
-        r.pairs.iter().map(|p| p.samples).sum::<u64>(),
+        r.pairs.len(),
+        r.pairs.samples(),
         c.packets,
         c.table.expired,
         c.table.evicted,

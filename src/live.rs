@@ -42,9 +42,10 @@ use crate::conn::Connection;
 use crate::decode::Addr;
 use crate::flow::FlowKey;
 use crate::record::IntervalStats;
-pub use crate::report::interval::{IntervalReport, KernelStats, WholeRun};
+pub use crate::report::interval::{IntervalReport, KernelStats, Pairs, WholeRun};
+use crate::report::merge::Plan;
 use crate::report::plot::{PlotPoints, PointLimits};
-use crate::report::{Counters, Merged};
+use crate::report::Counters;
 use crate::worker::{SampleRecord, Worker, WorkerConfig};
 
 /// Everything one live capture (one interface, one fanout group) needs.
@@ -478,11 +479,14 @@ pub fn run(
                 }
             }
         }
-        let merged = Merged::from_owned(last, cfg.worker.max_pairs);
+        for s in &mut last {
+            s.settle();
+        }
+        let plan = Plan::new(&last, cfg.worker.max_pairs);
         on_interval(&IntervalReport {
             iface: cfg.interface.clone(),
-            counters: merged.counters,
-            pairs: merged.into_summaries(),
+            counters: plan.counters,
+            pairs: Pairs::Merge(Box::new(plan)),
             kernel: kernel_stats(&socks),
             last: true,
             flows: if cfg.dump_flows { flows } else { Vec::new() },
@@ -747,8 +751,7 @@ impl Reporter<'_> {
                 self.switch(&mut capturing, false, capture, hold)?;
             }
             if now >= next_report {
-                let report = self.collect()?;
-                on_interval(&report);
+                self.report(on_interval)?;
                 while next_report <= Instant::now() {
                     next_report += self.cfg.interval;
                 }
@@ -813,8 +816,38 @@ impl Reporter<'_> {
         Ok(())
     }
 
-    /// Swaps every worker's interval out without stopping it, and merges them.
-    fn collect(&mut self) -> Result<IntervalReport, LiveError> {
+    /// Swaps every worker's interval out without stopping it, merges them, and hands the merge
+    /// to `on_interval`, which summarises the pairs as it writes them.
+    fn report(&mut self, on_interval: &mut dyn FnMut(&IntervalReport)) -> Result<(), LiveError> {
+        let full = self.collect()?;
+        let started = Instant::now();
+        let plan = Plan::new(&full, self.cfg.worker.max_pairs);
+        let merged = started.elapsed();
+        let report = IntervalReport {
+            iface: self.cfg.interface.clone(),
+            counters: plan.counters,
+            pairs: Pairs::Merge(Box::new(plan)),
+            kernel: kernel_stats(self.socks),
+            last: false,
+            flows: Vec::new(),
+            whole_run: None,
+        };
+        on_interval(&report);
+        debug!(
+            pairs = report.pairs.len(),
+            worker_pairs = full.iter().map(IntervalStats::len).sum::<usize>(),
+            merge_us = merged.as_micros() as u64,
+            took_us = started.elapsed().as_micros() as u64,
+            "interval merged and reported"
+        );
+        drop(report);
+        // Handed back to the workers at the next swap, with their memory.
+        self.spares.extend(full);
+        Ok(())
+    }
+
+    /// Swaps every worker's interval out without stopping it.
+    fn collect(&mut self) -> Result<Vec<IntervalStats>, LiveError> {
         for lane in &self.lanes {
             let fresh = self.spares.pop().unwrap_or_default();
             lane.fresh
@@ -842,27 +875,7 @@ impl Reporter<'_> {
                 }
             }
         }
-        let started = Instant::now();
-        let merged = {
-            let refs: Vec<&IntervalStats> = full.iter().collect();
-            Merged::new(&refs, self.cfg.worker.max_pairs)
-        };
-        tracing::debug!(
-            worker_pairs = full.iter().map(IntervalStats::len).sum::<usize>(),
-            took_us = started.elapsed().as_micros() as u64,
-            "interval merged"
-        );
-        // Handed back to the workers at the next swap, with their memory.
-        self.spares.extend(full);
-        Ok(IntervalReport {
-            iface: self.cfg.interface.clone(),
-            counters: merged.counters,
-            pairs: merged.into_summaries(),
-            kernel: kernel_stats(self.socks),
-            last: false,
-            flows: Vec::new(),
-            whole_run: None,
-        })
+        Ok(full)
     }
 }
 

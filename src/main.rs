@@ -481,16 +481,12 @@ fn print_report(format: Format, rep: &IntervalReport, dropped: Option<u64>) -> i
     let k = &rep.kernel;
     match format {
         Format::Json => {
-            for p in &rep.pairs {
-                json::write_pair(&mut out, p)?;
-            }
-            json::write_counters(&mut out, &rep.counters)?;
-            json::write_kernel(&mut out, rep, dropped)?;
+            json::write_interval(&mut out, rep, dropped)?;
         }
         Format::Table => {
             let what = if rep.last { "last report" } else { "interval" };
             writeln!(out, "== {}: {what}", rep.iface)?;
-            table::write(&mut out, &rep.pairs, &rep.counters)?;
+            table::write_pairs(&mut out, &rep.pairs, &rep.counters)?;
             writeln!(
                 out,
                 "kernel: received {}  dropped {}  freezes {}",

@@ -173,6 +173,18 @@ pub fn write_connections_lost(
     )
 }
 
+/// Writes a live interval: a `{"type":"pair",…}` line per pair, summarised as it is written,
+/// then its counters and its kernel line (see [`write_kernel`]).
+pub fn write_interval(
+    out: &mut impl Write,
+    rep: &IntervalReport,
+    samples_dropped: Option<u64>,
+) -> io::Result<()> {
+    rep.pairs.for_each(|p| write_pair(out, p))?;
+    write_counters(out, &rep.counters)?;
+    write_kernel(out, rep, samples_dropped)
+}
+
 /// Writes a live interval's `{"type":"kernel",…}` line; `samples_dropped` (with `--samples`)
 /// counts the interval's samples that found the queue full.
 pub fn write_kernel(

@@ -86,8 +86,8 @@ impl PairSummary {
     }
 }
 
-/// Several workers' intervals, merged: the summaries collected (for a reporter that sends them
-/// in several ways). [`Plan`] streams them instead.
+/// Several workers' intervals, merged: the summaries collected, for a caller that reads them more
+/// than once (a plot). [`Plan`] streams them instead, as every report does.
 #[derive(Debug, Default)]
 pub struct Merged {
     pairs: Vec<PairSummary>,
@@ -197,7 +197,8 @@ impl<'a> Plan<'a> {
         if let Some(max_ports) = max_ports {
             counters.port_overflow_samples = cap_ports(&mut refs, max_ports, |r| part(r).count());
         }
-        let mut groups: Vec<(u32, u32, bool)> = Vec::new();
+        // At most one group a ref: sized once, rather than grown by doubling.
+        let mut groups: Vec<(u32, u32, bool)> = Vec::with_capacity(refs.len());
         let mut at = 0;
         while at < refs.len() {
             let key = (refs[at].src, refs[at].dst, refs[at].port);
@@ -262,6 +263,17 @@ impl<'a> Plan<'a> {
     /// True when there is no summary.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The samples of every summary, without summarising.
+    pub fn samples(&self) -> u64 {
+        let own: u64 = self
+            .intervals
+            .iter()
+            .filter_map(|s| s.overflow())
+            .map(|p| p.count())
+            .sum();
+        self.refs.iter().map(|r| self.part(r).count()).sum::<u64>() + own
     }
 
     fn part(&self, r: &Ref) -> PairSamples<'a> {

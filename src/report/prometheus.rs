@@ -27,16 +27,17 @@
 //!
 //! The HTTP side is deliberately small: one thread, one connection at a time, `GET /metrics`
 //! only, a request of at most [`MAX_REQUEST`] bytes read within [`IO_TIMEOUT`], the answer
-//! written within it too, and the connection closed after.
+//! written within it too, as it is encoded (never held whole), and the connection closed after.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt::{self, Write as _};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -245,8 +246,15 @@ impl Exposition {
     /// Folds one interval into the totals and publishes the new snapshot.
     pub fn report(&mut self, r: &IntervalReport) {
         self.interval += 1;
-        for p in r.pairs.iter().filter(|p| p.samples > 0) {
-            let t = self.totals.entry(pair_name(p)).or_insert(Totals {
+        // The interval's summaries with samples, kept for its gauges: at most `max_pairs` and
+        // `other`, as the interval is bounded.
+        let mut last: HashMap<PairName, PairSummary> = HashMap::with_capacity(r.pairs.len());
+        let folded: Result<(), Infallible> = r.pairs.for_each(|p| {
+            if p.samples == 0 {
+                return Ok(());
+            }
+            let name = pair_name(p);
+            let t = self.totals.entry(name.clone()).or_insert(Totals {
                 count: 0,
                 sum_ns: 0.0,
                 seen: 0,
@@ -254,7 +262,10 @@ impl Exposition {
             t.count += p.samples;
             t.sum_ns += p.avg_ns * p.samples as f64;
             t.seen = self.interval;
-        }
+            last.insert(name, p.clone());
+            Ok(())
+        });
+        let Ok(()) = folded;
         if self.totals.len() > self.max_pairs {
             // Forget the pairs seen longest ago; the last interval's fit, as it is bounded too.
             let mut seen: Vec<u64> = self.totals.values().map(|t| t.seen).collect();
@@ -269,12 +280,6 @@ impl Exposition {
         self.kernel.dropped += r.kernel.dropped;
         self.kernel.freezes += r.kernel.freezes;
 
-        let last: HashMap<PairName, &PairSummary> = r
-            .pairs
-            .iter()
-            .filter(|p| p.samples > 0)
-            .map(|p| (pair_name(p), p))
-            .collect();
         let mut pairs: Vec<PairSeries> = self
             .totals
             .iter()
@@ -294,7 +299,7 @@ impl Exposition {
                 },
                 count: t.count,
                 sum_s: t.sum_ns / 1e9,
-                last: last.get(name).map(|p| (*p).clone()),
+                last: last.remove(name),
             })
             .collect();
         pairs.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -498,6 +503,17 @@ impl Collector for Scrape {
 
 /// The OpenMetrics text of every capture's latest snapshot.
 fn render(shared: &Shared) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail, and the collector only fails through its writer.
+    if encode(shared, &mut out).is_err() {
+        out.clear();
+        let _ = writeln!(out, "# EOF");
+    }
+    out
+}
+
+/// Writes the OpenMetrics text of every capture's latest snapshot to `out`, as it is encoded.
+fn encode(shared: &Shared, out: &mut impl fmt::Write) -> fmt::Result {
     let snaps = shared
         .snapshots
         .lock()
@@ -505,13 +521,75 @@ fn render(shared: &Shared) -> String {
         .clone();
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(snaps)));
-    let mut out = String::new();
-    // Writing to a String cannot fail, and the collector only fails through its writer.
-    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
-        out.clear();
-        let _ = writeln!(out, "# EOF");
+    prometheus_client::encoding::text::encode(out, &registry)
+}
+
+/// Bytes of a scrape buffered before they are written to the client.
+const SCRAPE_BUFFER: usize = 64 * 1024;
+
+/// A client connection that refuses writes past a deadline, so that a whole answer, however many
+/// writes it takes, is written within [`IO_TIMEOUT`].
+struct Until<'a> {
+    c: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Write for Until<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took too long to read the answer",
+            ));
+        }
+        self.c.set_write_timeout(Some(left))?;
+        self.c.write(buf)
     }
-    out
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.c.flush()
+    }
+}
+
+/// The encoder's text, written to the client through a buffer as it comes, keeping the first
+/// write error.
+struct Streamed<W: Write> {
+    out: W,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> fmt::Write for Streamed<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.out.write_all(s.as_bytes()).map_err(|e| {
+            self.error.get_or_insert(e);
+            fmt::Error
+        })
+    }
+}
+
+/// Answers a scrape: the text is written as it is encoded, never held whole (200,000 pairs make
+/// 166 MB of it), so the answer has no `Content-Length` and ends with the connection (and
+/// with OpenMetrics' `# EOF`, by which a client tells a whole answer from a cut one).
+fn scrape(c: &TcpStream, shared: &Shared) -> io::Result<()> {
+    let until = Until {
+        c,
+        deadline: Instant::now() + IO_TIMEOUT,
+    };
+    let mut out = Streamed {
+        out: BufWriter::with_capacity(SCRAPE_BUFFER, until),
+        error: None,
+    };
+    write!(
+        out.out,
+        "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nConnection: close\r\n\r\n"
+    )?;
+    if encode(shared, &mut out).is_err() {
+        return Err(out.error.unwrap_or_else(|| {
+            io::Error::other("the metrics could not be encoded; the answer is cut short")
+        }));
+    }
+    out.out.flush()
 }
 
 /// Reads one request from `c` and answers it.
@@ -546,7 +624,7 @@ fn answer(mut c: TcpStream, shared: &Shared) -> io::Result<()> {
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
-        ("GET", "/metrics") => respond(&mut c, "200 OK", CONTENT_TYPE, &render(shared)),
+        ("GET", "/metrics") => scrape(&c, shared),
         ("GET", _) => respond(
             &mut c,
             "404 Not Found",
@@ -576,6 +654,7 @@ fn respond(c: &mut TcpStream, status: &str, ctype: &str, body: &str) -> io::Resu
 mod tests {
     use super::*;
     use crate::decode::Addr;
+    use crate::report::interval::Pairs;
 
     fn pair(a: u8, b: u8, samples: u64, avg_ns: f64, p50_ns: u64) -> PairSummary {
         PairSummary {
@@ -595,10 +674,10 @@ mod tests {
         }
     }
 
-    fn interval(pairs: Vec<PairSummary>, packets: u64, dropped: u64) -> IntervalReport {
+    fn interval(pairs: Vec<PairSummary>, packets: u64, dropped: u64) -> IntervalReport<'static> {
         IntervalReport {
             iface: "eth0".into(),
-            pairs,
+            pairs: Pairs::Made(pairs),
             counters: Counters {
                 packets,
                 active_flows: packets / 10,
@@ -752,8 +831,11 @@ mod tests {
             ok.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")),
             "{ok}"
         );
+        // Streamed: no length, the answer ends with the connection and with `# EOF`.
         let body = ok.split_once("\r\n\r\n").unwrap().1;
-        assert!(ok.contains(&format!("Content-Length: {}\r\n", body.len())));
+        assert!(!ok.contains("Content-Length"), "{ok}");
+        assert!(ok.contains("Connection: close\r\n"), "{ok}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
         assert!(
             body.contains(
                 "metro_rtt_seconds_count{src=\"10.0.0.1\",dst=\"10.0.0.2\",iface=\"veth0\"} 3\n"

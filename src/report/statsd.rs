@@ -10,40 +10,49 @@
 //! (`self_metrics`), metro's own counters under `metro.` follow: for Datadog users every series
 //! is a billable custom metric, so by default only go-metro's gauges leave.
 //!
-//! Metrics are formatted by `cadence` and handed to [`QueueSink`], a bounded queue drained by one
-//! sender thread per instance. Capture never waits for the network: a full queue drops the metric
-//! and counts it, and the sender packs lines into datagrams of at most [`MAX_DATAGRAM`] bytes
-//! (datadog-go's size) on a connected UDP socket, so that a receiver that is down shows up as
-//! `ECONNREFUSED` and is counted too. The counts go out as `metro.statsd.errors`, and are logged.
+//! Metrics are formatted by `cadence` and handed to [`QueueSink`], which packs them, in the
+//! reporter's thread, into datagrams of at most [`MAX_DATAGRAM`] bytes (datadog-go's size) as they
+//! come, and queues each full datagram to one sender thread per instance, which sends it on a
+//! connected UDP socket (so that a receiver that is down shows up as `ECONNREFUSED` and is
+//! counted). An interval of 200,000 pairs thus goes out as it is summarised, one datagram at a
+//! time, never built in one buffer. The queue is bounded ([`QUEUE_DATAGRAMS`]): while a report
+//! is sent, the reporter waits for room in it, but never longer than [`SEND_WAIT`] in all over
+//! one report; past that, a datagram that finds the queue full is dropped and its metrics
+//! counted. The workers never wait on any of it. The counts go out as `metro.statsd.errors`, and
+//! are logged.
 //!
 //! What this module does not do: aggregate samples (that is [`super::merge`]), or decide which
 //! pairs are reported (the worker's whitelist does).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cadence::{Counted, Gauged, MetricSink, StatsdClient};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 
 use super::interval::IntervalReport;
 use super::{ms, PairSummary};
 use crate::decode::{Addr, Skip};
 use crate::record::ServicePort;
 
-/// Largest datagram the sender builds: datadog-go's default for UDP, which stays under a
+/// Largest datagram the sink builds: datadog-go's default for UDP, which stays under a
 /// 1500-byte MTU with IPv6 and UDP headers.
 pub const MAX_DATAGRAM: usize = 1432;
 
-/// Metrics queued before new ones are dropped: a few intervals of a busy host.
-pub const QUEUE_METRICS: usize = 16 * 1024;
+/// Datagrams queued for the sender thread before the reporter waits (1.4 MiB, about 15,000
+/// gauges).
+pub const QUEUE_DATAGRAMS: usize = 1024;
 
-/// How long the sender waits for more lines before sending a datagram that is not full.
-const LINGER: Duration = Duration::from_millis(2);
+/// Longest the reporter waits for room in the queue, in all, over one report. The sender empties
+/// a full queue in a few milliseconds, and 200,000 pairs' gauges (about 35,000 datagrams) in a
+/// fraction of a second; a sender stuck on its socket costs each report at most this.
+pub const SEND_WAIT: Duration = Duration::from_secs(2);
 
 /// Names for addresses: whitelisted hosts by the name they were configured with, and
 /// whitelisted addresses by their reverse DNS name, filled in the background.
@@ -72,19 +81,32 @@ impl SinkStats {
 }
 
 enum Msg {
-    Line(String),
+    /// Lines joined by newlines, and how many.
+    Datagram(String, u64),
     Flush(Sender<()>),
 }
 
-/// A `cadence` sink with a bounded queue and its own sender thread.
+/// The datagram being filled, and how long a full queue may still be waited for.
+#[derive(Default)]
+struct Open {
+    buf: String,
+    lines: u64,
+    /// What is left of the time the queue may be waited for when full; `None`: not at all.
+    wait: Option<Duration>,
+}
+
+/// A `cadence` sink that packs metrics into datagrams, with a bounded queue and its own sender
+/// thread.
 #[derive(Clone)]
 pub struct QueueSink {
     tx: Sender<Msg>,
     stats: Arc<SinkStats>,
+    open: Arc<Mutex<Open>>,
 }
 
 impl QueueSink {
-    /// A sink sending to `to` from a UDP socket connected to it.
+    /// A sink sending to `to` from a UDP socket connected to it, queueing at most `capacity`
+    /// datagrams.
     ///
     /// Fails only when no socket can be made; a receiver that is absent is not an error here.
     pub fn connect(to: SocketAddr, capacity: usize) -> io::Result<QueueSink> {
@@ -103,7 +125,18 @@ impl QueueSink {
         thread::Builder::new()
             .name("metro-statsd".into())
             .spawn(move || sender(socket, rx, &s))?;
-        Ok(QueueSink { tx, stats })
+        Ok(QueueSink::on(tx, stats))
+    }
+
+    fn on(tx: Sender<Msg>, stats: Arc<SinkStats>) -> QueueSink {
+        QueueSink {
+            tx,
+            stats,
+            open: Arc::new(Mutex::new(Open {
+                buf: String::with_capacity(MAX_DATAGRAM),
+                ..Open::default()
+            })),
+        }
     }
 
     /// The sink's counts.
@@ -111,119 +144,107 @@ impl QueueSink {
         &self.stats
     }
 
+    fn open(&self) -> MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on, waits for room in a full queue at most `budget` in all; `None`: drops at
+    /// once.
+    pub fn allow_wait(&self, budget: Option<Duration>) {
+        self.open().wait = budget;
+    }
+
+    /// Queues the datagram being filled, without waiting for it to be sent.
+    pub fn flush(&self) {
+        let mut open = self.open();
+        let _ = self.hand_over(&mut open);
+    }
+
+    /// Queues the datagram being filled; when the queue is full, waits for room within what is
+    /// left of the time allowed, then drops the datagram and counts its metrics.
+    fn hand_over(&self, open: &mut Open) -> io::Result<()> {
+        if open.lines == 0 {
+            return Ok(());
+        }
+        let lines = open.lines;
+        let buf = std::mem::replace(&mut open.buf, String::with_capacity(MAX_DATAGRAM));
+        open.lines = 0;
+        let msg = Msg::Datagram(buf, lines);
+        let gone = match open.wait {
+            Some(left) => {
+                let start = Instant::now();
+                let sent = self.tx.send_timeout(msg, left);
+                open.wait = Some(left.saturating_sub(start.elapsed()));
+                match sent {
+                    Ok(()) => return Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => false,
+                    Err(SendTimeoutError::Disconnected(_)) => true,
+                }
+            }
+            None => match self.tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(_)) => false,
+                Err(TrySendError::Disconnected(_)) => true,
+            },
+        };
+        self.stats.dropped.fetch_add(lines, Ordering::Relaxed);
+        Err(if gone {
+            io::Error::new(io::ErrorKind::BrokenPipe, "statsd sender gone")
+        } else {
+            io::Error::new(io::ErrorKind::WouldBlock, "statsd queue full")
+        })
+    }
+
     /// Waits until everything queued so far has been sent (or failed), at most `timeout`.
     /// Returns false on timeout.
     pub fn flush_wait(&self, timeout: Duration) -> bool {
-        let (ack_tx, ack_rx) = bounded(1);
         let deadline = Instant::now() + timeout;
-        if self.tx.send_timeout(Msg::Flush(ack_tx), timeout).is_err() {
+        {
+            let mut open = self.open();
+            let wait = open.wait.replace(timeout);
+            let _ = self.hand_over(&mut open);
+            open.wait = wait;
+        }
+        let (ack_tx, ack_rx) = bounded(1);
+        if self.tx.send_deadline(Msg::Flush(ack_tx), deadline).is_err() {
             return false;
         }
-        ack_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        ack_rx.recv_deadline(deadline).is_ok()
     }
 }
 
 impl MetricSink for QueueSink {
     fn emit(&self, metric: &str) -> io::Result<usize> {
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Msg::Line(metric.to_string())) {
-            Ok(()) => Ok(metric.len()),
-            Err(TrySendError::Full(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "statsd queue full",
-                ))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "statsd sender gone",
-                ))
-            }
+        let mut open = self.open();
+        let mut handed = Ok(());
+        if !open.buf.is_empty() && open.buf.len() + 1 + metric.len() > MAX_DATAGRAM {
+            // The metrics dropped, if any, are the full datagram's, not this one.
+            handed = self.hand_over(&mut open);
         }
+        if !open.buf.is_empty() {
+            open.buf.push('\n');
+        }
+        open.buf.push_str(metric);
+        open.lines += 1;
+        handed.map(|()| metric.len())
     }
 }
 
-/// The sender thread: packs queued lines into datagrams and sends them.
+/// The sender thread: sends the queued datagrams in order.
 fn sender(socket: UdpSocket, rx: Receiver<Msg>, stats: &SinkStats) {
-    let mut buf = String::with_capacity(MAX_DATAGRAM);
-    let mut lines = 0u64;
-    let send = |buf: &mut String, lines: &mut u64| {
-        if buf.is_empty() {
-            return;
-        }
-        match socket.send(buf.as_bytes()) {
-            Ok(_) => {
-                stats.sent.fetch_add(*lines, Ordering::Relaxed);
-                stats.datagrams.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                stats.send_failed.fetch_add(*lines, Ordering::Relaxed);
-            }
-        }
-        buf.clear();
-        *lines = 0;
-    };
-    loop {
-        let msg = if buf.is_empty() {
-            match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return,
-            }
-        } else {
-            match rx.recv_timeout(LINGER) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => {
-                    send(&mut buf, &mut lines);
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    send(&mut buf, &mut lines);
-                    return;
-                }
-            }
-        };
+    for msg in rx {
         match msg {
-            Msg::Line(line) => {
-                if !buf.is_empty() && buf.len() + 1 + line.len() > MAX_DATAGRAM {
-                    send(&mut buf, &mut lines);
+            Msg::Datagram(buf, lines) => match socket.send(buf.as_bytes()) {
+                Ok(_) => {
+                    stats.sent.fetch_add(lines, Ordering::Relaxed);
+                    stats.datagrams.fetch_add(1, Ordering::Relaxed);
                 }
-                if !buf.is_empty() {
-                    buf.push('\n');
+                Err(_) => {
+                    stats.send_failed.fetch_add(lines, Ordering::Relaxed);
                 }
-                buf.push_str(&line);
-                lines += 1;
-                // Take what is already queued without waiting.
-                loop {
-                    match rx.try_recv() {
-                        Ok(Msg::Line(l)) => {
-                            if buf.len() + 1 + l.len() > MAX_DATAGRAM {
-                                send(&mut buf, &mut lines);
-                            }
-                            if !buf.is_empty() {
-                                buf.push('\n');
-                            }
-                            buf.push_str(&l);
-                            lines += 1;
-                        }
-                        Ok(Msg::Flush(ack)) => {
-                            send(&mut buf, &mut lines);
-                            let _ = ack.send(());
-                        }
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => {
-                            send(&mut buf, &mut lines);
-                            return;
-                        }
-                    }
-                }
-            }
+            },
             Msg::Flush(ack) => {
-                send(&mut buf, &mut lines);
                 let _ = ack.send(());
             }
         }
@@ -280,57 +301,71 @@ impl StatsdReporter {
         names.get(&ip).cloned().unwrap_or_else(|| ip.to_string())
     }
 
-    /// Sends one interval: the gauges of every pair, then metro's own counters.
+    /// Sends one interval: the gauges of every pair, summarised and sent one at a time, then
+    /// metro's own counters. Waits for room in the sink's queue at most [`SEND_WAIT`] in all.
     pub fn report(&mut self, r: &IntervalReport) {
         let names = self
             .names
             .read()
             .map(|n| n.clone())
             .unwrap_or_else(|e| e.into_inner().clone());
-        for p in &r.pairs {
-            if p.samples == 0 {
-                continue;
-            }
-            let (src, dst) = if p.other {
-                ("src:other".to_string(), "dst:other".to_string())
-            } else {
-                (
-                    format!("src:{}", Self::name(&names, &p.src)),
-                    format!("dst:{}", Self::name(&names, &p.dst)),
-                )
-            };
-            // After go-metro's tags, and only with the server-port dimension on.
-            let port = p.port.map(|port| match port {
-                ServicePort::Port(n) => format!("port:{n}"),
-                ServicePort::Other => "port:other".to_string(),
-            });
-            for (metric, value) in self.pair_values(p) {
-                self.gauge_then(metric, value, &[&src, &dst], port.as_deref());
-            }
-        }
+        self.sink.allow_wait(Some(SEND_WAIT));
+        let sent: Result<(), Infallible> = r.pairs.for_each(|p| {
+            self.pair(&names, p);
+            Ok(())
+        });
+        let Ok(()) = sent;
         if self.cfg.self_metrics {
             self.counters(r);
+        }
+        self.sink.flush();
+        self.sink.allow_wait(None);
+    }
+
+    /// Sends the gauges of one pair.
+    fn pair(&self, names: &HashMap<IpAddr, String>, p: &PairSummary) {
+        if p.samples == 0 {
+            return;
+        }
+        let (src, dst) = if p.other {
+            ("src:other".to_string(), "dst:other".to_string())
+        } else {
+            (
+                format!("src:{}", Self::name(names, &p.src)),
+                format!("dst:{}", Self::name(names, &p.dst)),
+            )
+        };
+        // After go-metro's tags, and only with the server-port dimension on.
+        let port = p.port.map(|port| match port {
+            ServicePort::Port(n) => format!("port:{n}"),
+            ServicePort::Other => "port:other".to_string(),
+        });
+        for (metric, value) in self.pair_values(p) {
+            self.gauge_then(metric, value, &[&src, &dst], port.as_deref());
         }
     }
 
     /// The gauges of one pair, in the order they are sent.
-    fn pair_values(&self, p: &PairSummary) -> Vec<(&'static str, f64)> {
+    fn pair_values(&self, p: &PairSummary) -> impl Iterator<Item = (&'static str, f64)> {
         let avg = if self.cfg.soften { p.srtt_ns } else { p.avg_ns };
-        let mut v = vec![
+        let extra = if self.cfg.extra_gauges { 5 } else { 0 };
+        [
             ("system.net.tcp.rtt.avg", ms(avg)),
             ("system.net.tcp.rtt.jitter", ms(p.jitter_ns)),
             ("system.net.tcp.rtt", ms(p.p50_ns as f64)),
-        ];
-        if self.cfg.extra_gauges {
-            v.extend([
+        ]
+        .into_iter()
+        .chain(
+            [
                 ("system.net.tcp.rtt.min", ms(p.min_ns as f64)),
                 ("system.net.tcp.rtt.max", ms(p.max_ns as f64)),
                 ("system.net.tcp.rtt.95percentile", ms(p.p95_ns as f64)),
                 ("system.net.tcp.rtt.99percentile", ms(p.p99_ns as f64)),
                 ("system.net.tcp.rtt.count", p.samples as f64),
-            ]);
-        }
-        v
+            ]
+            .into_iter()
+            .take(extra),
+        )
     }
 
     fn gauge(&self, metric: &str, value: f64, first: &[&str]) {
@@ -401,7 +436,7 @@ impl StatsdReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::interval::KernelStats;
+    use crate::report::interval::{KernelStats, Pairs};
     use crate::report::Counters;
 
     fn receiver() -> (UdpSocket, SocketAddr) {
@@ -440,7 +475,7 @@ mod tests {
         }
     }
 
-    fn report(pairs: Vec<PairSummary>) -> IntervalReport {
+    fn report(pairs: Vec<PairSummary>) -> IntervalReport<'static> {
         let mut counters = Counters {
             packets: 100,
             active_flows: 3,
@@ -450,7 +485,7 @@ mod tests {
         counters.table.evicted = 2;
         IntervalReport {
             iface: "eth0".into(),
-            pairs,
+            pairs: Pairs::Made(pairs),
             counters,
             kernel: KernelStats {
                 received: 100,
@@ -595,17 +630,47 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts_without_blocking() {
-        let (tx, rx) = bounded(2);
-        let sink = QueueSink {
-            tx,
-            stats: Arc::new(SinkStats::default()),
-        };
-        assert!(sink.emit("a:1|g").is_ok());
-        assert!(sink.emit("a:1|g").is_ok());
-        assert!(sink.emit("a:1|g").is_err());
-        assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 1);
-        assert_eq!(sink.stats().lost(), 1);
+    fn a_full_queue_is_waited_for_only_as_long_as_allowed_then_drops_and_counts() {
+        // A queue of one datagram that nobody empties; a 100-byte line, 14 to a datagram.
+        let (tx, rx) = bounded(1);
+        let sink = QueueSink::on(tx, Arc::new(SinkStats::default()));
+        let line = "x".repeat(100);
+        for _ in 0..14 {
+            assert!(sink.emit(&line).is_ok());
+        }
+        // The 15th hands the first datagram over: queued.
+        assert!(sink.emit(&line).is_ok());
+        for _ in 0..13 {
+            assert!(sink.emit(&line).is_ok());
+        }
+        // Without a wait allowed, the second datagram finds the queue full and is dropped at once.
+        let start = Instant::now();
+        assert!(sink.emit(&line).is_err());
+        assert!(start.elapsed() < Duration::from_millis(50));
+        assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 14);
+        // With one, the reporter waits for room as long as allowed, and no longer.
+        sink.allow_wait(Some(Duration::from_millis(100)));
+        for _ in 0..13 {
+            assert!(sink.emit(&line).is_ok());
+        }
+        let start = Instant::now();
+        assert!(sink.emit(&line).is_err());
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(80), "{waited:?}");
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+        assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 28);
+        // The time allowed is used up: no more waiting.
+        for _ in 0..13 {
+            assert!(sink.emit(&line).is_ok());
+        }
+        let start = Instant::now();
+        assert!(sink.emit(&line).is_err());
+        assert!(start.elapsed() < Duration::from_millis(50));
+        assert_eq!(sink.stats().lost(), 42);
+        assert_eq!(
+            sink.stats().queued.load(Ordering::Relaxed),
+            15 + 14 + 14 + 14
+        );
         drop(rx);
     }
 }

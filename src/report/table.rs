@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::interval::Pairs;
 use super::line::Line;
 use super::merge::Plan;
 use super::{ms, Counters, PairSummary};
@@ -26,6 +27,15 @@ pub fn write_plan(out: &mut impl Write, plan: &Plan<'_>, c: &Counters) -> io::Re
     header(out, w, plan.by_port())?;
     plan.for_each(|p| row(out, w, p))?;
     footer(out, plan.is_empty(), c)
+}
+
+/// Writes an interval's pair table and the counters, summarising merged pairs as their rows are
+/// written.
+pub fn write_pairs(out: &mut impl Write, pairs: &Pairs<'_>, c: &Counters) -> io::Result<()> {
+    match pairs {
+        Pairs::Merge(plan) => write_plan(out, plan, c),
+        Pairs::Made(pairs) => write(out, pairs, c),
+    }
 }
 
 /// The address columns' width: the longest name, at least 15.
