@@ -12,12 +12,11 @@
 
 use crate::capture::filter::Net;
 use crate::capture::{Frame, LinkType};
+use crate::config::{DEFAULT_EXP_TTL, DEFAULT_IDLE_TTL, DEFAULT_MAX_FLOWS, DEFAULT_MAX_PAIRS};
 use crate::conn::{ConnSegment, Connection, Connections};
 use crate::decode::{self, flags, Addr};
 use crate::flow::{FlowKey, FlowTable, Key4, Side, TableKey, TableStats, Ttl};
-use crate::record::{
-    IntervalStats, PairKey, Recorded, ServicePort, DEFAULT_MAX_PAIRS, OVERFLOW_SLOT,
-};
+use crate::record::{IntervalStats, PairKey, Recorded, ServicePort, OVERFLOW_SLOT};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
 
 /// How a worker is set up; the same for every worker of a capture.
@@ -48,17 +47,13 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            // 256 Ki flows × 128 B (IPv4; 144 B for IPv6), the table's slack included: at most
-            // 32 MiB (36 MiB) per worker and address family (each family's table grows to what its
-            // own flows need), grown on demand; a busy gateway sees tens of thousands of
-            // concurrent connections.
-            max_flows: 256 * 1024,
+            max_flows: DEFAULT_MAX_FLOWS,
             // 4096 rings × 4.5 KB: at most 18 MiB, for that many bulk halves at once.
             max_rings: 4096,
             max_pairs: DEFAULT_MAX_PAIRS,
             ttl: Ttl {
-                idle_ns: crate::config::DEFAULT_IDLE_TTL.as_nanos() as u64,
-                closed_ns: crate::config::DEFAULT_EXP_TTL.as_nanos() as u64,
+                idle_ns: DEFAULT_IDLE_TTL.as_nanos() as u64,
+                closed_ns: DEFAULT_EXP_TTL.as_nanos() as u64,
             },
             local: Vec::new(),
             whitelist: None,
