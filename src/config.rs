@@ -177,9 +177,9 @@ pub const DEFAULT_EXP_TTL: Duration = Duration::from_secs(60);
 /// gateway sees tens of thousands of concurrent connections.
 pub const DEFAULT_MAX_FLOWS: usize = 256 * 1024;
 
-/// Host pairs reported apart in an interval (`max_pairs`, `--max-pairs`): far more than a host or
-/// a gateway talks to in 30 s, while bounding a worker's recorders and the report's lines when
-/// the traffic is a scan or a flood of spoofed sources.
+/// Host pairs reported apart in an interval (`max_pairs`, `--max-pairs`): bounds a worker's
+/// recorders and the report's lines whatever the traffic (a scan or spoofed sources make a new
+/// pair per packet), high enough that the real peers of a host or a gateway fit under it.
 pub const DEFAULT_MAX_PAIRS: usize = 250_000;
 
 /// Server ports a host pair keeps apart, with the port dimension on (`max_ports`,
