@@ -7,8 +7,9 @@
 
 use std::time::Instant;
 
+use metro::config::DEFAULT_MAX_PAIRS;
 use metro::decode::Addr;
-use metro::record::{IntervalStats, PairKey, DEFAULT_MAX_PAIRS};
+use metro::record::{IntervalStats, PairKey};
 use metro::report::merge::Plan;
 
 fn main() {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
 pub use crate::config::DEFAULT_CONFIG_FILE;
-use crate::config::{limits, RingConfig};
+use crate::config::{limits, RingConfig, DEFAULT_MAX_FLOWS, DEFAULT_MAX_PAIRS, DEFAULT_MAX_PORTS};
 use crate::privilege::Seccomp;
 
 /// Where go-metro writes its log when `-log` is not given (and `log_to_file` is on).
@@ -192,7 +192,7 @@ pub struct Cli {
     // The ring's defaults are RingConfig's, shown by clap; `requires` ignores a default, so
     // only a ring flag that is given needs --interface.
     /// Live: bytes per ring block (a multiple of the page size).
-    #[arg(long, value_name = "BYTES", requires = "interface", default_value_t = RingConfig::default().block_size, value_parser = clap::value_parser!(u32).range(limits::RING_BLOCK_SIZE))]
+    #[arg(long, value_name = "BYTES", requires = "interface", default_value_t = RingConfig::default().block_size, value_parser = parse_ring_block_size)]
     pub ring_block_size: u32,
 
     /// Live: blocks per worker's ring.
@@ -220,15 +220,14 @@ pub struct Cli {
 
     /// Most host pairs reported apart in an interval (per worker, and after merging); the
     /// samples of pairs beyond it are reported together as the pair `other`, counted as
-    /// overflow_samples. Bounds memory on a gateway [default: 250000].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(limits::MAX_PAIRS))]
-    pub max_pairs: Option<u32>,
+    /// overflow_samples. Bounds memory on a gateway.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PAIRS as u32, value_parser = clap::value_parser!(u32).range(limits::MAX_PAIRS))]
+    pub max_pairs: u32,
 
     /// Most flows a worker tracks at once; past it a new flow evicts an old one (counted), so
-    /// memory is bounded whatever the traffic (128 bytes an IPv4 flow, 144 an IPv6 one)
-    /// [default: 262144].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=100_000_000))]
-    pub max_flows: Option<u32>,
+    /// memory is bounded whatever the traffic (128 bytes an IPv4 flow, 144 an IPv6 one).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FLOWS as u32, value_parser = clap::value_parser!(u32).range(limits::MAX_FLOWS))]
+    pub max_flows: u32,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -254,9 +253,9 @@ pub struct Cli {
 
     /// With --by port: most server ports of one host pair reported apart in an interval (per
     /// worker, and after merging); the samples of its other ports are reported together as its
-    /// port `other`, counted as port_overflow_samples [default: 32].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(limits::MAX_PORTS))]
-    pub max_ports: Option<u32>,
+    /// port `other`, counted as port_overflow_samples.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PORTS as u32, value_parser = clap::value_parser!(u32).range(limits::MAX_PORTS))]
+    pub max_ports: u32,
 
     /// Live and go-metro mode: serve the RTTs and metro's counters to Prometheus at
     /// http://ADDR:PORT/metrics (OpenMetrics text), beside the other outputs; go-metro mode also
@@ -300,6 +299,15 @@ fn parse_pair(s: &str) -> Result<(std::net::IpAddr, std::net::IpAddr), String> {
     ))
 }
 
+/// A ring block size, checked against [`limits::ring_block_size`].
+fn parse_ring_block_size(s: &str) -> Result<u32, String> {
+    let n: i64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    limits::ring_block_size(n)
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Ok(Duration::from_secs_f64(v)),
@@ -341,10 +349,9 @@ impl Cli {
 
     /// With `--by port`: most ports a host pair keeps apart; `None` without.
     pub fn max_ports(&self) -> Option<usize> {
-        self.by.contains(&By::Port).then(|| {
-            self.max_ports
-                .map_or(crate::record::DEFAULT_MAX_PORTS, |n| n as usize)
-        })
+        self.by
+            .contains(&By::Port)
+            .then_some(self.max_ports as usize)
     }
 
     /// The mode the flags select.
@@ -657,7 +664,7 @@ mod tests {
         assert!(!c.by_flow());
         assert_eq!(c.max_ports(), None);
         let c = parse(&["--pcap", "x", "--by", "port"]);
-        assert_eq!(c.max_ports(), Some(crate::record::DEFAULT_MAX_PORTS));
+        assert_eq!(c.max_ports(), Some(DEFAULT_MAX_PORTS));
         let c = parse(&["--pcap", "x", "-by=flow,port", "--max-ports", "3"]);
         assert!(c.by_flow());
         assert_eq!(c.max_ports(), Some(3));

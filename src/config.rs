@@ -53,12 +53,13 @@ pub mod msg {
         "Configured log level \"{}\" unknown - defaulting to WARNING level.";
 }
 
-/// The bounds of metro's own numeric settings, checked once here for the file and by clap for
-/// the command line (both use these ranges), and relied on by the engines.
+/// The bounds of metro's own numeric settings, written once here: the file's values are checked
+/// against them in this module, the command line's by clap, and the engines rely on them.
 pub mod limits {
     use std::ops::RangeInclusive;
 
-    /// Bytes per ring block: at least a page; at most 256 MiB, far more than a ring needs.
+    /// Bytes per ring block: at least a page; at most 256 MiB, far more than a ring needs. A
+    /// block must also be a whole number of pages ([`ring_block_size`]).
     pub const RING_BLOCK_SIZE: RangeInclusive<i64> = 4096..=1 << 28;
     /// Blocks per ring: two, so the kernel fills one while a worker reads the other.
     pub const RING_BLOCKS: RangeInclusive<i64> = 2..=65_536;
@@ -66,8 +67,9 @@ pub mod limits {
     pub const RING_BLOCK_TIMEOUT_MS: RangeInclusive<i64> = 1..=60_000;
     /// Workers per live capture.
     pub const WORKERS: RangeInclusive<i64> = 1..=1024;
-    /// Flows one worker tracks at once.
-    pub const MAX_FLOWS: RangeInclusive<i64> = 1024..=1 << 26;
+    /// Flows one worker tracks at once: a table as small as a test needs, and at most 10^8
+    /// (13 GB of IPv4 entries per worker), beyond any machine metro runs on.
+    pub const MAX_FLOWS: RangeInclusive<i64> = 16..=100_000_000;
     /// Host pairs reported apart: a worker names a pair's slot in 24 bits.
     pub const MAX_PAIRS: RangeInclusive<i64> = 1..=16_000_000;
     /// Server ports of one host pair reported apart: at least one, at most every port.
@@ -76,6 +78,29 @@ pub mod limits {
     /// `A to B`, for messages.
     pub fn text(r: &RangeInclusive<i64>) -> String {
         format!("{} to {}", r.start(), r.end())
+    }
+
+    /// The size of a memory page.
+    pub fn page_size() -> i64 {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096)
+    }
+
+    /// Checks a ring block size: within [`RING_BLOCK_SIZE`], and a whole number of pages, as the
+    /// kernel maps a ring block by block and refuses (`EINVAL`) a block that is not page-aligned.
+    pub fn ring_block_size(n: i64) -> Result<u32, String> {
+        let page = page_size();
+        if n % page != 0 {
+            return Err(format!(
+                "{n} is not a multiple of the page size ({page} bytes)"
+            ));
+        }
+        if !RING_BLOCK_SIZE.contains(&n) {
+            return Err(format!("{n} is outside {} bytes", text(&RING_BLOCK_SIZE)));
+        }
+        Ok(n as u32)
     }
 }
 
@@ -88,6 +113,31 @@ pub struct RingConfig {
     pub block_count: u32,
     /// How long the kernel waits before handing over a block that is not full.
     pub block_timeout: Duration,
+}
+
+impl RingConfig {
+    /// Checks the sizes against [`limits`]: for a ring configured in code (the flags and the
+    /// file are checked against the same limits as they are read, key by key).
+    pub fn check(&self) -> Result<(), String> {
+        limits::ring_block_size(i64::from(self.block_size))
+            .map_err(|e| format!("ring block size: {e}"))?;
+        if !limits::RING_BLOCKS.contains(&i64::from(self.block_count)) {
+            return Err(format!(
+                "ring block count {} is outside {}: use at least 2, so the kernel can fill one \
+                 block while a worker reads another",
+                self.block_count,
+                limits::text(&limits::RING_BLOCKS)
+            ));
+        }
+        let ms = i64::try_from(self.block_timeout.as_millis()).unwrap_or(i64::MAX);
+        if !limits::RING_BLOCK_TIMEOUT_MS.contains(&ms) {
+            return Err(format!(
+                "ring block timeout {ms} ms is outside {} ms",
+                limits::text(&limits::RING_BLOCK_TIMEOUT_MS)
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RingConfig {
@@ -120,6 +170,22 @@ pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(300);
 /// A flow that has closed (FIN or RST) is forgotten after this long: go-metro's default
 /// `exp_ttl`, long enough for the last ACKs of a closing flow.
 pub const DEFAULT_EXP_TTL: Duration = Duration::from_secs(60);
+
+/// Flows a worker tracks at once (`max_flows`, `--max-flows`): 256 Ki flows × 128 B (IPv4; 144 B
+/// for IPv6), the table's slack included, is at most 32 MiB (36 MiB) per worker and address
+/// family, grown on demand (each family's table grows to what its own flows need); a busy
+/// gateway sees tens of thousands of concurrent connections.
+pub const DEFAULT_MAX_FLOWS: usize = 256 * 1024;
+
+/// Host pairs reported apart in an interval (`max_pairs`, `--max-pairs`): bounds a worker's
+/// recorders and the report's lines whatever the traffic (a scan or spoofed sources make a new
+/// pair per packet), high enough that the real peers of a host or a gateway fit under it.
+pub const DEFAULT_MAX_PAIRS: usize = 250_000;
+
+/// Server ports a host pair keeps apart, with the port dimension on (`max_ports`,
+/// `--max-ports`): a host's services (HTTPS, a database, a cache, …) are a handful, while a
+/// scanner or a peer-to-peer host would make one series per port it touches.
+pub const DEFAULT_MAX_PORTS: usize = 32;
 
 /// How much metro logs. go-metro's names are accepted, case-insensitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -190,16 +256,16 @@ pub struct InitConfig {
     pub report_interval: Duration,
     /// metro: workers per live instance; `None` means one per CPU.
     pub workers: Option<usize>,
-    /// metro: most flows a worker tracks at once (see [`crate::worker::WorkerConfig`]).
+    /// metro: most flows a worker tracks at once ([`DEFAULT_MAX_FLOWS`]).
     pub max_flows: usize,
-    /// metro: most host pairs reported apart per interval (see [`crate::worker::WorkerConfig`]);
-    /// the samples of any more go to the `other` series.
+    /// metro: most host pairs reported apart per interval ([`DEFAULT_MAX_PAIRS`]); the samples of
+    /// any more go to the `other` series.
     pub max_pairs: usize,
     /// metro: `group_by: [src, dst, port]` keeps series per server port too (a `port:` tag);
     /// default `[src, dst]`, go-metro's series.
     pub group_by_port: bool,
     /// metro: with `group_by_port`, most server ports of a host pair reported apart per
-    /// interval; the samples of the others go to its port `other`.
+    /// interval ([`DEFAULT_MAX_PORTS`]); the samples of the others go to its port `other`.
     pub max_ports: usize,
     /// metro: also send `.min`, `.max`, `.95percentile`, `.99percentile` and `.count`. Default
     /// off, as go-metro sends only three gauges.
@@ -232,10 +298,10 @@ impl Default for InitConfig {
             log_level: LogLevel::Warn,
             report_interval: Duration::from_secs(30),
             workers: None,
-            max_flows: crate::worker::WorkerConfig::default().max_flows,
-            max_pairs: crate::worker::WorkerConfig::default().max_pairs,
+            max_flows: DEFAULT_MAX_FLOWS,
+            max_pairs: DEFAULT_MAX_PAIRS,
             group_by_port: false,
-            max_ports: crate::record::DEFAULT_MAX_PORTS,
+            max_ports: DEFAULT_MAX_PORTS,
             percentile_gauges: false,
             self_metrics: false,
             require_whitelist: true,
@@ -726,6 +792,12 @@ fn init_config(
     warnings: &mut Vec<String>,
 ) -> Result<InitConfig, ConfigError> {
     let mut c = InitConfig::default();
+    // One of metro's numeric keys, checked against its range in `limits`.
+    let within = |key: &str, v: &S<i64>, range, unit: &str| {
+        v.as_ref()
+            .map(|v| ranged(path, &format!("init_config.{key}"), v, range, unit))
+            .transpose()
+    };
     if let Some(v) = &raw.snaplen {
         let n = go_int("init_config.snaplen", v, warnings);
         let line = v.referenced.line();
@@ -834,36 +906,21 @@ fn init_config(
         }
         c.report_interval = Duration::from_secs_f64(v.value);
     }
-    if let Some(v) = &raw.workers {
-        // 0 asks for one worker per CPU.
-        c.workers = match v.value {
-            0 => None,
-            _ => Some(ranged(
-                path,
-                "init_config.workers",
-                v,
-                limits::WORKERS,
-                "workers; give 0 for one per CPU",
-            )? as usize),
-        };
+    // 0 asks for one worker per CPU.
+    let workers = 0..=*limits::WORKERS.end();
+    if let Some(n) = within("workers", &raw.workers, workers, "workers (0: one per CPU)")? {
+        c.workers = (n > 0).then_some(n as usize);
     }
-    if let Some(v) = &raw.max_flows {
-        c.max_flows = ranged(
-            path,
-            "init_config.max_flows",
-            v,
-            limits::MAX_FLOWS,
-            "flows per worker",
-        )? as usize;
+    if let Some(n) = within(
+        "max_flows",
+        &raw.max_flows,
+        limits::MAX_FLOWS,
+        "flows per worker",
+    )? {
+        c.max_flows = n as usize;
     }
-    if let Some(v) = &raw.max_pairs {
-        c.max_pairs = ranged(
-            path,
-            "init_config.max_pairs",
-            v,
-            limits::MAX_PAIRS,
-            "host pairs",
-        )? as usize;
+    if let Some(n) = within("max_pairs", &raw.max_pairs, limits::MAX_PAIRS, "host pairs")? {
+        c.max_pairs = n as usize;
     }
     if let Some(Spanned {
         value: Some(dims),
@@ -873,50 +930,34 @@ fn init_config(
     {
         c.group_by_port = group_by(path, referenced.line(), dims)?;
     }
-    if let Some(v) = &raw.max_ports {
-        c.max_ports = ranged(
-            path,
-            "init_config.max_ports",
-            v,
-            limits::MAX_PORTS,
-            "ports per host pair",
-        )? as usize;
+    if let Some(n) = within(
+        "max_ports",
+        &raw.max_ports,
+        limits::MAX_PORTS,
+        "ports per host pair",
+    )? {
+        c.max_ports = n as usize;
     }
     if let Some(v) = &raw.ring_block_size {
-        let n = ranged(
-            path,
-            "init_config.ring_block_size",
-            v,
-            limits::RING_BLOCK_SIZE,
-            "bytes",
-        )?;
-        if n % 4096 != 0 {
-            return Err(ConfigError::at(
-                path,
-                line_of(v),
-                "init_config.ring_block_size",
-                format!("{n} is not a multiple of 4096 bytes"),
-            ));
-        }
-        c.ring.block_size = n as u32;
+        let key = "init_config.ring_block_size";
+        c.ring.block_size = limits::ring_block_size(v.value)
+            .map_err(|e| ConfigError::at(path, line_of(v), key, e))?;
     }
-    if let Some(v) = &raw.ring_blocks {
-        c.ring.block_count = ranged(
-            path,
-            "init_config.ring_blocks",
-            v,
-            limits::RING_BLOCKS,
-            "blocks per ring",
-        )? as u32;
+    if let Some(n) = within(
+        "ring_blocks",
+        &raw.ring_blocks,
+        limits::RING_BLOCKS,
+        "blocks per ring",
+    )? {
+        c.ring.block_count = n as u32;
     }
-    if let Some(v) = &raw.ring_block_timeout {
-        let ms = ranged(
-            path,
-            "init_config.ring_block_timeout",
-            v,
-            limits::RING_BLOCK_TIMEOUT_MS,
-            "ms",
-        )?;
+    let timeout = &raw.ring_block_timeout;
+    if let Some(ms) = within(
+        "ring_block_timeout",
+        timeout,
+        limits::RING_BLOCK_TIMEOUT_MS,
+        "ms",
+    )? {
         c.ring.block_timeout = Duration::from_millis(ms as u64);
     }
     if let Some(v) = &raw.percentile_gauges {

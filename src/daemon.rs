@@ -24,7 +24,7 @@
 //! format metrics (that is [`crate::report::statsd`]).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,6 @@ use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn};
 
 use crate::capture::file::FileStats;
-use crate::capture::filter::Framing;
 use crate::capture::filter::Net;
 use crate::capture::{expr, iface};
 use crate::cli::{exit, Cli};
@@ -44,11 +43,11 @@ use crate::config::{self, msg, Config, ConfigError, Instance, Source};
 use crate::decode::Addr;
 use crate::dns;
 use crate::flow::Ttl;
-use crate::live::{self, IntervalReport, KernelStats, LiveConfig, LiveError, Pairs};
+use crate::live::{self, LiveConfig, LiveError};
 use crate::logging::{Logger, CRITICAL};
 use crate::offline::{Follow, FollowEnd};
 use crate::privilege::{self, Keep};
-use crate::report::merge::Plan;
+use crate::report::interval::IntervalReport;
 use crate::report::prometheus::{Endpoint, Exposition};
 use crate::report::statsd::{Names, QueueSink, ReporterConfig, StatsdReporter, QUEUE_DATAGRAMS};
 use crate::signals;
@@ -83,7 +82,7 @@ pub fn run(cli: &Cli, cfg_path: &Path) -> i32 {
     for a in &cli.ignored {
         warn!("argument {a:?} ignored: as go-metro's flag parsing, metro stops reading flags at the first argument that is not one");
     }
-    if let Err(e) = check_filter(&cli.filter) {
+    if let Err(e) = expr::check(&cli.filter) {
         error!(target: CRITICAL, "{e}");
         return exit::FAILURE;
     }
@@ -133,43 +132,6 @@ pub fn run(cli: &Cli, cfg_path: &Path) -> i32 {
         }
     };
     Daemon::new(cli, cfg, stop).run(&sig_rx)
-}
-
-/// go-metro's words for each stop signal.
-fn log_signal(sig: Signal) {
-    match sig {
-        Signal::SIGHUP => warn!("hungup"),
-        Signal::SIGINT => warn!("sig int caught, shutting down."),
-        Signal::SIGTERM => warn!("force stop"),
-        Signal::SIGQUIT => warn!("stop and core dump"),
-        _ => {}
-    }
-}
-
-/// How often a daemon looks for an interface that disappeared.
-const IFACE_RETRY: Duration = Duration::from_millis(250);
-
-/// Waits until an interface called `name` exists and is up; false if `stop` came first.
-fn wait_for_interface(name: &str, stop: &AtomicBool) -> bool {
-    loop {
-        if stop.load(Ordering::Acquire) {
-            return false;
-        }
-        if iface::lookup(name).is_ok_and(|i| i.up) {
-            return true;
-        }
-        thread::sleep(IFACE_RETRY);
-    }
-}
-
-/// Refuses `-f` expressions metro cannot evaluate, before anything starts: without libpcap,
-/// every one but `tcp`; with it, those libpcap cannot compile (checked for Ethernet framing; a
-/// raw-IP interface compiles it again for its own).
-pub fn check_filter(expression: &str) -> Result<(), expr::ExprError> {
-    if expr::is_default(expression) {
-        return Ok(());
-    }
-    expr::compile(expression, Framing::Ethernet).map(|_| ())
 }
 
 /// Why an instance stops metro before anything runs (logged as CRITICAL, exit status 1).
@@ -234,11 +196,6 @@ struct FileRun {
     reporter: StatsdReporter,
     /// Its series on the Prometheus endpoint, when there is one.
     exposition: Option<Exposition>,
-    /// Frames and reported samples so far, for the closing log line.
-    packets: u64,
-    samples: u64,
-    /// The bound on pairs reported apart.
-    max_pairs: usize,
 }
 
 struct Daemon {
@@ -264,7 +221,7 @@ impl Daemon {
 
     fn run(self, sig_rx: &Receiver<Signal>) -> i32 {
         let init = &self.cfg.init;
-        let statsd = match resolve_statsd(&init.statsd_ip, init.statsd_port) {
+        let statsd = match dns::statsd_addr(&init.statsd_ip, init.statsd_port) {
             Ok(a) => a,
             Err(e) => {
                 error!(target: CRITICAL, "{}: init_config.statsd_ip: {e}", self.cfg.path.display());
@@ -346,8 +303,8 @@ impl Daemon {
                     }
                 }
                 recv(sig_rx) -> sig => {
-                    if let Ok(sig) = sig {
-                        log_signal(sig);
+                    if let Some(words) = sig.ok().and_then(signals::go_metro_words) {
+                        warn!("{words}");
                     }
                     self.shutdown(&mut files, &done_rx, running);
                     break;
@@ -393,70 +350,19 @@ impl Daemon {
             },
         };
         let names: Names = Names::default();
-        let mut nets: Vec<Net> = Vec::new();
-        // go-metro's filter terms, for the log line and the messages.
-        let mut terms: Vec<String> = Vec::new();
-        let mut singles: Vec<IpAddr> = Vec::new();
-        let host_names: Vec<String> = inst
-            .ips
-            .iter()
-            .filter(|e| e.net.is_none())
-            .map(|e| e.text.clone())
-            .collect();
-        let mut resolved = dns::lookup_hosts(&host_names).into_iter();
-        for e in &inst.ips {
-            match (e.net, e.single) {
-                (Some(net), Some(ip)) => {
-                    nets.push(net);
-                    singles.push(ip);
-                    terms.push(format!("host {ip}"));
-                }
-                (Some(net), None) => {
-                    nets.push(net);
-                    terms.push(format!("net {}", e.text));
-                }
-                // A name: go-metro's libpcap resolves `host NAME` in the filter, and the tags
-                // carry the addresses (go-metro finds no name for a name).
-                (None, _) => match resolved.next() {
-                    Some((name, Ok(ips))) if !ips.is_empty() => {
-                        for ip in ips {
-                            info!("{name} resolving to: {ip}");
-                            nets.push(Net::host(ip));
-                        }
-                        terms.push(format!("host {name}"));
-                    }
-                    Some((name, r)) => {
-                        let why = r.err().map_or("no address".to_string(), |e| e.to_string());
-                        return Err(PrepareError::IpsName {
-                            name,
-                            why,
-                            path: self.cfg.path.clone(),
-                            line: inst.line,
-                        });
-                    }
-                    None => {}
-                },
+        let whitelist = dns::resolve_whitelist(&inst.ips, &inst.hosts, &names).map_err(|e| {
+            PrepareError::IpsName {
+                name: e.name,
+                why: e.why,
+                path: self.cfg.path.clone(),
+                line: inst.line,
             }
-        }
-        for (host, r) in dns::lookup_hosts(&inst.hosts) {
-            let ips = match r {
-                Ok(ips) => ips,
-                Err(e) => {
-                    error!("Error resolving name for: {host} ({e})");
-                    continue;
-                }
-            };
-            for ip in ips {
-                info!("{host} resolving to: {ip}");
-                nets.push(Net::host(ip));
-                singles.push(ip);
-                terms.push(format!("host {ip}"));
-                names
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(ip, host.clone());
-            }
-        }
+        })?;
+        let dns::Whitelist {
+            nets,
+            terms,
+            singles,
+        } = whitelist;
         // A range or a name always covers other hosts; single addresses may all be this host's.
         let all_local = inst.ips.iter().all(|e| e.single.is_some())
             && singles.iter().all(|ip| local.contains(&Addr::from(*ip)));
@@ -536,7 +442,7 @@ impl Daemon {
             &self.worker_config(&p.whitelist),
             self.stop.clone(),
             // As go-metro, names first: a file is read faster than DNS answers.
-            move || name_addresses(&unnamed, &names),
+            move || dns::name_addresses(&unnamed, &names),
             move |end| {
                 let _ = done.send(Done::File { idx, end });
             },
@@ -546,9 +452,6 @@ impl Daemon {
                 follow,
                 reporter: p.reporter,
                 exposition: p.exposition,
-                packets: 0,
-                samples: 0,
-                max_pairs: self.cfg.init.max_pairs,
             }),
             Err(e) => {
                 error!("cannot start a thread for instance {idx}: {e}");
@@ -584,7 +487,7 @@ impl Daemon {
         let mut reporter = p.reporter;
         let mut exposition = p.exposition;
         info!("starting capture on interface {iface:?}");
-        name_addresses_in_background(p.unnamed, p.names);
+        dns::name_addresses_in_background(p.unnamed, p.names);
         let spawned = thread::Builder::new()
             .name(format!("metro-live-{idx}"))
             .spawn(move || {
@@ -608,7 +511,7 @@ impl Daemon {
                         "interface {:?} disappeared: waiting for it to come back",
                         cfg.interface
                     );
-                    if !wait_for_interface(&cfg.interface, &stop) {
+                    if !iface::wait_until_up(&cfg.interface, &stop) {
                         break Ok(());
                     }
                     info!("interface {:?} is back: capture restarts", cfg.interface);
@@ -708,32 +611,23 @@ impl Daemon {
 }
 
 fn log_totals(run: &FileRun) {
+    let (packets, samples) = run.follow.totals();
     info!(
-        "{}: {} packets, {} RTT samples reported",
+        "{}: {packets} packets, {samples} RTT samples reported",
         run.follow.path().display(),
-        run.packets,
-        run.samples
     );
 }
 
 /// Sends a file instance's interval: what its worker gathered since the last report.
 fn report_file(run: &mut FileRun, ended: Option<&FileStats>, last: bool) {
-    let mut stats = run.follow.take_interval(ended);
-    stats.settle();
-    let plan = Plan::new([&stats], run.max_pairs);
-    let counters = plan.counters;
-    run.packets += counters.packets;
-    run.samples += counters.samples - counters.filtered;
-    let report = IntervalReport {
-        iface: String::new(),
-        pairs: Pairs::Merge(Box::new(plan)),
-        counters,
-        kernel: KernelStats::default(),
-        last,
-        flows: Vec::new(),
-        whole_run: None,
-    };
-    send_report(&mut run.reporter, run.exposition.as_mut(), "file", &report);
+    let FileRun {
+        follow,
+        reporter,
+        exposition,
+    } = run;
+    follow.report(ended, last, |report| {
+        send_report(reporter, exposition.as_mut(), "file", report)
+    });
 }
 
 /// Sends one interval's metrics; at debug level, says what it held (go-metro logs every
@@ -759,115 +653,4 @@ fn send_report(
         c.table.evicted,
         c.active_flows
     );
-}
-
-/// `statsd_ip` names no host metro can find.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot resolve {0:?}; give DogStatsD's IP address")]
-pub struct StatsdAddrError(String);
-
-/// DogStatsD's address: an IP (as go-metro requires) or, from metro, a host name.
-fn resolve_statsd(host: &str, port: u16) -> Result<SocketAddr, StatsdAddrError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| StatsdAddrError(host.to_string()))
-}
-
-/// Names whitelisted addresses as go-metro does, in order: each name of Go's `LookupAddr` list
-/// is logged, and the last one is kept for the tags; a failure is logged and the tag carries
-/// the address.
-fn name_addresses(ips: &[IpAddr], names: &Names) {
-    for &ip in ips {
-        if names.read().map(|n| n.contains_key(&ip)).unwrap_or(false) {
-            continue;
-        }
-        match dns::lookup_addr(ip) {
-            Ok(list) => {
-                for name in &list {
-                    info!("{name} resolving to: {ip}");
-                }
-                if let Some(last) = list.last() {
-                    names
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(ip, last.clone());
-                }
-            }
-            Err(e) => {
-                error!("Problem looking up hostnames for: {ip}");
-                debug!("{ip}: {e}");
-            }
-        }
-    }
-}
-
-/// [`name_addresses`] on a thread of its own, so that capture does not wait for DNS; until a
-/// name is found, tags carry the address.
-fn name_addresses_in_background(ips: Vec<IpAddr>, names: Names) {
-    if ips.is_empty() {
-        return;
-    }
-    let spawned = thread::Builder::new()
-        .name("metro-rdns".into())
-        .spawn(move || name_addresses(&ips, &names));
-    if let Err(e) = spawned {
-        warn!("cannot start the name look-up thread: {e}; tags carry addresses");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_other_than_tcp_need_libpcap_and_must_compile() {
-        assert!(check_filter("tcp").is_ok());
-        assert!(check_filter(" tcp ").is_ok());
-        #[cfg(not(feature = "libpcap"))]
-        assert_eq!(
-            check_filter("tcp port 80").unwrap_err().to_string(),
-            "-f \"tcp port 80\": this metro was built without libpcap, so it cannot compile filter expressions other than `tcp`; drop -f (the instances' `ips`/`hosts` whitelist selects hosts), or build metro with `--features libpcap`"
-        );
-        #[cfg(feature = "libpcap")]
-        {
-            assert!(check_filter("tcp port 80").is_ok());
-            let e = check_filter("tcp port eighty").unwrap_err().to_string();
-            assert!(
-                e.starts_with(
-                    "-f \"tcp port eighty\": libpcap cannot compile this filter expression ("
-                ),
-                "{e}"
-            );
-        }
-    }
-
-    #[test]
-    fn names_of_addresses_fill_in_and_failures_leave_the_address() {
-        let names = Names::default();
-        // 127.0.0.1 is named in every /etc/hosts: the last name of its lines is kept.
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let hosts = std::fs::read_to_string(dns::HOSTS_FILE).unwrap();
-        let want = dns::hosts_names(&hosts, lo).pop();
-        assert!(want.is_some(), "{hosts}");
-        name_addresses(&[lo], &names);
-        assert_eq!(names.read().unwrap().get(&lo).cloned(), want);
-    }
-
-    #[test]
-    fn statsd_address_takes_an_ip_or_a_name() {
-        assert_eq!(
-            resolve_statsd("127.0.0.1", 8125).unwrap(),
-            "127.0.0.1:8125".parse().unwrap()
-        );
-        assert_eq!(
-            resolve_statsd("::1", 9).unwrap(),
-            "[::1]:9".parse().unwrap()
-        );
-        assert!(resolve_statsd("metro-no-such-host.invalid", 8125).is_err());
-    }
 }

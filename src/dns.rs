@@ -15,17 +15,25 @@
 //!   `LookupAddr` then returns an error with the names that were valid, and go-metro keeps none.
 //!
 //! Host names (`hosts:`, and names in `ips:` that go-metro hands to libpcap) are resolved
-//! through the C library (`getaddrinfo`), as libpcap does.
+//! through the C library (`getaddrinfo`), as libpcap does. [`resolve_whitelist`] turns an
+//! instance's `ips` and `hosts` into the ranges its capture keeps, and [`name_addresses`] fills
+//! in the names its tags carry; both log what they find in go-metro's words. DogStatsD's
+//! address is resolved here too ([`statsd_addr`]).
 //!
-//! What this module does not do: decide when to look up, or log (that is
-//! [`crate::gometro`]); DNS over TCP (an answer too large for UDP is read as far as it came).
+//! What this module does not do: decide when to look up (that is [`crate::daemon`]); DNS over
+//! TCP (an answer too large for UDP is read as far as it came).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver};
+use tracing::{debug, error, info, warn};
+
+use crate::capture::filter::Net;
+use crate::config::WhitelistEntry;
+use crate::report::statsd::Names;
 
 /// Where Go reads static names.
 pub const HOSTS_FILE: &str = "/etc/hosts";
@@ -437,12 +445,182 @@ pub fn lookup_hosts(hosts: &[String]) -> Vec<(String, io::Result<Vec<IpAddr>>)> 
         .collect()
 }
 
+/// An instance's whitelist, resolved.
+#[derive(Debug, Default)]
+pub struct Whitelist {
+    /// The ranges and addresses whose halves are reported.
+    pub nets: Vec<Net>,
+    /// go-metro's filter terms for them (`host 10.0.0.1`, `net 10.0.0.0/8`, `host NAME`), for
+    /// the log line and the messages.
+    pub terms: Vec<String>,
+    /// The single addresses among them, from `ips` and from `hosts`: when all are this host's
+    /// own, the whitelist covers no other host.
+    pub singles: Vec<IpAddr>,
+}
+
+/// A name in `ips` without an address: go-metro's libpcap cannot compile `host NAME` either.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {name:?} in `ips` ({why})")]
+pub struct UnresolvedName {
+    /// The name, as written.
+    pub name: String,
+    /// What the resolver said.
+    pub why: String,
+}
+
+/// Resolves an instance's `ips` and `hosts` as go-metro does: an address or a range is kept as
+/// written; a name in `ips` is resolved (go-metro's libpcap resolves `host NAME`), and one
+/// without an address stops the instance; a host of `hosts` that does not resolve is logged and
+/// left out. The addresses of `hosts` are named after their host in `names`.
+pub fn resolve_whitelist(
+    ips: &[WhitelistEntry],
+    hosts: &[String],
+    names: &Names,
+) -> Result<Whitelist, UnresolvedName> {
+    let mut w = Whitelist::default();
+    let ips_names: Vec<String> = ips
+        .iter()
+        .filter(|e| e.net.is_none())
+        .map(|e| e.text.clone())
+        .collect();
+    let mut resolved = lookup_hosts(&ips_names).into_iter();
+    for e in ips {
+        match (e.net, e.single) {
+            (Some(net), Some(ip)) => {
+                w.nets.push(net);
+                w.singles.push(ip);
+                w.terms.push(format!("host {ip}"));
+            }
+            (Some(net), None) => {
+                w.nets.push(net);
+                w.terms.push(format!("net {}", e.text));
+            }
+            // The tags carry the addresses: go-metro finds no name for a name.
+            (None, _) => match resolved.next() {
+                Some((name, Ok(addrs))) if !addrs.is_empty() => {
+                    for ip in addrs {
+                        info!("{name} resolving to: {ip}");
+                        w.nets.push(Net::host(ip));
+                    }
+                    w.terms.push(format!("host {name}"));
+                }
+                Some((name, r)) => {
+                    let why = r.err().map_or("no address".to_string(), |e| e.to_string());
+                    return Err(UnresolvedName { name, why });
+                }
+                None => {}
+            },
+        }
+    }
+    for (host, r) in lookup_hosts(hosts) {
+        let addrs = match r {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                error!("Error resolving name for: {host} ({e})");
+                continue;
+            }
+        };
+        for ip in addrs {
+            info!("{host} resolving to: {ip}");
+            w.nets.push(Net::host(ip));
+            w.singles.push(ip);
+            w.terms.push(format!("host {ip}"));
+            names
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(ip, host.clone());
+        }
+    }
+    Ok(w)
+}
+
+/// Names whitelisted addresses as go-metro does, in order: each name of Go's `LookupAddr` list
+/// is logged, and the last one is kept for the tags; a failure is logged and the tag carries
+/// the address.
+pub fn name_addresses(ips: &[IpAddr], names: &Names) {
+    for &ip in ips {
+        if names.read().map(|n| n.contains_key(&ip)).unwrap_or(false) {
+            continue;
+        }
+        match lookup_addr(ip) {
+            Ok(list) => {
+                for name in &list {
+                    info!("{name} resolving to: {ip}");
+                }
+                if let Some(last) = list.last() {
+                    names
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(ip, last.clone());
+                }
+            }
+            Err(e) => {
+                error!("Problem looking up hostnames for: {ip}");
+                debug!("{ip}: {e}");
+            }
+        }
+    }
+}
+
+/// [`name_addresses`] on a thread of its own, so that capture does not wait for DNS; until a
+/// name is found, tags carry the address.
+pub fn name_addresses_in_background(ips: Vec<IpAddr>, names: Names) {
+    if ips.is_empty() {
+        return;
+    }
+    let spawned = thread::Builder::new()
+        .name("metro-rdns".into())
+        .spawn(move || name_addresses(&ips, &names));
+    if let Err(e) = spawned {
+        warn!("cannot start the name look-up thread: {e}; tags carry addresses");
+    }
+}
+
+/// `statsd_ip` names no host metro can find.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {0:?}; give DogStatsD's IP address")]
+pub struct StatsdAddrError(String);
+
+/// DogStatsD's address: an IP (as go-metro requires) or, from metro, a host name.
+pub fn statsd_addr(host: &str, port: u16) -> Result<SocketAddr, StatsdAddrError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| StatsdAddrError(host.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn names_of_addresses_fill_in_and_failures_leave_the_address() {
+        let names = Names::default();
+        // 127.0.0.1 is named in every /etc/hosts: the last name of its lines is kept.
+        let lo = ip("127.0.0.1");
+        let hosts = std::fs::read_to_string(HOSTS_FILE).unwrap();
+        let want = hosts_names(&hosts, lo).pop();
+        assert!(want.is_some(), "{hosts}");
+        name_addresses(&[lo], &names);
+        assert_eq!(names.read().unwrap().get(&lo).cloned(), want);
+    }
+
+    #[test]
+    fn statsd_address_takes_an_ip_or_a_name() {
+        assert_eq!(
+            statsd_addr("127.0.0.1", 8125).unwrap(),
+            "127.0.0.1:8125".parse().unwrap()
+        );
+        assert_eq!(statsd_addr("::1", 9).unwrap(), "[::1]:9".parse().unwrap());
+        assert!(statsd_addr("metro-no-such-host.invalid", 8125).is_err());
     }
 
     #[test]

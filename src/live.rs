@@ -37,7 +37,7 @@ use crate::capture::filter::{self, FilterError, Insn, Net};
 use crate::capture::iface::{self, IfaceError, Status};
 use crate::capture::ring::{self, PacketSocket, Ring, RingError, RingSize, Wake};
 use crate::capture::LinkType;
-use crate::config::{limits, DutyCycle, RingConfig};
+use crate::config::{DutyCycle, RingConfig};
 use crate::conn::Connection;
 use crate::decode::Addr;
 use crate::flow::FlowKey;
@@ -235,30 +235,7 @@ const BLOCKS_PER_TURN: usize = 8;
 const SWAP_WAIT: Duration = Duration::from_secs(5);
 
 fn validate(cfg: &LiveConfig) -> Result<(), LiveError> {
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u32;
-    let r = &cfg.ring;
-    if r.block_size < page || !r.block_size.is_multiple_of(page) {
-        return Err(LiveError::Config(format!(
-            "ring block size {} must be a multiple of the page size ({page} bytes)",
-            r.block_size
-        )));
-    }
-    if !limits::RING_BLOCKS.contains(&i64::from(r.block_count)) {
-        return Err(LiveError::Config(format!(
-            "ring block count {} is outside {}: use at least 2, so the kernel can fill one block \
-             while a worker reads another",
-            r.block_count,
-            limits::text(&limits::RING_BLOCKS)
-        )));
-    }
-    if r.block_timeout.is_zero() {
-        return Err(LiveError::Config(
-            "ring block timeout must be at least 1 ms".into(),
-        ));
-    }
+    cfg.ring.check().map_err(LiveError::Config)?;
     if cfg.snaplen < 64 {
         return Err(LiveError::Config(format!(
             "snap length {} is too short for TCP headers: use at least 64 bytes",

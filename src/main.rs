@@ -65,12 +65,8 @@ fn run(cli: &Cli, pcap: &[PathBuf]) -> io::Result<i32> {
         keep_samples: cli.samples,
         by_flow: cli.by_flow(),
         max_ports: cli.max_ports(),
-        max_pairs: cli
-            .max_pairs
-            .map_or(WorkerConfig::default().max_pairs, |n| n as usize),
-        max_flows: cli
-            .max_flows
-            .map_or(WorkerConfig::default().max_flows, |n| n as usize),
+        max_pairs: cli.max_pairs as usize,
+        max_flows: cli.max_flows as usize,
         ..WorkerConfig::default()
     };
     let plot = match open_plot(cli) {
@@ -241,13 +237,9 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     cfg.ring.block_timeout = std::time::Duration::from_millis(cli.ring_block_timeout);
     cfg.expression = Some(cli.filter.clone());
     cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
-    if let Some(n) = cli.max_pairs {
-        cfg.worker.max_pairs = n as usize;
-    }
+    cfg.worker.max_pairs = cli.max_pairs as usize;
     cfg.worker.max_ports = cli.max_ports();
-    if let Some(n) = cli.max_flows {
-        cfg.worker.max_flows = n as usize;
-    }
+    cfg.worker.max_flows = cli.max_flows as usize;
     let mut plot = match open_plot(cli) {
         Ok(p) => p,
         Err(code) => return Ok(code),

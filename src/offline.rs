@@ -29,6 +29,7 @@ use crate::conn::Connection;
 use crate::decode::{self, Skip};
 use crate::flow::FlowKey;
 use crate::record::{Counters, IntervalStats};
+use crate::report::interval::{IntervalReport, KernelStats, Pairs};
 use crate::report::merge::Plan;
 use crate::report::plot::{PlotPoints, PointLimits};
 use crate::report::Merged;
@@ -168,6 +169,11 @@ pub enum FollowEnd {
 pub struct Follow {
     path: PathBuf,
     worker: Arc<Mutex<Worker>>,
+    /// The bound on pairs reported apart.
+    max_pairs: usize,
+    /// Frames and reported samples in the reports so far.
+    packets: u64,
+    samples: u64,
 }
 
 impl Follow {
@@ -206,6 +212,9 @@ impl Follow {
         Ok(Follow {
             path: path.to_owned(),
             worker,
+            max_pairs: cfg.max_pairs,
+            packets: 0,
+            samples: 0,
         })
     }
 
@@ -214,14 +223,39 @@ impl Follow {
         &self.path
     }
 
-    /// What the worker gathered since the last call; once the read has ended, with the
-    /// reader's own counts (`ended`), as [`run`] counts them.
-    pub fn take_interval(&self, ended: Option<&FileStats>) -> IntervalStats {
+    /// Hands `send` what the worker gathered since the last call, as an interval's report
+    /// (`last` for the final one); once the read has ended, with the reader's own counts
+    /// (`ended`), as [`run`] counts them. The report borrows the interval, so it is lent to
+    /// `send` rather than returned.
+    pub fn report(
+        &mut self,
+        ended: Option<&FileStats>,
+        last: bool,
+        send: impl FnOnce(&IntervalReport),
+    ) {
         let mut stats = lock(&self.worker).take_interval(Default::default());
         if let Some(f) = ended {
             add_file_counts(&mut stats.counters, f);
         }
-        stats
+        stats.settle();
+        let plan = Plan::new([&stats], self.max_pairs);
+        let counters = plan.counters;
+        self.packets += counters.packets;
+        self.samples += counters.samples - counters.filtered;
+        send(&IntervalReport {
+            iface: String::new(),
+            pairs: Pairs::Merge(Box::new(plan)),
+            counters,
+            kernel: KernelStats::default(),
+            last,
+            flows: Vec::new(),
+            whole_run: None,
+        });
+    }
+
+    /// Frames read and samples reported in the reports so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.packets, self.samples)
     }
 }
 

@@ -38,6 +38,7 @@ use std::hash::{Hash, Hasher};
 
 use hashbrown::HashTable;
 
+use crate::config::DEFAULT_MAX_PAIRS;
 use crate::decode::{Addr, Skip};
 use crate::flow::prefetch::prefetch;
 use crate::flow::TableStats;
@@ -635,14 +636,6 @@ pub struct IntervalStats {
 
 /// The slot number of the overflow recorder, which no pair has.
 pub const OVERFLOW_SLOT: u32 = u32::MAX;
-
-/// The default bound on pairs an interval keeps apart (see [`IntervalStats::new`]).
-pub const DEFAULT_MAX_PAIRS: usize = 250_000;
-
-/// The default bound on server ports a host pair keeps apart, with the port dimension on: a
-/// host's services (HTTPS, a database, a cache, …) are a handful, while a scanner or a
-/// peer-to-peer host would make one series per port it touches.
-pub const DEFAULT_MAX_PORTS: usize = 32;
 
 impl Default for IntervalStats {
     fn default() -> IntervalStats {

@@ -27,6 +27,7 @@
 //! This module knows nothing of addresses, histograms or output: it turns segments into samples.
 
 use crate::decode::flags;
+use crate::flow::Side;
 
 /// Which rule produced a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -544,19 +545,22 @@ pub struct FlowRtt {
 const _: () = assert!(std::mem::size_of::<FlowRtt>() <= 80);
 
 impl FlowRtt {
-    /// Feeds one packet sent by `side` (0 or 1) at `t`. Returns the sample its ACK gives for
-    /// the other side's half, if any.
+    /// Feeds one packet sent by `side` at `t`. Returns the sample its ACK gives for the other
+    /// side's half, if any.
     #[inline]
     pub fn on_packet(
         &mut self,
         pool: &mut SegPool,
-        side: usize,
+        side: Side,
         p: &Packet,
         t: u64,
     ) -> Option<Sample> {
         // Both halves' addresses chosen at once, without a branch on the side.
         let [h0, h1] = &mut self.halves;
-        let (sender, acked) = if side & 1 == 0 { (h0, h1) } else { (h1, h0) };
+        let (sender, acked) = match side {
+            Side::A => (h0, h1),
+            Side::B => (h1, h0),
+        };
         let sample = match p.ack() {
             Some(ack) => acked.on_ack(pool, ack, t, p.tsecr()),
             None => None,
@@ -569,14 +573,15 @@ impl FlowRtt {
         sample
     }
 
-    /// The side (0 or 1) that accepted the connection, its server, when the capture holds its
+    /// The side that accepted the connection, its server, when the capture holds its
     /// handshake: the side whose first segment was the SYN/ACK, or the other side of the one
     /// whose first segment was the SYN. `None` when neither was seen.
-    pub fn server_side(&self) -> Option<usize> {
-        let role = |s: usize| self.halves[s].inline.half_flags & (half::OPENED | half::ACCEPTED);
-        match (role(0), role(1)) {
-            (half::ACCEPTED, _) | (_, half::OPENED) => Some(0),
-            (_, half::ACCEPTED) | (half::OPENED, _) => Some(1),
+    pub fn server_side(&self) -> Option<Side> {
+        let role =
+            |s: Side| self.halves[s.index()].inline.half_flags & (half::OPENED | half::ACCEPTED);
+        match (role(Side::A), role(Side::B)) {
+            (half::ACCEPTED, _) | (_, half::OPENED) => Some(Side::A),
+            (_, half::ACCEPTED) | (half::OPENED, _) => Some(Side::B),
             _ => None,
         }
     }
@@ -594,22 +599,22 @@ impl FlowRtt {
     /// A 32-bit value the caller may keep with the half whose data `side` sends (the worker
     /// caches how the half is reported here). Zero for a new flow.
     #[inline]
-    pub fn cookie(&self, side: usize) -> u32 {
-        let h = &self.halves[side];
+    pub fn cookie(&self, side: Side) -> u32 {
+        let h = &self.halves[side.index()];
         u32::from(h.core.cookie_hi) << 16 | u32::from(h.inline.cookie)
     }
 
     /// Sets the caller's cookie for the half whose data `side` sends.
     #[inline]
-    pub fn set_cookie(&mut self, side: usize, v: u32) {
-        let h = &mut self.halves[side];
+    pub fn set_cookie(&mut self, side: Side, v: u32) {
+        let h = &mut self.halves[side.index()];
         h.core.cookie_hi = (v >> 16) as u16;
         h.inline.cookie = v as u16;
     }
 
     /// Whether half `side` currently borrows a ring (for tests and statistics).
-    pub fn has_ring(&self, side: usize) -> bool {
-        self.halves[side].core.ring != 0
+    pub fn has_ring(&self, side: Side) -> bool {
+        self.halves[side.index()].core.ring != 0
     }
 }
 
@@ -999,8 +1004,8 @@ fn judge<T: Track>(
 mod tests {
     use super::*;
 
-    const C: usize = 0; // client side
-    const S: usize = 1; // server side
+    const C: Side = Side::A; // client side
+    const S: Side = Side::B; // server side
 
     struct Conv {
         f: FlowRtt,
@@ -1014,11 +1019,11 @@ mod tests {
                 pool: SegPool::new(4),
             }
         }
-        fn data(&mut self, side: usize, seq: u32, len: u32, t: u64, ts: Option<(u32, u32)>) {
+        fn data(&mut self, side: Side, seq: u32, len: u32, t: u64, ts: Option<(u32, u32)>) {
             let p = Packet::new(seq, len, None, false, false, ts);
             assert_eq!(self.f.on_packet(&mut self.pool, side, &p, t), None);
         }
-        fn ack(&mut self, side: usize, ack: u32, t: u64, ts: Option<(u32, u32)>) -> Option<Sample> {
+        fn ack(&mut self, side: Side, ack: u32, t: u64, ts: Option<(u32, u32)>) -> Option<Sample> {
             let p = Packet::new(0, 0, Some(ack), false, false, ts);
             self.f.on_packet(&mut self.pool, side, &p, t)
         }

@@ -25,6 +25,17 @@ pub const GO_METRO: &[Signal] = &[
     Signal::SIGHUP,
 ];
 
+/// What go-metro logs (at warning level) when `sig` stops it.
+pub fn go_metro_words(sig: Signal) -> Option<&'static str> {
+    Some(match sig {
+        Signal::SIGHUP => "hungup",
+        Signal::SIGINT => "sig int caught, shutting down.",
+        Signal::SIGTERM => "force stop",
+        Signal::SIGQUIT => "stop and core dump",
+        _ => return None,
+    })
+}
+
 /// Blocks `signals` in the calling thread, and so in every thread it spawns from now on.
 pub fn block(signals: &[Signal]) -> nix::Result<SigSet> {
     let mut set = SigSet::empty();

@@ -12,12 +12,11 @@
 
 use crate::capture::filter::Net;
 use crate::capture::{Frame, LinkType};
+use crate::config::{DEFAULT_EXP_TTL, DEFAULT_IDLE_TTL, DEFAULT_MAX_FLOWS, DEFAULT_MAX_PAIRS};
 use crate::conn::{ConnSegment, Connection, Connections};
 use crate::decode::{self, flags, Addr};
-use crate::flow::{FlowKey, FlowTable, Key4, TableKey, TableStats, Ttl};
-use crate::record::{
-    IntervalStats, PairKey, Recorded, ServicePort, DEFAULT_MAX_PAIRS, OVERFLOW_SLOT,
-};
+use crate::flow::{FlowKey, FlowTable, Key4, Side, TableKey, TableStats, Ttl};
+use crate::record::{IntervalStats, PairKey, Recorded, ServicePort, OVERFLOW_SLOT};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
 
 /// How a worker is set up; the same for every worker of a capture.
@@ -48,17 +47,13 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            // 256 Ki flows × 128 B (IPv4; 144 B for IPv6), the table's slack included: at most
-            // 32 MiB (36 MiB) per worker and address family (each family's table grows to what its
-            // own flows need), grown on demand; a busy gateway sees tens of thousands of
-            // concurrent connections.
-            max_flows: 256 * 1024,
+            max_flows: DEFAULT_MAX_FLOWS,
             // 4096 rings × 4.5 KB: at most 18 MiB, for that many bulk halves at once.
             max_rings: 4096,
             max_pairs: DEFAULT_MAX_PAIRS,
             ttl: Ttl {
-                idle_ns: crate::config::DEFAULT_IDLE_TTL.as_nanos() as u64,
-                closed_ns: crate::config::DEFAULT_EXP_TTL.as_nanos() as u64,
+                idle_ns: DEFAULT_IDLE_TTL.as_nanos() as u64,
+                closed_ns: DEFAULT_EXP_TTL.as_nanos() as u64,
             },
             local: Vec::new(),
             whitelist: None,
@@ -118,7 +113,7 @@ mod cookie {
 
 /// A decoded segment waiting for its turn: the owned, parsed form of [`decode::Segment`].
 /// Aligned to a cache line, which makes it 128 bytes: a slot's address is then a shift of its
-/// index (96 bytes took four instructions, twice a packet).
+/// index rather than a multiply, and it is computed twice a packet.
 #[derive(Clone, Copy, Default)]
 #[repr(align(64))]
 struct Parsed {
@@ -132,8 +127,8 @@ struct Parsed {
     /// ([`FlowTable::locate`]); from `LOOKAHEAD / 2` frames later, its entry's number, a guess
     /// ([`FlowTable::prefetch_entry`]).
     at: u32,
-    /// 0 when the segment came from the key's side A, 1 from side B.
-    side: u8,
+    /// The side of the flow's key that sent the segment.
+    side: Side,
     ts_ns: u64,
     packet: Packet,
 }
@@ -141,7 +136,7 @@ struct Parsed {
 impl Parsed {
     /// The endpoint on `side` of the segment's flow key and then the other, each as (address,
     /// port).
-    fn ends(&self, side: usize) -> ((Addr, u16), (Addr, u16)) {
+    fn ends(&self, side: Side) -> ((Addr, u16), (Addr, u16)) {
         if self.v6 {
             self.key6.ends(side)
         } else {
@@ -268,7 +263,7 @@ impl Worker {
             }
         };
         self.pending_next = (i + 1) % QUEUE;
-        p.side = side as u8;
+        p.side = side;
         p.ts_ns = frame.ts_ns;
         let (tsval, tsecr, has_ts) = seg.timestamp_fields();
         p.packet = Packet {
@@ -412,7 +407,7 @@ impl Engine {
                 pool,
             )
         };
-        let side = usize::from(p.side & 1);
+        let side = p.side;
         if BY_FLOW {
             if let Some(conns) = &mut self.conns {
                 conn_packet(conns, p, side);
@@ -422,11 +417,11 @@ impl Engine {
             return;
         };
         // The segment's sender acknowledged; the data came from the other side.
-        let data_side = side ^ 1;
+        let data_side = side.other();
         // Kept first, and decided apart from the cookie, so that nothing of the sample has to
-        // outlive the recording below (6 instructions a packet of spills and reloads). Here and
+        // outlive the recording below, which would spill and reload it on every packet. Here and
         // below the cold calls take the sample's fields, not a reference: one would make every
-        // sample be written to the stack for them (4 instructions a packet).
+        // sample be written to the stack for them, also when no cold call is made.
         if self.keep_samples {
             keep_sample(
                 &mut self.samples,
@@ -483,8 +478,8 @@ impl Engine {
         self.epoch = self.epoch.wrapping_add(cookie::EPOCH);
         if self.epoch == 0 {
             for v in self.table.values_mut().chain(self.table6.values_mut()) {
-                v.set_cookie(0, 0);
-                v.set_cookie(1, 0);
+                v.set_cookie(Side::A, 0);
+                v.set_cookie(Side::B, 0);
             }
             self.epoch = cookie::EPOCH;
         }
@@ -571,7 +566,7 @@ fn reported(local: &[Addr], whitelist: &Option<Vec<Net>>, acker: &Addr) -> bool 
 /// Counts a segment for `--by flow`.
 #[cold]
 #[inline(never)]
-fn conn_packet(conns: &mut Connections, p: &Parsed, side: usize) {
+fn conn_packet(conns: &mut Connections, p: &Parsed, side: Side) {
     let (src, dst) = p.ends(side);
     let f = p.packet.tcp_flags;
     conns.packet(&ConnSegment {
@@ -595,7 +590,7 @@ fn conn_sample(
     local: &[Addr],
     whitelist: &Option<Vec<Net>>,
     p: &Parsed,
-    data_side: usize,
+    data_side: Side,
     sample: &Sample,
 ) {
     let (sender, acker) = p.ends(data_side);
@@ -618,7 +613,7 @@ fn keep_sample(
     local: &[Addr],
     whitelist: &Option<Vec<Net>>,
     p: &Parsed,
-    data_side: usize,
+    data_side: Side,
     rtt_ns: u64,
     method: Method,
 ) {
@@ -640,9 +635,9 @@ fn keep_sample(
 /// that accepted the connection (the SYN's destination), or, when the capture holds neither SYN
 /// nor SYN/ACK, the smaller port (servers listen on well-known and registered ports; clients
 /// take ephemeral ones, 32768–60999 on Linux, 49152–65535 elsewhere).
-pub fn server_port(server_side: Option<usize>, ports: [u16; 2]) -> u16 {
+pub fn server_port(server_side: Option<Side>, ports: [u16; 2]) -> u16 {
     match server_side {
-        Some(side) => ports[side & 1],
+        Some(side) => ports[side.index()],
         None => ports[0].min(ports[1]),
     }
 }
@@ -660,7 +655,7 @@ fn record_first(
     whitelist: &Option<Vec<Net>>,
     p: &Parsed,
     flow: &FlowRtt,
-    data_side: usize,
+    data_side: Side,
     rtt_ns: u64,
     jitter_ns: Option<u64>,
 ) -> u32 {
@@ -671,8 +666,8 @@ fn record_first(
     }
     let port = stats.max_ports().map(|_| {
         let mut ports = [0; 2];
-        ports[data_side] = sender_port;
-        ports[data_side ^ 1] = acker_port;
+        ports[data_side.index()] = sender_port;
+        ports[data_side.other().index()] = acker_port;
         ServicePort::Port(server_port(flow.server_side(), ports))
     });
     let pair = PairKey {

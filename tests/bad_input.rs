@@ -3,17 +3,19 @@
 //! handling of files that are not captures or break off part-way.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::testdata;
 
 use metro::capture::file::FileSource;
 use metro::offline;
 use metro::worker::WorkerConfig;
 
 fn corpus_dir() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tcpdump");
+    let p = testdata("tcpdump");
     assert!(
         p.is_dir(),
         "{} is missing: the repository carries tcpdump's test captures there",
@@ -112,7 +114,7 @@ impl Rng {
 
 #[test]
 fn mutated_captures_never_panic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let dir = testdata("");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let start = Instant::now();
     let mut runs = 0;
@@ -169,10 +171,7 @@ fn mutated_captures_never_panic() {
 }
 
 fn metro(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_metro"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = support::metro(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -196,7 +195,7 @@ fn a_missing_file_is_refused_with_status_2() {
 
 #[test]
 fn a_capture_cut_mid_record_reports_what_was_read_and_exits_2() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/bulk_delack.pcap");
+    let src = testdata("bulk_delack.pcap");
     let mut b = std::fs::read(src).unwrap();
     b.truncate(b.len() - 7);
     let tmp = std::env::temp_dir().join(format!("metro-cut-{}.pcap", std::process::id()));

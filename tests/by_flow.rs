@@ -4,21 +4,22 @@
 //! `tcp.analysis.retransmission` or `out_of_order`); the pair lines then carry `retrans_bytes`;
 //! 1 and 4 workers agree.
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::Value;
+
+mod support;
+use support::{metro, testdata};
 
 /// `metro --pcap testdata/NAME --by flow [--workers N]`, as JSON values.
 fn run(name: &str, workers: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(name);
-    let out = Command::new(env!("CARGO_BIN_EXE_metro"))
-        .args(["--pcap", path.to_str().unwrap(), "--by", "flow"])
-        .args(["--workers", workers])
-        .output()
-        .unwrap();
+    let path = testdata(name);
+    let out = metro(&[
+        "--pcap",
+        path.to_str().unwrap(),
+        "--by",
+        "flow",
+        "--workers",
+        workers,
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -193,11 +194,8 @@ fn reorder_counts_late_segments_as_resent_bytes() {
 /// Without `--by flow` nothing changes: no connection lines, no `retrans_bytes`.
 #[test]
 fn pair_lines_are_unchanged_without_by_flow() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/loss_ts.pcap");
-    let out = Command::new(env!("CARGO_BIN_EXE_metro"))
-        .args(["--pcap", path.to_str().unwrap(), "--format", "json"])
-        .output()
-        .unwrap();
+    let path = testdata("loss_ts.pcap");
+    let out = metro(&["--pcap", path.to_str().unwrap(), "--format", "json"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         !text.contains("\"connection\"") && !text.contains("retrans_bytes"),

@@ -4,7 +4,7 @@
 //! frames cut too short, non-first fragments and bad or nested tunnels must be counted as
 //! skipped, and segments found inside tunnels counted as encapsulated.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
@@ -12,12 +12,10 @@ use metro::decode::Skip;
 use metro::offline;
 use metro::worker::{SampleRecord, WorkerConfig};
 
-fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
-}
+mod support;
 
 fn expected_files() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(testdata())
+    let mut v: Vec<PathBuf> = std::fs::read_dir(support::testdata(""))
         .expect("testdata/ exists")
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().ends_with(".expected.json"))
@@ -62,7 +60,7 @@ fn check(workers: usize) {
     for exp_path in expected_files() {
         let exp: Value =
             serde_json::from_str(&std::fs::read_to_string(&exp_path).unwrap()).unwrap();
-        let capture = testdata().join(exp["capture"].as_str().unwrap());
+        let capture = support::testdata("").join(exp["capture"].as_str().unwrap());
         let cfg = WorkerConfig {
             keep_samples: true,
             ..WorkerConfig::default()
@@ -184,7 +182,7 @@ fn four_workers_give_the_same_samples_as_one() {
 
 #[test]
 fn a_full_flow_table_evicts_and_counts_instead_of_growing() {
-    let capture = testdata().join("mix_small.pcap");
+    let capture = support::testdata("").join("mix_small.pcap");
     let cfg = WorkerConfig {
         max_flows: 16,
         ..WorkerConfig::default()
@@ -211,7 +209,7 @@ fn a_full_flow_table_evicts_and_counts_instead_of_growing() {
 #[test]
 fn flows_expire_on_packet_time() {
     use metro::flow::Ttl;
-    let capture = testdata().join("reqresp_ts.pcap");
+    let capture = support::testdata("").join("reqresp_ts.pcap");
     let cfg = WorkerConfig {
         ttl: Ttl {
             idle_ns: 1_000,

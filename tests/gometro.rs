@@ -18,11 +18,9 @@ use nix::unistd::Pid;
 
 mod support;
 
-use support::{go_metro_capture, root, statsd, Scratch};
+use support::{go_metro_capture, root, statsd, Scratch, METRO};
 
 use statsd::{Metric, Receiver};
-
-const METRO: &str = env!("CARGO_BIN_EXE_metro");
 
 /// One `{"type":"pair",…}` line of offline mode.
 #[derive(Debug)]

@@ -3,22 +3,15 @@
 //! with every sample, 1 and 2 workers), and bad input a message that says what to do.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod support;
-use support::testdata;
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("metro-input-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use support::{testdata, Scratch, METRO};
 
 /// metro's output (stdout), exit status and stderr for `args`, with `stdin` piped in.
 fn metro(args: &[&str], stdin: Option<&[u8]>) -> (String, i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_metro"))
+    let mut child = Command::new(METRO)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -84,7 +77,7 @@ fn standard_input_gives_the_output_of_the_file() {
 
 #[test]
 fn gzip_and_zstd_captures_give_the_output_of_the_plain_file() {
-    let dir = scratch("compressed");
+    let dir = Scratch::new("input-compressed");
     for name in ["mix_small.pcap", "ns_pcapng.pcapng", "gre.pcap"] {
         let f = testdata(name);
         let bytes = std::fs::read(&f).unwrap();
@@ -116,12 +109,11 @@ fn gzip_and_zstd_captures_give_the_output_of_the_plain_file() {
             "{name}.gz on standard input"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_capture_split_into_files_gives_the_output_of_the_whole() {
-    let dir = scratch("split");
+    let dir = Scratch::new("input-split");
     let f = testdata("mix_small.pcap");
     let (head, recs) = records(&std::fs::read(&f).unwrap());
     // Rotated files (consecutive runs), and files whose frames interleave in time (every
@@ -173,12 +165,11 @@ fn a_capture_split_into_files_gives_the_output_of_the_whole() {
     }
     // A file on its own reads only its frames: the split is real.
     assert_ne!(json(&[&even], "1", None), json(&[&f], "1", None));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_input_says_what_to_do() {
-    let dir = scratch("bad");
+    let dir = Scratch::new("input-bad");
     let not_capture = dir.join("text.gz");
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(&[b'x'; 4096]).unwrap();
@@ -215,5 +206,4 @@ fn bad_input_says_what_to_do() {
     let (_, code, err) = metro(&["--pcap", "-"], Some(b""));
     assert_eq!(code, 2);
     assert!(err.contains("standard input is empty"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,9 +11,7 @@ use std::process::Command;
 mod gen_docs;
 mod support;
 
-use support::Scratch;
-
-const METRO: &str = env!("CARGO_BIN_EXE_metro");
+use support::{Scratch, METRO};
 
 /// The long flags `metro --help` lists, as `--name`.
 fn help_flags() -> BTreeSet<String> {

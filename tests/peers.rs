@@ -132,7 +132,7 @@ fn http_capture_gives_the_three_samples_tshark_finds() {
 
 #[test]
 fn geneve_capture_gives_the_samples_tshark_finds_inside_the_tunnel() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tcpdump/geneve.pcap");
+    let path = support::testdata("tcpdump/geneve.pcap");
     let out = tool(
         "tshark",
         &[

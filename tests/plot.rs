@@ -6,30 +6,13 @@
 //! and a PNG is a whole PNG of the page's size.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
 use metro::report::plot::{page_size, PAGE_WIDTH};
 
 mod support;
-use support::testdata;
-
-fn metro(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_metro"))
-        .args(args)
-        .output()
-        .expect("metro runs")
-}
-
-/// A fresh directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("metro-plot-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use support::{metro, testdata, Scratch};
 
 /// One SVG element: its tag, attributes and (for `<text>`) its text.
 #[derive(Debug)]
@@ -233,7 +216,7 @@ fn method_of_fill(fill: &str) -> &'static str {
 /// Plots `capture` with `extra` flags and checks every panel against the known samples; returns
 /// how many pairs were drawn.
 fn check_capture(capture: &str, extra: &[&str]) -> usize {
-    let dir = scratch(&format!("{capture}{}", extra.join("")));
+    let dir = Scratch::new(&format!("plot-{capture}{}", extra.join("")));
     let out = dir.join("page.svg");
     let pcap = testdata(capture);
     let mut args = vec![
@@ -343,7 +326,6 @@ fn check_capture(capture: &str, extra: &[&str]) -> usize {
             "{name}: p50 mark at y {cy}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
     scatters.len()
 }
 
@@ -359,7 +341,7 @@ fn every_sample_is_one_dot_where_it_belongs_and_p50_sits_at_the_median() {
 
 #[test]
 fn named_pairs_are_shown_in_order_and_one_without_samples_says_so() {
-    let dir = scratch("named");
+    let dir = Scratch::new("plot-named");
     let out = dir.join("named.svg");
     let r = metro(&[
         "--pcap",
@@ -391,12 +373,11 @@ fn named_pairs_are_shown_in_order_and_one_without_samples_says_so() {
         .next()
         .unwrap()
         .contains(&format!("height=\"{}\"", page_size(2).1)));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_capture_without_samples_gives_a_page_that_says_so() {
-    let dir = scratch("empty");
+    let dir = Scratch::new("plot-empty");
     // Every sample of this capture is acknowledged by an address given as local.
     let out = dir.join("local.svg");
     let r = metro(&[
@@ -453,12 +434,11 @@ fn a_capture_without_samples_gives_a_page_that_says_so() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let svg = std::fs::read_to_string(&out).unwrap();
     assert!(svg.contains("The capture holds no TCP segment (0 packets read)."));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn an_unwritable_plot_path_fails_before_anything_is_read() {
-    let dir = scratch("unwritable");
+    let dir = Scratch::new("plot-unwritable");
     let bad = dir.join("no-such-dir").join("page.svg");
     // The capture does not exist either: the plot's path is checked first.
     let r = metro(&[
@@ -503,12 +483,11 @@ fn an_unwritable_plot_path_fails_before_anything_is_read() {
     ]);
     assert_eq!(r.status.code(), Some(2));
     assert!(!page.exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_png_is_a_whole_png_of_the_pages_size() {
-    let dir = scratch("png");
+    let dir = Scratch::new("plot-png");
     let out = dir.join("page.png");
     let r = metro(&[
         "--pcap",
@@ -537,5 +516,4 @@ fn a_png_is_a_whole_png_of_the_pages_size() {
     );
     assert!(has([214, 39, 40]), "a ts dot");
     assert!(has([44, 160, 44]), "a syn dot");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,8 +14,9 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use metro::config::DEFAULT_MAX_PAIRS;
 use metro::decode::Addr;
-use metro::record::{IntervalStats, PairKey, DEFAULT_MAX_PAIRS};
+use metro::record::{IntervalStats, PairKey};
 use metro::report::interval::{IntervalReport, KernelStats, Pairs};
 use metro::report::merge::Plan;
 use metro::report::prometheus::Endpoint;

@@ -44,6 +44,16 @@ pub fn is_default(expr: &str) -> bool {
     expr.trim() == DEFAULT
 }
 
+/// Refuses an expression metro cannot evaluate, before anything starts: without libpcap, every
+/// one but `tcp`; with it, those libpcap cannot compile (checked for Ethernet framing; a raw-IP
+/// interface compiles it again for its own).
+pub fn check(expr: &str) -> Result<(), ExprError> {
+    if is_default(expr) {
+        return Ok(());
+    }
+    compile(expr, Framing::Ethernet).map(|_| ())
+}
+
 /// Compiles `expr` for frames that start as `framing` says.
 ///
 /// The program returns libpcap's snap length for a kept frame; [`super::filter::and`] cuts it to
@@ -109,6 +119,28 @@ mod tests {
         assert!(is_default(" tcp "));
         assert!(!is_default("tcp port 80"));
         assert!(!is_default("udp"));
+    }
+
+    #[test]
+    fn filters_other_than_tcp_need_libpcap_and_must_compile() {
+        assert!(check("tcp").is_ok());
+        assert!(check(" tcp ").is_ok());
+        #[cfg(not(feature = "libpcap"))]
+        assert_eq!(
+            check("tcp port 80").unwrap_err().to_string(),
+            "-f \"tcp port 80\": this metro was built without libpcap, so it cannot compile filter expressions other than `tcp`; drop -f (the instances' `ips`/`hosts` whitelist selects hosts), or build metro with `--features libpcap`"
+        );
+        #[cfg(feature = "libpcap")]
+        {
+            assert!(check("tcp port 80").is_ok());
+            let e = check("tcp port eighty").unwrap_err().to_string();
+            assert!(
+                e.starts_with(
+                    "-f \"tcp port eighty\": libpcap cannot compile this filter expression ("
+                ),
+                "{e}"
+            );
+        }
     }
 
     #[test]

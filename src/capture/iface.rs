@@ -13,6 +13,9 @@
 //! cooked framing (from the network header), and every interface's addresses.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::ifaddrs::getifaddrs;
@@ -205,6 +208,22 @@ pub fn status(name: &str, index: u32) -> (Status, Option<Vec<IpAddr>>) {
     match found {
         Some(s) => (s, Some(addrs)),
         None => (Status::Gone, None),
+    }
+}
+
+/// How often [`wait_until_up`] looks for the interface.
+const WAIT_RETRY: Duration = Duration::from_millis(250);
+
+/// Waits until an interface called `name` exists and is up; false if `stop` was set first.
+pub fn wait_until_up(name: &str, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return false;
+        }
+        if lookup(name).is_ok_and(|i| i.up) {
+            return true;
+        }
+        thread::sleep(WAIT_RETRY);
     }
 }
 

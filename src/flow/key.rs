@@ -22,10 +22,13 @@ pub struct FlowKey {
     pub b_port: u16,
 }
 
-/// Which endpoint of a [`FlowKey`] sent a packet.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Which endpoint of a [`FlowKey`] (or [`Key4`]) sent a packet. One byte whose only values
+/// are 0 and 1, so that indexing a two-element array by [`Side::index`] needs no bounds check.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[repr(u8)]
 pub enum Side {
     /// The packet came from endpoint `a`.
+    #[default]
     A = 0,
     /// The packet came from endpoint `b`.
     B = 1,
@@ -40,14 +43,19 @@ impl Side {
             Side::B => Side::A,
         }
     }
+
+    /// 0 for `a`, 1 for `b`: the index of this side's element in a per-side array.
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 impl FlowKey {
-    /// The endpoint on `side` (0: `a`, 1: `b`) and then the other, each as (address, port).
+    /// The endpoint on `side` and then the other, each as (address, port).
     #[inline]
-    pub fn ends(&self, side: usize) -> ((Addr, u16), (Addr, u16)) {
-        let s = if side & 1 == 0 { Side::A } else { Side::B };
-        (self.endpoint(s), self.endpoint(s.other()))
+    pub fn ends(&self, side: Side) -> ((Addr, u16), (Addr, u16)) {
+        (self.endpoint(side), self.endpoint(side.other()))
     }
 
     /// Normalises a packet's (source, destination) into a key, and says which side sent it.
@@ -123,21 +131,20 @@ impl Key4 {
         (key, if s > d { Side::B } else { Side::A })
     }
 
-    /// The endpoint on `side` (0: `a`, 1: `b`) and then the other, each as (address, port).
+    /// The endpoint on `side` and then the other, each as (address, port).
     #[inline]
-    pub fn ends(&self, side: usize) -> ((Addr, u16), (Addr, u16)) {
+    pub fn ends(&self, side: Side) -> ((Addr, u16), (Addr, u16)) {
         let end = |e: u64| (Addr::v4(((e >> 16) as u32).to_be_bytes()), e as u16);
         let (a, b) = (end(self.a), end(self.b));
-        if side & 1 == 0 {
-            (a, b)
-        } else {
-            (b, a)
+        match side {
+            Side::A => (a, b),
+            Side::B => (b, a),
         }
     }
 
     /// The same connection's [`FlowKey`].
     pub fn full(&self) -> FlowKey {
-        let ((a, a_port), (b, b_port)) = self.ends(0);
+        let ((a, a_port), (b, b_port)) = self.ends(Side::A);
         FlowKey::new(a, a_port, b, b_port).0
     }
 
@@ -192,11 +199,7 @@ mod tests {
                 let (back, t) = Key4::new(u32::from_be_bytes(y), yp, u32::from_be_bytes(x), xp);
                 let what = format!("{x:?}:{xp} -> {y:?}:{yp}");
                 assert_eq!(k.full(), full, "{what}");
-                assert_eq!(
-                    k.ends(s as usize),
-                    ((Addr::v4(x), xp), (Addr::v4(y), yp)),
-                    "{what}"
-                );
+                assert_eq!(k.ends(s), ((Addr::v4(x), xp), (Addr::v4(y), yp)), "{what}");
                 assert_eq!(k, back, "{what}");
                 assert_eq!(k.hash64(), back.hash64(), "{what}");
                 if (x, xp) != (y, yp) {

@@ -77,10 +77,24 @@ impl Scratch {
     }
 }
 
+/// The directory itself, so that `dir.join(…)` and `&dir` read as a path.
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// metro run to its end with `args`: its exit status, standard output and standard error.
+pub fn metro(args: &[&str]) -> std::process::Output {
+    Command::new(METRO).args(args).output().expect("metro runs")
 }
 
 /// One of go-metro's own captures, which the repository carries in `testdata/go-metro/`.
