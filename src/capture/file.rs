@@ -127,11 +127,12 @@ pub struct FileSource {
 enum Input {
     /// A plain pcap file, parsed in place.
     Mapped(Box<Mapped>),
-    Stream(Stream),
+    Buffered(Buffered),
 }
 
-/// A capture read through `pcap-parser`'s buffer.
-struct Stream {
+/// A capture read through `pcap-parser`'s buffer (pcapng, compressed, standard input, or
+/// the rest of a plain file after the map).
+struct Buffered {
     path: PathBuf,
     /// Frames not to pass on: those the mapped reader passed before the stream took over.
     skip: u64,
@@ -263,7 +264,7 @@ impl FileSource {
         input: impl Read + Send + 'static,
     ) -> Result<FileSource, FileError> {
         Ok(FileSource {
-            input: Input::Stream(Stream::from_reader(path, input)?),
+            input: Input::Buffered(Buffered::from_reader(path, input)?),
         })
     }
 
@@ -271,7 +272,7 @@ impl FileSource {
     pub fn stats(&self) -> FileStats {
         match &self.input {
             Input::Mapped(m) => m.stats,
-            Input::Stream(s) => s.stats,
+            Input::Buffered(s) => s.stats,
         }
     }
 
@@ -297,10 +298,10 @@ impl FileSource {
             }
             // Something only the stream reader reads (or reports) as it should.
             let stream = m.stream()?;
-            self.input = Input::Stream(stream);
+            self.input = Input::Buffered(stream);
         }
         match &mut self.input {
-            Input::Stream(s) => s.read_while(f),
+            Input::Buffered(s) => s.read_while(f),
             Input::Mapped(_) => unreachable!("replaced above"),
         }
     }
@@ -444,21 +445,21 @@ impl Mapped {
     /// The stream reader that takes over: it reads the file again from its start, skipping
     /// the frames passed on already, so that what it passes on and counts is exactly what it
     /// would have from the start.
-    fn stream(&self) -> Result<Stream, FileError> {
+    fn stream(&self) -> Result<Buffered, FileError> {
         let io_error = |source| FileError::Io {
             path: self.path.clone(),
             source,
         };
         let mut file = self.file.file().try_clone().map_err(io_error)?;
         io::Seek::rewind(&mut file).map_err(io_error)?;
-        let mut stream = Stream::from_reader(&self.path, file)?;
+        let mut stream = Buffered::from_reader(&self.path, file)?;
         stream.skip = self.delivered;
         Ok(stream)
     }
 }
 
-impl Stream {
-    fn from_reader(path: &Path, input: impl Read + Send + 'static) -> Result<Stream, FileError> {
+impl Buffered {
+    fn from_reader(path: &Path, input: impl Read + Send + 'static) -> Result<Buffered, FileError> {
         let io_error = |source| FileError::Io {
             path: path.to_owned(),
             source,
@@ -506,7 +507,7 @@ impl Stream {
                 compression: compression.map(Compression::name),
             },
         })?;
-        Ok(Stream {
+        Ok(Buffered {
             path: path.to_owned(),
             skip: 0,
             reader,
