@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, Select, TryRecvError};
 
 use metro::cli::{exit, Cli, Format, Mode};
 use metro::conn::{Connection, ResentBytes};
@@ -234,7 +235,7 @@ fn run_live(cli: &Cli, name: &str) -> io::Result<i32> {
     cfg.dump_flows = cli.dump_flows;
     cfg.ring.block_size = cli.ring_block_size;
     cfg.ring.block_count = cli.ring_blocks;
-    cfg.ring.block_timeout = std::time::Duration::from_millis(cli.ring_block_timeout);
+    cfg.ring.block_timeout = Duration::from_millis(cli.ring_block_timeout);
     cfg.expression = Some(cli.filter.clone());
     cfg.worker.local = cli.local.iter().map(|ip| Addr::from(*ip)).collect();
     cfg.worker.max_pairs = cli.max_pairs as usize;
@@ -394,9 +395,12 @@ const SAMPLE_QUEUE: usize = 65_536;
 struct SamplePrinter {
     rx: Receiver<SampleRecord>,
     dropped: Arc<AtomicU64>,
-    /// Held while lines are written, and by the printer while it waits for samples, so that a
-    /// sample taken from the queue is printed before any report that follows it.
+    /// Held while samples are taken from the queue and written, and by a report while it drains
+    /// the queue and is written, so that a sample queued before a report is printed before it.
     order: Arc<Mutex<()>>,
+    /// Set while a report waits for `order`. A mutex is not fair: the printer, taking it again
+    /// at once, could keep a report waiting for as long as samples come. It leaves it to the report.
+    report_waiting: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<io::Result<()>>,
 }
@@ -404,24 +408,37 @@ struct SamplePrinter {
 impl SamplePrinter {
     fn start(stream: SampleStream, rx: Receiver<SampleRecord>) -> SamplePrinter {
         let order = Arc::new(Mutex::new(()));
+        let report_waiting = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
-        let (rx2, order2, done2) = (rx.clone(), Arc::clone(&order), Arc::clone(&done));
+        let (rx2, order2, waiting2, done2) = (
+            rx.clone(),
+            Arc::clone(&order),
+            Arc::clone(&report_waiting),
+            Arc::clone(&done),
+        );
         let thread = std::thread::spawn(move || -> io::Result<()> {
+            // Waits for a sample without taking it: samples are taken only with `order` held.
+            let mut ready = Select::new();
+            ready.recv(&rx2);
             while !done2.load(Ordering::Acquire) {
-                let _g = order2.lock().unwrap_or_else(|e| e.into_inner());
-                match rx2.recv_timeout(std::time::Duration::from_millis(50)) {
-                    Ok(s) => {
-                        let stdout = io::stdout();
-                        let mut out = BufWriter::new(stdout.lock());
-                        json::write_sample(&mut out, &s)?;
-                        while let Ok(s) = rx2.try_recv() {
-                            json::write_sample(&mut out, &s)?;
-                        }
-                        out.flush()?;
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+                if ready.ready_timeout(Duration::from_millis(50)).is_err() {
+                    continue;
                 }
+                if waiting2.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let _g = order2.lock().unwrap_or_else(|e| e.into_inner());
+                let stdout = io::stdout();
+                let mut out = BufWriter::new(stdout.lock());
+                loop {
+                    match rx2.try_recv() {
+                        Ok(s) => json::write_sample(&mut out, &s)?,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return out.flush(),
+                    }
+                }
+                out.flush()?;
             }
             Ok(())
         });
@@ -429,6 +446,7 @@ impl SamplePrinter {
             rx,
             dropped: stream.dropped,
             order,
+            report_waiting,
             done,
             thread,
         }
@@ -436,7 +454,10 @@ impl SamplePrinter {
 
     /// Keeps the printer from printing until the guard is dropped.
     fn hold(&self) -> MutexGuard<'_, ()> {
-        self.order.lock().unwrap_or_else(|e| e.into_inner())
+        self.report_waiting.store(true, Ordering::Release);
+        let g = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        self.report_waiting.store(false, Ordering::Release);
+        g
     }
 
     /// Samples dropped since the last call.
