@@ -11,7 +11,8 @@
 //! Flows run 4,096 at a time, interleaved packet by packet, with 100 ns between packets. It
 //! prints each replay's time per packet, their medians over the rounds (run alternately) and the
 //! ratio churn / steady. Run: `cargo bench --bench flow_churn` (`FLOW_CHURN_ROUNDS=N`, default 3;
-//! `FLOW_CHURN_FLOWS=N` short flows, default 10,000,000).
+//! `FLOW_CHURN_FLOWS=N` short flows, default 10,000,000; `FLOW_CHURN_ONLY=steady` or `churn` runs
+//! that replay alone, for counting one under valgrind).
 
 use std::time::Duration;
 
@@ -229,6 +230,13 @@ fn main() {
     let flows = env("FLOW_CHURN_FLOWS", 10_000_000);
     // As many packets in the steady replay as in the churn one, about.
     let exchanges = flows / 3 * 7;
+    let only = std::env::var("FLOW_CHURN_ONLY").unwrap_or_default();
+    match only.as_str() {
+        "steady" => return println!("steady {:.1} ns/packet", steady(exchanges)),
+        "churn" => return println!("churn {:.1} ns/packet", churn(flows)),
+        "" => {}
+        other => panic!("FLOW_CHURN_ONLY={other}: steady or churn"),
+    }
     let (mut s, mut c) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         s.push(steady(exchanges));

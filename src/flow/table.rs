@@ -2,8 +2,8 @@
 //!
 //! One worker owns one table, so there is no lock anywhere in it. It is two arrays:
 //! - a dense *slab* of entries (the caller's per-flow value, the last-seen time, the key and two
-//!   state bits), one per live flow, with no empty slots: a removed entry's place is taken by
-//!   the last one;
+//!   state bits), one per live flow, with no empty slots: an evicted entry's place is taken by
+//!   the flow that evicts it, an expired one's by the last entry;
 //! - a compact *index*, open addressing with linear probing and backward-shift deletion (no
 //!   tombstones) over 8-byte slots, each a 32-bit tag (the key's hash) and the entry's number in
 //!   the slab. The index runs at most half full, so a probe rarely leaves its cache line, and a
@@ -208,6 +208,10 @@ pub struct FlowTable<K, V> {
     ttl: Ttl,
     stats: TableStats,
     evict_cursor: u32,
+    /// Where the next two evictions start sampling, as 32-bit numbers that [`home`] maps onto
+    /// the slab: each is drawn two evictions ahead, so that the entries it reaches are loaded
+    /// and its first entry's index slot too by the time it is used (see [`FlowTable::evict_one`]).
+    evict_at: [u32; 2],
 }
 
 /// The tag of `hash`: its low 32 bits, never 0. The home slot comes from the tag's high bits
@@ -247,6 +251,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             ttl,
             stats: TableStats::default(),
             evict_cursor: 0,
+            evict_at: [0, 0x9e37_79b9],
         }
     }
 
@@ -438,25 +443,34 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             }
             None => 0,
         };
-        if !self.is_empty() && self.len() + others >= self.max_flows {
-            self.evict_one(hash, &mut release);
-        } else if (self.len() + 1) * GROW_AT_LOAD > self.index.len()
-            && self.index.len() < self.max_slots
-        {
-            self.grow_index();
-        }
-        let idx = self.entries.len();
-        if idx == self.entries.capacity() {
-            // Doubling, but never past `max_flows`: at the bound the slab has no slack.
-            let want = (idx * 2).clamp(INITIAL_ENTRIES, self.max_flows);
-            self.entries.reserve_exact(want - idx);
-        }
-        self.entries.push(Entry {
+        let entry = Entry {
             value: V::default(),
             last_seen: now,
             key: *key,
             state: 0,
-        });
+        };
+        let idx = if !self.is_empty() && self.len() + others >= self.max_flows {
+            // The new flow takes the victim's place in the slab, so that no other entry moves
+            // (a move would cost a second index probe, and make stale the guesses of the flows
+            // in progress).
+            let idx = self.evict(hash, &mut release);
+            self.entries[idx] = entry;
+            idx
+        } else {
+            if (self.len() + 1) * GROW_AT_LOAD > self.index.len()
+                && self.index.len() < self.max_slots
+            {
+                self.grow_index();
+            }
+            let idx = self.entries.len();
+            if idx == self.entries.capacity() {
+                // Doubling, but never past `max_flows`: at the bound the slab has no slack.
+                let want = (idx * 2).clamp(INITIAL_ENTRIES, self.max_flows);
+                self.entries.reserve_exact(want - idx);
+            }
+            self.entries.push(entry);
+            idx
+        };
         self.place(tag_of(hash), idx as u32);
         self.stats.created += 1;
         (&mut self.entries[idx], true)
@@ -510,15 +524,29 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     }
 
     /// Evicts one flow: of [`EVICTION_SAMPLES`] entries in a row from a point that moves and is
-    /// mixed with the new flow's hash (so that an attacker cannot aim it), the first closing one,
-    /// or else the least recently seen of those least worth keeping (half-open, then
+    /// mixed with the hashes of new flows (so that an attacker cannot aim it), the first closing
+    /// one, or else the least recently seen of those least worth keeping (half-open, then
     /// established).
+    ///
+    /// An eviction's entries and its victim's index slot are cold: read on the spot they would be
+    /// two dependent misses a new flow waits for. So the point is drawn two evictions ahead (from
+    /// this flow's hash) and its first entry loaded then; one eviction ahead, that entry (a
+    /// closing one is the victim) has its index slot loaded. Any point is as good as any other,
+    /// so one that the slab's changes in between have made stale costs a miss, never a wrong
+    /// choice.
     fn evict_one(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) {
-        let n = self.entries.len();
-        if n == 0 {
-            return;
+        if !self.is_empty() {
+            let victim = self.evict(hash, release);
+            self.remove_entry(victim);
         }
-        let mut pos = home((hash >> 32) as u32 ^ self.evict_cursor, n);
+    }
+
+    /// The part of [`FlowTable::evict_one`] that leaves the victim's place in the slab to the
+    /// caller: chooses the victim, releases its value, takes it out of the index, counts it, and
+    /// returns its place, which the caller must fill or remove. The table must not be empty.
+    fn evict(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) -> usize {
+        let n = self.entries.len();
+        let mut pos = home(self.evict_at[0], n);
         let mut victim = pos;
         let mut best = (u32::MAX, u64::MAX);
         for _ in 0..EVICTION_SAMPLES.min(n) {
@@ -535,15 +563,43 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             }
             pos = next(pos, n);
         }
+        self.evict_at = [self.evict_at[1], (hash >> 32) as u32 ^ self.evict_cursor];
         self.evict_cursor = self.evict_cursor.wrapping_add(0x9e37_79b9);
         release(&mut self.entries[victim].value);
-        self.remove(victim);
+        self.unlink(victim);
         self.stats.evicted += 1;
+        // The next eviction comes once the victim's place is filled or the slab refilled: with
+        // `n` entries again.
+        self.prefetch_eviction(n);
+        victim
     }
 
-    /// Removes entry `idx`: its index slot with backward-shift deletion, keeping every probe
-    /// chain unbroken, and its place in the slab filled by the last entry.
+    /// Starts loading what the next two evictions will read first (see
+    /// [`FlowTable::evict_one`]): the index slot of the next one's first entry, loaded since the
+    /// last eviction, and the first entry of the one after, in a slab of `n` entries.
+    #[inline]
+    fn prefetch_eviction(&self, n: usize) {
+        if let Some(e) = self.entries.get(home(self.evict_at[0], n)) {
+            let i = home(tag_of(e.key.hash64()), self.index.len());
+            prefetch((&self.index[i] as *const IndexSlot).cast());
+        }
+        if let Some(e) = self.entries.get(home(self.evict_at[1], n)) {
+            let p: *const u8 = (e as *const Entry<K, V>).cast();
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+            prefetch(p.wrapping_add(std::mem::size_of::<Entry<K, V>>() - 1));
+        }
+    }
+
+    /// Removes entry `idx`: its index slot, and its place in the slab, filled by the last entry.
     fn remove(&mut self, idx: usize) {
+        self.unlink(idx);
+        self.remove_entry(idx);
+    }
+
+    /// Takes entry `idx` out of the index, with backward-shift deletion, which keeps every probe
+    /// chain unbroken. The entry stays in the slab, found by no lookup.
+    fn unlink(&mut self, idx: usize) {
         let mut i = self.slot_of(idx);
         let n = self.index.len();
         let mut j = i;
@@ -566,6 +622,10 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             }
         }
         self.index[i] = IndexSlot::default();
+    }
+
+    /// Removes entry `idx`, already unlinked, from the slab: the last entry takes its place.
+    fn remove_entry(&mut self, idx: usize) {
         let last = self.entries.len() - 1;
         if idx != last {
             let moved = self.slot_of(last);
@@ -698,6 +758,28 @@ mod tests {
         assert!(
             up(&mut t, &key(0), 201),
             "flow 0 was the oldest and must be gone"
+        );
+    }
+
+    #[test]
+    fn an_evicting_flow_takes_its_victims_place_and_moves_no_other() {
+        let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
+        for n in 0..64 {
+            up(&mut t, &key(n), 100 + u64::from(n));
+        }
+        for n in 64..200 {
+            let before: Vec<FlowKey> = t.iter().map(|e| *e.key()).collect();
+            up(&mut t, &key(n), 100 + u64::from(n));
+            let after: Vec<FlowKey> = t.iter().map(|e| *e.key()).collect();
+            let changed: Vec<usize> = (0..64).filter(|&i| before[i] != after[i]).collect();
+            assert_eq!(changed.len(), 1, "flow {n}");
+            assert_eq!(after[changed[0]], key(n), "flow {n}");
+        }
+        assert_eq!(t.stats().evicted, 136);
+        let live: Vec<FlowKey> = t.iter().map(|e| *e.key()).collect();
+        assert!(
+            live.iter().all(|k| !up(&mut t, k, 300)),
+            "every flow is found"
         );
     }
 
