@@ -12,7 +12,8 @@
 //! prints each replay's time per packet, their medians over the rounds (run alternately) and the
 //! ratio churn / steady. Run: `cargo bench --bench flow_churn` (`FLOW_CHURN_ROUNDS=N`, default 3;
 //! `FLOW_CHURN_FLOWS=N` short flows, default 10,000,000; `FLOW_CHURN_ONLY=steady` or `churn` runs
-//! that replay alone, for counting one under valgrind).
+//! that replay alone, for counting one under valgrind; `FLOW_CHURN_ONLY=flood` runs the churn
+//! replay with its SYNs only, a SYN flood, whose evictions find no closing flow to take).
 
 use std::time::Duration;
 
@@ -174,7 +175,7 @@ fn steady(exchanges: u32) -> f64 {
 }
 
 /// The churn replay: ns per packet over `flows` short flows.
-fn churn(flows: u32) -> f64 {
+fn churn(flows: u32, syn_only: bool) -> f64 {
     let mut w = worker();
     let mut clock = Clock(1_700_000_000_000_000_000);
     let mut f = Frames::default();
@@ -192,6 +193,7 @@ fn churn(flows: u32) -> f64 {
             &|i, c, s| seg(i, true, c + 101, s + 201, ACK | FIN, 0),
             &|i, c, s| seg(i, false, s + 201, c + 102, ACK | FIN, 0),
         ];
+        let steps = if syn_only { &steps[..1] } else { &steps[..] };
         for step in steps {
             for i in batch.clone() {
                 let (c, s) = isn(i);
@@ -233,14 +235,15 @@ fn main() {
     let only = std::env::var("FLOW_CHURN_ONLY").unwrap_or_default();
     match only.as_str() {
         "steady" => return println!("steady {:.1} ns/packet", steady(exchanges)),
-        "churn" => return println!("churn {:.1} ns/packet", churn(flows)),
+        "churn" => return println!("churn {:.1} ns/packet", churn(flows, false)),
+        "flood" => return println!("flood {:.1} ns/packet", churn(flows, true)),
         "" => {}
         other => panic!("FLOW_CHURN_ONLY={other}: steady or churn"),
     }
     let (mut s, mut c) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         s.push(steady(exchanges));
-        c.push(churn(flows));
+        c.push(churn(flows, false));
         println!(
             "round {}: steady {:.1} ns/packet, churn {:.1} ns/packet",
             r + 1,

@@ -212,6 +212,9 @@ pub struct FlowTable<K, V> {
     /// the slab: each is drawn two evictions ahead, so that the entries it reaches are loaded
     /// and its first entry's index slot too by the time it is used (see [`FlowTable::evict_one`]).
     evict_at: [u32; 2],
+    /// The last eviction read more than the first entry it sampled: the next ones load all their
+    /// samples ahead.
+    evict_wide: bool,
 }
 
 /// The tag of `hash`: its low 32 bits, never 0. The home slot comes from the tag's high bits
@@ -252,6 +255,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             stats: TableStats::default(),
             evict_cursor: 0,
             evict_at: [0, 0x9e37_79b9],
+            evict_wide: false,
         }
     }
 
@@ -546,11 +550,30 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     /// returns its place, which the caller must fill or remove. The table must not be empty.
     fn evict(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) -> usize {
         let n = self.entries.len();
-        let mut pos = home(self.evict_at[0], n);
+        let (victim, read) = self.choose(home(self.evict_at[0], n), n);
+        self.evict_wide = read > 1;
+        self.evict_at = [self.evict_at[1], (hash >> 32) as u32 ^ self.evict_cursor];
+        self.evict_cursor = self.evict_cursor.wrapping_add(0x9e37_79b9);
+        release(&mut self.entries[victim].value);
+        self.unlink(victim);
+        self.stats.evicted += 1;
+        // The next eviction comes once the victim's place is filled or the slab refilled: with
+        // `n` entries again.
+        self.prefetch_eviction(n);
+        victim
+    }
+
+    /// The victim of an eviction that samples from entry `pos` of `n`, and how many entries it
+    /// read: of [`EVICTION_SAMPLES`] entries in a row, the first closing one, or else the least
+    /// recently seen of those least worth keeping.
+    #[inline]
+    fn choose(&self, mut pos: usize, n: usize) -> (usize, usize) {
         let mut victim = pos;
         let mut best = (u32::MAX, u64::MAX);
-        for _ in 0..EVICTION_SAMPLES.min(n) {
+        let mut read = 0;
+        while read < EVICTION_SAMPLES.min(n) {
             let e = &self.entries[pos];
+            read += 1;
             let rank = (e.worth(), e.last_seen);
             if rank < best {
                 best = rank;
@@ -563,31 +586,38 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             }
             pos = next(pos, n);
         }
-        self.evict_at = [self.evict_at[1], (hash >> 32) as u32 ^ self.evict_cursor];
-        self.evict_cursor = self.evict_cursor.wrapping_add(0x9e37_79b9);
-        release(&mut self.entries[victim].value);
-        self.unlink(victim);
-        self.stats.evicted += 1;
-        // The next eviction comes once the victim's place is filled or the slab refilled: with
-        // `n` entries again.
-        self.prefetch_eviction(n);
-        victim
+        (victim, read)
     }
 
-    /// Starts loading what the next two evictions will read first (see
-    /// [`FlowTable::evict_one`]): the index slot of the next one's first entry, loaded since the
-    /// last eviction, and the first entry of the one after, in a slab of `n` entries.
+    /// Starts loading what the next two evictions will read (see [`FlowTable::evict_one`]), in a
+    /// slab of `n` entries: the index slot of the next one's victim as it stands, from entries
+    /// loaded since the last eviction, and the entries of the one after. While evictions find a
+    /// closing flow first, as under churn, that is one entry each; once one had to read further,
+    /// as under a SYN flood, whose flows are all half-open, it is all the sampled entries.
     #[inline]
     fn prefetch_eviction(&self, n: usize) {
-        if let Some(e) = self.entries.get(home(self.evict_at[0], n)) {
-            let i = home(tag_of(e.key.hash64()), self.index.len());
+        let size = std::mem::size_of::<Entry<K, V>>();
+        let first = home(self.evict_at[0], n);
+        if first < self.entries.len() {
+            let victim = if self.evict_wide {
+                self.choose(first, self.entries.len()).0
+            } else {
+                first
+            };
+            let i = home(tag_of(self.entries[victim].key.hash64()), self.index.len());
             prefetch((&self.index[i] as *const IndexSlot).cast());
         }
         if let Some(e) = self.entries.get(home(self.evict_at[1], n)) {
             let p: *const u8 = (e as *const Entry<K, V>).cast();
-            prefetch(p);
-            prefetch(p.wrapping_add(64));
-            prefetch(p.wrapping_add(std::mem::size_of::<Entry<K, V>>() - 1));
+            let bytes = if self.evict_wide {
+                EVICTION_SAMPLES * size
+            } else {
+                size
+            };
+            for off in (0..bytes).step_by(64) {
+                prefetch(p.wrapping_add(off));
+            }
+            prefetch(p.wrapping_add(bytes - 1));
         }
     }
 
