@@ -552,11 +552,7 @@ fn an_address_added_mid_run_is_local_from_then_on() {
         return;
     }
     let _g = heavy();
-    let (a, b) = wired_pair();
-    a.ip(&["addr", "add", "10.82.0.1/24", "dev", "eth0"]);
-    b.ip(&["addr", "add", "10.82.0.2/24", "dev", "eth0"]);
-    let server = echo_server(&b, vec!["10.82.0.2:7000".parse().unwrap()]);
-    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (a, _b) = echo_pair(82, &[7000]);
 
     let mut metro = Metro::start(
         &a,
@@ -632,11 +628,7 @@ fn a_live_plot_covers_the_whole_run() {
         return;
     }
     let _g = heavy();
-    let (a, b) = wired_pair();
-    a.ip(&["addr", "add", "10.83.0.1/24", "dev", "eth0"]);
-    b.ip(&["addr", "add", "10.83.0.2/24", "dev", "eth0"]);
-    let server = echo_server(&b, vec!["10.83.0.2:7000".parse().unwrap()]);
-    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (a, _b) = echo_pair(83, &[7000]);
     let page = std::env::temp_dir().join(format!("metro-live-plot-{}.svg", std::process::id()));
     let metro = Metro::start(
         &a,
@@ -700,11 +692,7 @@ fn live_samples_are_streamed_before_each_intervals_summary() {
         return;
     }
     let _g = heavy();
-    let (a, b) = wired_pair();
-    a.ip(&["addr", "add", "10.84.0.1/24", "dev", "eth0"]);
-    b.ip(&["addr", "add", "10.84.0.2/24", "dev", "eth0"]);
-    let server = echo_server(&b, vec!["10.84.0.2:7000".parse().unwrap()]);
-    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (a, _b) = echo_pair(84, &[7000]);
     let metro = Metro::start(
         &a,
         &[
@@ -793,11 +781,7 @@ fn live_connections_are_written_once_each_when_they_end() {
         return;
     }
     let _g = heavy();
-    let (a, b) = wired_pair();
-    a.ip(&["addr", "add", "10.85.0.1/24", "dev", "eth0"]);
-    b.ip(&["addr", "add", "10.85.0.2/24", "dev", "eth0"]);
-    let server = echo_server(&b, vec!["10.85.0.2:7000".parse().unwrap()]);
-    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (a, _b) = echo_pair(85, &[7000]);
     let metro = Metro::start(
         &a,
         &[
@@ -914,19 +898,7 @@ fn live_series_are_kept_per_server_port() {
         return;
     }
     let _g = heavy();
-    let (a, b) = wired_pair();
-    a.ip(&["addr", "add", "10.86.0.1/24", "dev", "eth0"]);
-    b.ip(&["addr", "add", "10.86.0.2/24", "dev", "eth0"]);
-    let server = echo_server(
-        &b,
-        vec![
-            "10.86.0.2:7000".parse().unwrap(),
-            "10.86.0.2:7001".parse().unwrap(),
-        ],
-    );
-    for _ in 0..2 {
-        server.recv_timeout(Duration::from_secs(5)).unwrap();
-    }
+    let (a, _b) = echo_pair(86, &[7000, 7001]);
     let metro = Metro::start(
         &a,
         &[

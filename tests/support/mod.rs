@@ -254,6 +254,25 @@ pub fn wired_pair() -> (Netns, Netns) {
     (a, b)
 }
 
+/// [`wired_pair`] with `a` at `10.NET.0.1/24` and `b` at `10.NET.0.2/24`, and an [`echo_server`]
+/// ready on each of `ports` of `b`'s address: the bed of most live tests.
+pub fn echo_pair(net: u8, ports: &[u16]) -> (Netns, Netns) {
+    let (a, b) = wired_pair();
+    a.ip(&["addr", "add", &format!("10.{net}.0.1/24"), "dev", "eth0"]);
+    b.ip(&["addr", "add", &format!("10.{net}.0.2/24"), "dev", "eth0"]);
+    let addrs = ports
+        .iter()
+        .map(|&p| SocketAddr::from(([10, net, 0, 2], p)))
+        .collect();
+    let ready = echo_server(&b, addrs);
+    for _ in ports {
+        ready
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the echo server listens");
+    }
+    (a, b)
+}
+
 /// (Re)creates the veth pair of [`wired_pair`]: `eth0` in `a` and in `b`, with its fixed MACs.
 pub fn wire_eth0(a: &Netns, b: &Netns) {
     veth(
