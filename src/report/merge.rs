@@ -111,7 +111,9 @@ impl Merged {
         }
     }
 
-    /// Merges the intervals of workers that are of no use afterwards (settling each first).
+    /// Merges the intervals of workers that are of no use afterwards (settling each first); the
+    /// tests' shorthand, since the engines keep their intervals and merge through [`Plan`].
+    #[cfg(test)]
     pub fn from_owned(mut intervals: Vec<IntervalStats>, max_pairs: usize) -> Merged {
         for s in &mut intervals {
             s.settle();
