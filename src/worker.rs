@@ -111,6 +111,73 @@ mod cookie {
     pub const OVERFLOW: u32 = SLOT - 1;
 }
 
+/// Slots of the [`PairCookies`] cache: a power of two, 16 bytes each.
+const PAIR_COOKIES: usize = 4096;
+
+/// The cookies that IPv4 host pairs got in the current epoch, direct-mapped by the pair (and the
+/// server port, with per-port keys): a new flow between two hosts that already had one this
+/// interval, as a client's next short connection to the same server has, takes its halves'
+/// cookies from here instead of looking its pair up in the interval's statistics, which costs
+/// several times more. What a cookie says depends only on the hosts and the port within an
+/// epoch: the filters look at the acknowledging address, a pair keeps its slot for the interval,
+/// and a pair that went to the `other` series (`max_pairs` or `max_ports` reached) stays there,
+/// as neither bound frees a place before the interval ends.
+struct PairCookies {
+    slots: Box<[CachedCookie]>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct CachedCookie {
+    /// [`Key4::hosts`] of the half: the sender's address, then the acknowledger's.
+    hosts: u64,
+    /// The server port + 1 with per-port keys; 0 without.
+    port: u32,
+    /// The cookie, with its epoch; 0 for none.
+    cookie: u32,
+}
+
+impl PairCookies {
+    fn new() -> PairCookies {
+        PairCookies {
+            slots: vec![CachedCookie::default(); PAIR_COOKIES].into_boxed_slice(),
+        }
+    }
+
+    /// The slot of a pair: the high bits of a multiplicative hash.
+    #[inline]
+    fn slot(hosts: u64, port: u32) -> usize {
+        let h = (hosts ^ u64::from(port)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - PAIR_COOKIES.trailing_zeros())) as usize
+    }
+
+    /// The cookie the pair got in `epoch`, if this cache still has it; else 0 (undecided).
+    #[inline]
+    fn get(&self, hosts: u64, port: u32, epoch: u32) -> u32 {
+        let c = self.slots[Self::slot(hosts, port)];
+        let current = c.cookie.wrapping_sub(epoch + 1) < cookie::SLOT;
+        if c.hosts == hosts && c.port == port && current {
+            c.cookie
+        } else {
+            0
+        }
+    }
+
+    /// Remembers the pair's cookie, in place of whichever pair had the slot.
+    #[inline]
+    fn put(&mut self, hosts: u64, port: u32, cookie: u32) {
+        self.slots[Self::slot(hosts, port)] = CachedCookie {
+            hosts,
+            port,
+            cookie,
+        };
+    }
+
+    /// Forgets every pair, when the epochs wrap and old cookies would look current again.
+    fn clear(&mut self) {
+        self.slots.fill(CachedCookie::default());
+    }
+}
+
 /// A decoded segment waiting for its turn: the owned, parsed form of [`decode::Segment`].
 /// Aligned to a cache line, which makes it 128 bytes: a slot's address is then a shift of its
 /// index rather than a multiply, and it is computed twice a packet.
@@ -180,6 +247,8 @@ struct Engine {
     /// The current epoch, in the cookie's high bits: never 0, so that a new flow's zeroed
     /// cookies are undecided.
     epoch: u32,
+    /// Cookies of recent host pairs, for the first samples of new flows.
+    pair_cookies: PairCookies,
     table_seen: TableStats,
     rtt_seen: RttStats,
 }
@@ -209,6 +278,7 @@ impl Worker {
                     .then(|| Box::new(Connections::new(cfg.max_flows, cfg.ttl))),
                 next_sweep_ns: 0,
                 epoch: cookie::EPOCH,
+                pair_cookies: PairCookies::new(),
                 table_seen: TableStats::default(),
                 rtt_seen: RttStats::default(),
             },
@@ -460,6 +530,8 @@ impl Engine {
             let cookie = self.epoch
                 | record_first(
                     &mut self.stats,
+                    &mut self.pair_cookies,
+                    self.epoch,
                     &self.local,
                     &self.whitelist,
                     p,
@@ -481,6 +553,7 @@ impl Engine {
                 v.set_cookie(Side::A, 0);
                 v.set_cookie(Side::B, 0);
             }
+            self.pair_cookies.clear();
             self.epoch = cookie::EPOCH;
         }
     }
@@ -645,12 +718,15 @@ pub fn server_port(server_side: Option<Side>, ports: [u16; 2]) -> u16 {
 /// Decides how a half is reported in this interval, and records its sample (the first of the
 /// interval, or one whose pair's slot did not fit the cookie). Returns the cookie's low bits.
 /// The pair's slot stands for the interval, so the server port (constant for a flow) is read
-/// here only, never per packet.
+/// here only, never per packet. An IPv4 pair decided in this epoch takes its decision from
+/// `cache`, which is the common case under flow churn; the rest, out of line, looks the pair up.
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn record_first(
     stats: &mut IntervalStats,
+    cache: &mut PairCookies,
+    epoch: u32,
     local: &[Addr],
     whitelist: &Option<Vec<Net>>,
     p: &Parsed,
@@ -659,21 +735,71 @@ fn record_first(
     rtt_ns: u64,
     jitter_ns: Option<u64>,
 ) -> u32 {
-    let ((sender, sender_port), (acker, acker_port)) = p.ends(data_side);
+    let port = match stats.max_ports() {
+        Some(_) => {
+            let ((_, sender_port), (_, acker_port)) = p.ends(data_side);
+            let mut ports = [0; 2];
+            ports[data_side.index()] = sender_port;
+            ports[data_side.other().index()] = acker_port;
+            Some(server_port(flow.server_side(), ports))
+        }
+        None => None,
+    };
+    let cached = (!p.v6).then(|| {
+        let hosts = p.key4.hosts(data_side);
+        (hosts, port.map_or(0, |p| u32::from(p) + 1))
+    });
+    if let Some((hosts, port)) = cached {
+        let low = cache.get(hosts, port, epoch) & cookie::SLOT;
+        // Recorded as the decision that the cookie stands for would record it.
+        match low {
+            0 => {}
+            cookie::FILTERED => {
+                stats.counters.filtered += 1;
+                return low;
+            }
+            cookie::OVERFLOW => {
+                stats.record_slot(OVERFLOW_SLOT, rtt_ns, jitter_ns);
+                return low;
+            }
+            slot => {
+                stats.record_slot(slot - 1, rtt_ns, jitter_ns);
+                return low;
+            }
+        }
+    }
+    let low = look_up(
+        stats, local, whitelist, p, data_side, port, rtt_ns, jitter_ns,
+    );
+    if let (Some((hosts, port)), true) = (cached, low != 0) {
+        cache.put(hosts, port, epoch | low);
+    }
+    low
+}
+
+/// [`record_first`] for a pair the cache does not have: applies the filters, finds or adds the
+/// pair's recorder, and records the sample there. Returns the cookie's low bits.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn look_up(
+    stats: &mut IntervalStats,
+    local: &[Addr],
+    whitelist: &Option<Vec<Net>>,
+    p: &Parsed,
+    data_side: Side,
+    port: Option<u16>,
+    rtt_ns: u64,
+    jitter_ns: Option<u64>,
+) -> u32 {
+    let ((sender, _), (acker, _)) = p.ends(data_side);
     if !reported(local, whitelist, &acker) {
         stats.counters.filtered += 1;
         return cookie::FILTERED;
     }
-    let port = stats.max_ports().map(|_| {
-        let mut ports = [0; 2];
-        ports[data_side.index()] = sender_port;
-        ports[data_side.other().index()] = acker_port;
-        ServicePort::Port(server_port(flow.server_side(), ports))
-    });
     let pair = PairKey {
         src: sender,
         dst: acker,
-        port,
+        port: port.map(ServicePort::Port),
     };
     match stats.record(pair, rtt_ns, jitter_ns) {
         // 0 (a slot too large for the cookie) leaves it undecided: the next sample looks again.

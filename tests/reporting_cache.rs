@@ -1,17 +1,20 @@
 //! A flow remembers how each of its halves is reported (its pair's slot, or "filtered") for the
-//! current interval only. These tests change what the answer must be — new local addresses, a
-//! new interval, the interval counter wrapping — and check that no stale answer is used.
+//! current interval only, and a worker remembers it for recent IPv4 host pairs, so that a new
+//! flow between hosts already seen takes it from there. These tests change what the answer must
+//! be — new local addresses, a new interval, the interval counter wrapping, the bounds on pairs
+//! and ports — and check that no stale answer is used.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use metro::capture::{Frame, LinkType};
 use metro::decode::Addr;
-use metro::record::IntervalStats;
+use metro::record::{IntervalStats, PairKey, ServicePort};
 use metro::worker::{Worker, WorkerConfig};
 
 mod support;
 
+use support::tcp4::{Frames, Seg, ACK, FIN, SYN};
 use support::traffic;
 
 const SERVERS: u32 = 4;
@@ -136,4 +139,243 @@ fn every_interval_starts_with_fresh_slots_even_after_the_counter_wraps() {
         );
         assert_eq!(s.counters.filtered, 0);
     }
+}
+
+/// How long a server takes to acknowledge in the short connections below, and a client.
+const TO_SERVER_NS: u64 = 1_000_000;
+const TO_CLIENT_NS: u64 = 50_000;
+
+/// Client host `c`'s address.
+fn client(c: u16) -> [u8; 4] {
+    let [hi, lo] = c.to_be_bytes();
+    [10, 1, hi, lo]
+}
+
+/// Server host `s`'s address.
+fn server(s: u8) -> [u8; 4] {
+    [192, 168, s, 10]
+}
+
+/// A short connection from client `c`, port `port`, to server `s`, port `sport`, starting at
+/// `*t`: SYN, SYN/ACK, ACK, a request, its response, the client's ACK with FIN, and the
+/// server's FIN/ACK. Its samples: three of the client's segments acknowledged by the server
+/// (SYN, request, FIN), each after `TO_SERVER_NS`, and two of the server's acknowledged by the
+/// client (SYN/ACK, response), each after `TO_CLIENT_NS`.
+fn short_flow(f: &mut Frames, t: &mut u64, (c, port): (u16, u16), (s, sport): (u8, u16)) {
+    let (cs, ss) = (u32::from(port) * 7_919, u32::from(c) * 104_729);
+    let seg = |c2s: bool, seq: u32, ack: u32, flags: u8, payload: u16| {
+        let (src, sp, dst, dp) = if c2s {
+            (client(c), port, server(s), sport)
+        } else {
+            (server(s), sport, client(c), port)
+        };
+        Seg {
+            src,
+            sport: sp,
+            dst,
+            dport: dp,
+            seq,
+            ack,
+            flags,
+            payload,
+        }
+    };
+    let steps = [
+        (0, seg(true, cs, 0, SYN, 0)),
+        (TO_SERVER_NS, seg(false, ss, cs + 1, SYN | ACK, 0)),
+        (TO_CLIENT_NS, seg(true, cs + 1, ss + 1, ACK, 0)),
+        (10_000, seg(true, cs + 1, ss + 1, ACK, 100)),
+        (TO_SERVER_NS, seg(false, ss + 1, cs + 101, ACK, 200)),
+        (TO_CLIENT_NS, seg(true, cs + 101, ss + 201, ACK | FIN, 0)),
+        (TO_SERVER_NS, seg(false, ss + 201, cs + 102, ACK | FIN, 0)),
+    ];
+    for (gap, sg) in steps {
+        *t += gap;
+        f.add(*t, &sg);
+    }
+    *t += 10_000;
+}
+
+/// Samples, min and max per reporting key of an interval, the `other` series as `None`.
+fn per_key(s: &IntervalStats) -> BTreeMap<Option<PairKey>, (u64, u64, u64)> {
+    let mut m: BTreeMap<_, _> = s
+        .pairs()
+        .map(|p| {
+            let x = p.moments();
+            (Some(p.key()), (x.count, x.min_ns, x.max_ns))
+        })
+        .collect();
+    if let Some(o) = s.overflow() {
+        let x = o.moments();
+        m.insert(None, (x.count, x.min_ns, x.max_ns));
+    }
+    m
+}
+
+fn key(src: [u8; 4], dst: [u8; 4], port: Option<ServicePort>) -> Option<PairKey> {
+    Some(PairKey {
+        src: Addr::from(IpAddr::V4(src.into())),
+        dst: Addr::from(IpAddr::V4(dst.into())),
+        port,
+    })
+}
+
+/// Feeds one short connection from each client in `clients` to server 0, port 443, with a
+/// fresh client port per `round`.
+fn round_of_flows(w: &mut Worker, t: &mut u64, clients: impl Iterator<Item = u16>, round: u16) {
+    let mut f = Frames::default();
+    for c in clients {
+        short_flow(&mut f, t, (c, 20_000 + round), (0, 443));
+    }
+    f.each(|fr| w.handle(LinkType::Ethernet, fr));
+}
+
+#[test]
+fn short_flows_of_many_pairs_each_reach_their_own_pair() {
+    // 6,000 clients: more pairs than the worker's cache of recent pairs has slots, so pairs
+    // share slots and push each other out. Each client opens one connection a round; the
+    // second interval meets the clients in the other order, so that every pair's slot number
+    // changes and a cookie kept from the first interval would name another pair's.
+    const CLIENTS: u16 = 6_000;
+    let mut w = Worker::new(0, &WorkerConfig::default());
+    let mut t = 1_000_000_000;
+    round_of_flows(&mut w, &mut t, 0..CLIENTS, 0);
+    let first = w.take_interval(IntervalStats::default());
+    for round in 1..3 {
+        round_of_flows(&mut w, &mut t, (0..CLIENTS).rev(), round);
+    }
+    let second = w.take_interval(IntervalStats::default());
+    for (s, flows) in [(&first, 1), (&second, 2)] {
+        let m = per_key(s);
+        assert_eq!(m.len(), 2 * usize::from(CLIENTS), "{:?}", s.counters);
+        for c in 0..CLIENTS {
+            assert_eq!(
+                m[&key(client(c), server(0), None)],
+                (3 * flows, TO_SERVER_NS, TO_SERVER_NS),
+                "client {c}"
+            );
+            assert_eq!(
+                m[&key(server(0), client(c), None)],
+                (2 * flows, TO_CLIENT_NS, TO_CLIENT_NS),
+                "client {c}"
+            );
+        }
+        assert_eq!(s.counters.samples, 5 * flows * u64::from(CLIENTS));
+    }
+}
+
+#[test]
+fn new_flows_of_pairs_past_max_pairs_stay_in_other() {
+    // Three pairs kept apart. Connections run one after another, so the first three pairs to
+    // get a sample are client 0's two and client 1's to the server; every later connection of
+    // any client must go where its pair went first.
+    let mut w = Worker::new(
+        0,
+        &WorkerConfig {
+            max_pairs: 3,
+            ..WorkerConfig::default()
+        },
+    );
+    let mut t = 1_000_000_000;
+    for round in 0..5 {
+        round_of_flows(&mut w, &mut t, 0..4, round);
+    }
+    let s = w.take_interval(IntervalStats::default());
+    let want: BTreeMap<_, _> = [
+        (
+            key(client(0), server(0), None),
+            (15, TO_SERVER_NS, TO_SERVER_NS),
+        ),
+        (
+            key(server(0), client(0), None),
+            (10, TO_CLIENT_NS, TO_CLIENT_NS),
+        ),
+        (
+            key(client(1), server(0), None),
+            (15, TO_SERVER_NS, TO_SERVER_NS),
+        ),
+        (None, (100 - 40, TO_CLIENT_NS, TO_SERVER_NS)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(per_key(&s), want, "{:?}", s.counters);
+}
+
+#[test]
+fn new_flows_of_a_filtered_pair_follow_the_local_addresses() {
+    // The server is local: what the clients send it is acknowledged by this host, and not
+    // reported. Midway through the interval it stops being local.
+    let mut w = Worker::new(
+        0,
+        &WorkerConfig {
+            local: vec![Addr::from(IpAddr::V4(server(0).into()))],
+            ..WorkerConfig::default()
+        },
+    );
+    let mut t = 1_000_000_000;
+    for round in 0..3 {
+        round_of_flows(&mut w, &mut t, 0..10, round);
+    }
+    w.set_local(Vec::new());
+    for round in 3..5 {
+        round_of_flows(&mut w, &mut t, 0..10, round);
+    }
+    let s = w.take_interval(IntervalStats::default());
+    assert_eq!(s.counters.filtered, 3 * 3 * 10);
+    let m = per_key(&s);
+    for c in 0..10 {
+        assert_eq!(
+            m[&key(client(c), server(0), None)],
+            (3 * 2, TO_SERVER_NS, TO_SERVER_NS)
+        );
+        assert_eq!(
+            m[&key(server(0), client(c), None)],
+            (2 * 5, TO_CLIENT_NS, TO_CLIENT_NS)
+        );
+    }
+    assert_eq!(m.len(), 20);
+}
+
+#[test]
+fn new_flows_to_a_port_past_max_ports_go_to_the_pairs_other_port() {
+    // One port kept apart per host pair: each client's first connection is to port 443, so 443
+    // keeps its own series, and its connections to port 80, before and after more to 443, go to
+    // the pair's `other` port.
+    let mut w = Worker::new(
+        0,
+        &WorkerConfig {
+            max_ports: Some(1),
+            ..WorkerConfig::default()
+        },
+    );
+    let mut t = 1_000_000_000;
+    let mut f = Frames::default();
+    for (round, sport) in [443, 80, 443, 80, 80].into_iter().enumerate() {
+        for c in 0..10 {
+            short_flow(&mut f, &mut t, (c, 30_000 + round as u16), (0, sport));
+        }
+    }
+    f.each(|fr| w.handle(LinkType::Ethernet, fr));
+    let s = w.take_interval(IntervalStats::default());
+    let m = per_key(&s);
+    let (https, other) = (Some(ServicePort::Port(443)), Some(ServicePort::Other));
+    for c in 0..10 {
+        assert_eq!(
+            m[&key(client(c), server(0), https)],
+            (3 * 2, TO_SERVER_NS, TO_SERVER_NS)
+        );
+        assert_eq!(
+            m[&key(server(0), client(c), https)],
+            (2 * 2, TO_CLIENT_NS, TO_CLIENT_NS)
+        );
+        assert_eq!(
+            m[&key(client(c), server(0), other)],
+            (3 * 3, TO_SERVER_NS, TO_SERVER_NS)
+        );
+        assert_eq!(
+            m[&key(server(0), client(c), other)],
+            (2 * 3, TO_CLIENT_NS, TO_CLIENT_NS)
+        );
+    }
+    assert_eq!(m.len(), 40);
 }

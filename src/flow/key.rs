@@ -142,6 +142,17 @@ impl Key4 {
         }
     }
 
+    /// The addresses of the endpoint on `side` (high 32 bits) and of the other (low 32 bits),
+    /// ports left out: one word that names the host pair in that direction.
+    #[inline]
+    pub fn hosts(&self, side: Side) -> u64 {
+        let (s, o) = match side {
+            Side::A => (self.a, self.b),
+            Side::B => (self.b, self.a),
+        };
+        (s >> 16) << 32 | (o >> 16)
+    }
+
     /// The same connection's [`FlowKey`].
     pub fn full(&self) -> FlowKey {
         let ((a, a_port), (b, b_port)) = self.ends(Side::A);
@@ -200,6 +211,9 @@ mod tests {
                 let what = format!("{x:?}:{xp} -> {y:?}:{yp}");
                 assert_eq!(k.full(), full, "{what}");
                 assert_eq!(k.ends(s), ((Addr::v4(x), xp), (Addr::v4(y), yp)), "{what}");
+                let hosts =
+                    u64::from(u32::from_be_bytes(x)) << 32 | u64::from(u32::from_be_bytes(y));
+                assert_eq!(k.hosts(s), hosts, "{what}");
                 assert_eq!(k, back, "{what}");
                 assert_eq!(k.hash64(), back.hash64(), "{what}");
                 if (x, xp) != (y, yp) {
