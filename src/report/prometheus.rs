@@ -27,7 +27,8 @@
 //!
 //! The HTTP side is deliberately small: one thread, one connection at a time, `GET /metrics`
 //! only, a request of at most [`MAX_REQUEST`] bytes read within [`IO_TIMEOUT`], the answer
-//! written within it too, as it is encoded (never held whole), and the connection closed after.
+//! written as it is encoded (never held whole) within that time and what its length takes at
+//! [`MIN_READ_RATE`], and the connection closed after.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -54,8 +55,14 @@ use crate::record::{Counters, ServicePort};
 /// Largest request (request line and headers) read before answering 431.
 pub const MAX_REQUEST: usize = 8 * 1024;
 
-/// How long a client may take to send its request or read the answer.
+/// How long a client may take to send its request, or to read an answer of a few megabytes.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The rate in bytes a second at which a client must read a long answer: each byte written
+/// extends the answer's deadline by 1/`MIN_READ_RATE` s beyond [`IO_TIMEOUT`]. The answer for
+/// 200,000 pairs (166 MB) thus has about 15 s, which a scraper on a loaded host needs, while a
+/// client that stops reading is cut off about 5 s after its socket's buffers fill.
+pub const MIN_READ_RATE: u64 = 16 << 20;
 
 /// The content type of OpenMetrics text, as Prometheus asks for it.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -528,15 +535,24 @@ fn encode(shared: &Shared, out: &mut impl fmt::Write) -> fmt::Result {
 const SCRAPE_BUFFER: usize = 64 * 1024;
 
 /// A client connection that refuses writes past a deadline, so that a whole answer, however many
-/// writes it takes, is written within [`IO_TIMEOUT`].
+/// writes it takes, is written within [`IO_TIMEOUT`] and the time its length takes at
+/// [`MIN_READ_RATE`].
 struct Until<'a> {
     c: &'a TcpStream,
-    deadline: Instant,
+    start: Instant,
+    written: u64,
+}
+
+/// The time by which an answer begun at `start` must have been written, once `written` bytes of
+/// it have been.
+fn answer_deadline(start: Instant, written: u64) -> Instant {
+    start + IO_TIMEOUT + Duration::from_secs_f64(written as f64 / MIN_READ_RATE as f64)
 }
 
 impl Write for Until<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let deadline = answer_deadline(self.start, self.written);
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -544,7 +560,9 @@ impl Write for Until<'_> {
             ));
         }
         self.c.set_write_timeout(Some(left))?;
-        self.c.write(buf)
+        let n = self.c.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -574,7 +592,8 @@ impl<W: Write> fmt::Write for Streamed<W> {
 fn scrape(c: &TcpStream, shared: &Shared) -> io::Result<()> {
     let until = Until {
         c,
-        deadline: Instant::now() + IO_TIMEOUT,
+        start: Instant::now(),
+        written: 0,
     };
     let mut out = Streamed {
         out: BufWriter::with_capacity(SCRAPE_BUFFER, until),
@@ -850,6 +869,18 @@ mod tests {
         // A client that says nothing and hangs up costs nothing; the next is still served.
         drop(TcpStream::connect(e.addr()).unwrap());
         assert!(ask(&e, b"GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
+    }
+
+    #[test]
+    fn a_long_answer_has_time_for_its_length_at_the_minimum_rate() {
+        let t = Instant::now();
+        assert_eq!(answer_deadline(t, 0), t + IO_TIMEOUT);
+        // 166 MB, the answer for 200,000 pairs: about 15 s in all.
+        let long = answer_deadline(t, 166_000_000) - t;
+        assert!(
+            long > Duration::from_millis(14_800) && long < Duration::from_millis(14_900),
+            "{long:?}"
+        );
     }
 
     #[test]
