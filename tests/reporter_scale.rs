@@ -15,8 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use metro::config::DEFAULT_MAX_PAIRS;
-use metro::decode::Addr;
-use metro::record::{IntervalStats, PairKey};
+use metro::record::IntervalStats;
 use metro::report::interval::{IntervalReport, KernelStats, Pairs};
 use metro::report::merge::Plan;
 use metro::report::prometheus::Endpoint;
@@ -25,6 +24,7 @@ use metro::report::statsd::{
 };
 use metro::report::{json, Merged};
 use support::counting_alloc;
+use support::intervals::{self, BUSY, FEW};
 
 #[global_allocator]
 static A: counting_alloc::Counting = counting_alloc::Counting;
@@ -32,54 +32,9 @@ static A: counting_alloc::Counting = counting_alloc::Counting;
 /// The tests measure the process's heap: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Pairs in each of the two workers' intervals with a few samples, and busy pairs (flat counts).
-const FEW: u32 = 100_000;
-const BUSY: u32 = 50;
-
 /// Heap the reporter may use above the interval's own while it writes 200,000 pairs: its
 /// buffers and one pair's histogram. Holding the summaries takes 200,100 × 112 bytes (22 MB).
 const WRITE_BOUND: usize = 1 << 20;
-
-/// Two workers' settled intervals, as at a gateway: 100,000 pairs each with 1 to 8 samples, and
-/// 50 pairs each with 5,000. Returns them and their samples.
-fn gateway_interval() -> (Vec<IntervalStats>, u64) {
-    let mut seed = 7u64;
-    let mut next = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        seed >> 33
-    };
-    let mut samples = 0;
-    let mut workers = Vec::new();
-    for w in 0..2u32 {
-        let mut s = IntervalStats::default();
-        for n in 0..FEW {
-            let [_, a, b, c] = (n + w * FEW).to_be_bytes();
-            let k = PairKey::hosts(
-                Addr::v4([10, a, b, c]),
-                Addr::v4([172, 16, (n % 20) as u8, (n % 250) as u8]),
-            );
-            for _ in 0..1 + next() % 8 {
-                s.record(k, 1_000_000 + next() % 50_000_000, Some(next() % 1_000_000));
-                samples += 1;
-            }
-        }
-        for b in 0..BUSY {
-            let k = PairKey::hosts(
-                Addr::v4([192, 168, w as u8, b as u8]),
-                Addr::v4([172, 16, 0, 1]),
-            );
-            for _ in 0..5_000 {
-                s.record(k, 1_000_000 + next() % 50_000_000, None);
-                samples += 1;
-            }
-        }
-        s.settle();
-        workers.push(s);
-    }
-    (workers, samples)
-}
 
 fn report<'a>(plan: Plan<'a>) -> IntervalReport<'a> {
     IntervalReport {
@@ -183,7 +138,7 @@ impl Write for JsonCheck {
 #[test]
 fn json_lines_of_200k_pairs_are_written_one_pair_at_a_time() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (workers, samples) = gateway_interval();
+    let (workers, samples) = intervals::gateway(7);
     let plan = Plan::new(&workers, DEFAULT_MAX_PAIRS);
     assert_eq!(plan.len(), 2 * (FEW + BUSY) as usize);
     let rep = report(plan);
@@ -278,7 +233,7 @@ fn receive(sock: UdpSocket, lines: u64) -> Received {
 #[test]
 fn dogstatsd_gets_every_gauge_of_200k_pairs_in_order_through_a_bounded_queue() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (workers, _) = gateway_interval();
+    let (workers, _) = intervals::gateway(7);
     let rep = report(Plan::new(&workers, DEFAULT_MAX_PAIRS));
     let pairs = rep.pairs.len() as u64;
     let gauges = 3 * pairs;
@@ -335,7 +290,7 @@ fn dogstatsd_gets_every_gauge_of_200k_pairs_in_order_through_a_bounded_queue() {
 #[test]
 fn a_prometheus_scrape_of_200k_pairs_is_streamed() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (workers, _) = gateway_interval();
+    let (workers, _) = intervals::gateway(7);
     let rep = report(Plan::new(&workers, DEFAULT_MAX_PAIRS));
     let pairs = rep.pairs.len() as u64;
     let endpoint = Endpoint::serve("127.0.0.1:0".parse().unwrap()).unwrap();

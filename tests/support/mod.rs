@@ -16,6 +16,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod counting_alloc;
+pub mod intervals;
 pub mod root;
 pub mod statsd;
 pub mod tcp4;
