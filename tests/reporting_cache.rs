@@ -157,11 +157,16 @@ fn server(s: u8) -> [u8; 4] {
 }
 
 /// A short connection from client `c`, port `port`, to server `s`, port `sport`, starting at
-/// `*t`: SYN, SYN/ACK, ACK, a request, its response, the client's ACK with FIN, and the
-/// server's FIN/ACK. Its samples: three of the client's segments acknowledged by the server
-/// (SYN, request, FIN), each after `TO_SERVER_NS`, and two of the server's acknowledged by the
-/// client (SYN/ACK, response), each after `TO_CLIENT_NS`.
-fn short_flow(f: &mut Frames, t: &mut u64, (c, port): (u16, u16), (s, sport): (u8, u16)) {
+/// `*t`, each segment given to `emit` with its time: SYN, SYN/ACK, ACK, a request, its response,
+/// the client's ACK with FIN, and the server's FIN/ACK. Its samples: three of the client's
+/// segments acknowledged by the server (SYN, request, FIN), each after `TO_SERVER_NS`, and two
+/// of the server's acknowledged by the client (SYN/ACK, response), each after `TO_CLIENT_NS`.
+fn short_flow(
+    emit: &mut impl FnMut(u64, &Seg),
+    t: &mut u64,
+    (c, port): (u16, u16),
+    (s, sport): (u8, u16),
+) {
     let (cs, ss) = (u32::from(port) * 7_919, u32::from(c) * 104_729);
     let seg = |c2s: bool, seq: u32, ack: u32, flags: u8, payload: u16| {
         let (src, sp, dst, dp) = if c2s {
@@ -191,9 +196,36 @@ fn short_flow(f: &mut Frames, t: &mut u64, (c, port): (u16, u16), (s, sport): (u
     ];
     for (gap, sg) in steps {
         *t += gap;
-        f.add(*t, &sg);
+        emit(*t, &sg);
     }
     *t += 10_000;
+}
+
+/// The IPv6 address that stands for the test's IPv4 address `a`: 2001:db8::a.b.c.d.
+fn six(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0u8; 16];
+    x[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    x[12..].copy_from_slice(&a);
+    x
+}
+
+/// `s` as an Ethernet frame of IPv6 and TCP headers, its addresses mapped by [`six`]: the
+/// captured bytes (headers only, as a short snap length keeps) and the length on the wire.
+fn frame6(s: &Seg) -> (Vec<u8>, u32) {
+    let mut out = vec![
+        2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd, 0x60, 0, 0, 0,
+    ];
+    out.extend_from_slice(&(20 + s.payload).to_be_bytes());
+    out.extend_from_slice(&[6, 64]);
+    out.extend_from_slice(&six(s.src));
+    out.extend_from_slice(&six(s.dst));
+    out.extend_from_slice(&s.sport.to_be_bytes());
+    out.extend_from_slice(&s.dport.to_be_bytes());
+    out.extend_from_slice(&s.seq.to_be_bytes());
+    out.extend_from_slice(&s.ack.to_be_bytes());
+    out.extend_from_slice(&[0x50, s.flags, 0xff, 0xff, 0, 0, 0, 0]);
+    let wire = out.len() as u32 + u32::from(s.payload);
+    (out, wire)
 }
 
 /// Samples, min and max per reporting key of an interval, the `other` series as `None`.
@@ -212,31 +244,40 @@ fn per_key(s: &IntervalStats) -> BTreeMap<Option<PairKey>, (u64, u64, u64)> {
     m
 }
 
-fn key(src: [u8; 4], dst: [u8; 4], port: Option<ServicePort>) -> Option<PairKey> {
+/// The reporting key of a pair of the test's hosts, in IPv6 (as [`six`] maps them) when `v6`.
+fn key(v6: bool, src: [u8; 4], dst: [u8; 4], port: Option<ServicePort>) -> Option<PairKey> {
+    let addr = |a: [u8; 4]| {
+        if v6 {
+            Addr::from(IpAddr::V6(six(a).into()))
+        } else {
+            Addr::from(IpAddr::V4(a.into()))
+        }
+    };
     Some(PairKey {
-        src: Addr::from(IpAddr::V4(src.into())),
-        dst: Addr::from(IpAddr::V4(dst.into())),
+        src: addr(src),
+        dst: addr(dst),
         port,
     })
 }
 
-/// Checks client `c`'s two pairs with server 0 under `port`: what it sent, acknowledged by the
-/// server, counts the samples of `to_server` connections; what the server sent, of `to_client`.
+/// Checks client `c`'s two pairs with server 0 under `port` (in IPv6 when `v6`): what it sent,
+/// acknowledged by the server, counts the samples of `to_server` connections; what the server
+/// sent, of `to_client`.
 #[track_caller]
 fn assert_pairs(
     m: &BTreeMap<Option<PairKey>, (u64, u64, u64)>,
-    c: u16,
+    (v6, c): (bool, u16),
     port: Option<ServicePort>,
     (to_server, to_client): (u64, u64),
 ) {
     let what = format!("client {c}, port {port:?}");
-    let sent = m.get(&key(client(c), server(0), port)).copied();
+    let sent = m.get(&key(v6, client(c), server(0), port)).copied();
     assert_eq!(
         sent,
         Some((3 * to_server, TO_SERVER_NS, TO_SERVER_NS)),
         "{what}"
     );
-    let got = m.get(&key(server(0), client(c), port)).copied();
+    let got = m.get(&key(v6, server(0), client(c), port)).copied();
     assert_eq!(
         got,
         Some((2 * to_client, TO_CLIENT_NS, TO_CLIENT_NS)),
@@ -245,13 +286,32 @@ fn assert_pairs(
 }
 
 /// Feeds one short connection from each client in `clients` to server 0, port 443, with a
-/// fresh client port per `round`.
-fn round_of_flows(w: &mut Worker, t: &mut u64, clients: impl Iterator<Item = u16>, round: u16) {
-    let mut f = Frames::default();
+/// fresh client port per `round`; in IPv6 when `v6`.
+fn round_of_flows(
+    w: &mut Worker,
+    t: &mut u64,
+    v6: bool,
+    clients: impl Iterator<Item = u16>,
+    round: u16,
+) {
+    let (mut f, mut f6) = (Frames::default(), Vec::new());
     for c in clients {
-        short_flow(&mut f, t, (c, 20_000 + round), (0, 443));
+        let ends = ((c, 20_000 + round), (0, 443));
+        if v6 {
+            short_flow(&mut |t, s| f6.push((t, frame6(s))), t, ends.0, ends.1);
+        } else {
+            short_flow(&mut |t, s| f.add(t, s), t, ends.0, ends.1);
+        }
     }
     f.each(|fr| w.handle(LinkType::Ethernet, fr));
+    for (ts_ns, (data, wire_len)) in &f6 {
+        let fr = Frame {
+            ts_ns: *ts_ns,
+            data,
+            wire_len: *wire_len,
+        };
+        w.handle(LinkType::Ethernet, &fr);
+    }
 }
 
 #[test]
@@ -259,23 +319,26 @@ fn short_flows_of_many_pairs_each_reach_their_own_pair() {
     // 6,000 clients: more pairs than the worker's cache of recent pairs has slots, so pairs
     // share slots and push each other out. Each client opens one connection a round; the
     // second interval meets the clients in the other order, so that every pair's slot number
-    // changes and a cookie kept from the first interval would name another pair's.
+    // changes and a cookie kept from the first interval would name another pair's. In each
+    // family, which the worker caches apart.
     const CLIENTS: u16 = 6_000;
-    let mut w = Worker::new(0, &WorkerConfig::default());
-    let mut t = 1_000_000_000;
-    round_of_flows(&mut w, &mut t, 0..CLIENTS, 0);
-    let first = w.take_interval(IntervalStats::default());
-    for round in 1..3 {
-        round_of_flows(&mut w, &mut t, (0..CLIENTS).rev(), round);
-    }
-    let second = w.take_interval(IntervalStats::default());
-    for (s, flows) in [(&first, 1), (&second, 2)] {
-        let m = per_key(s);
-        assert_eq!(m.len(), 2 * usize::from(CLIENTS), "{:?}", s.counters);
-        for c in 0..CLIENTS {
-            assert_pairs(&m, c, None, (flows, flows));
+    for v6 in [false, true] {
+        let mut w = Worker::new(0, &WorkerConfig::default());
+        let mut t = 1_000_000_000;
+        round_of_flows(&mut w, &mut t, v6, 0..CLIENTS, 0);
+        let first = w.take_interval(IntervalStats::default());
+        for round in 1..3 {
+            round_of_flows(&mut w, &mut t, v6, (0..CLIENTS).rev(), round);
         }
-        assert_eq!(s.counters.samples, 5 * flows * u64::from(CLIENTS));
+        let second = w.take_interval(IntervalStats::default());
+        for (s, flows) in [(&first, 1), (&second, 2)] {
+            let m = per_key(s);
+            assert_eq!(m.len(), 2 * usize::from(CLIENTS), "{:?}", s.counters);
+            for c in 0..CLIENTS {
+                assert_pairs(&m, (v6, c), None, (flows, flows));
+            }
+            assert_eq!(s.counters.samples, 5 * flows * u64::from(CLIENTS));
+        }
     }
 }
 
@@ -293,20 +356,20 @@ fn new_flows_of_pairs_past_max_pairs_stay_in_other() {
     );
     let mut t = 1_000_000_000;
     for round in 0..5 {
-        round_of_flows(&mut w, &mut t, 0..4, round);
+        round_of_flows(&mut w, &mut t, false, 0..4, round);
     }
     let s = w.take_interval(IntervalStats::default());
     let want: BTreeMap<_, _> = [
         (
-            key(client(0), server(0), None),
+            key(false, client(0), server(0), None),
             (15, TO_SERVER_NS, TO_SERVER_NS),
         ),
         (
-            key(server(0), client(0), None),
+            key(false, server(0), client(0), None),
             (10, TO_CLIENT_NS, TO_CLIENT_NS),
         ),
         (
-            key(client(1), server(0), None),
+            key(false, client(1), server(0), None),
             (15, TO_SERVER_NS, TO_SERVER_NS),
         ),
         (None, (100 - 40, TO_CLIENT_NS, TO_SERVER_NS)),
@@ -329,11 +392,11 @@ fn new_flows_of_a_filtered_pair_follow_the_local_addresses() {
     );
     let mut t = 1_000_000_000;
     for round in 0..3 {
-        round_of_flows(&mut w, &mut t, 0..10, round);
+        round_of_flows(&mut w, &mut t, false, 0..10, round);
     }
     w.set_local(Vec::new());
     for round in 3..5 {
-        round_of_flows(&mut w, &mut t, 0..10, round);
+        round_of_flows(&mut w, &mut t, false, 0..10, round);
     }
     let s = w.take_interval(IntervalStats::default());
     assert_eq!(s.counters.filtered, 3 * 3 * 10);
@@ -341,7 +404,7 @@ fn new_flows_of_a_filtered_pair_follow_the_local_addresses() {
     for c in 0..10 {
         // Reported from the server: its samples of the 2 connections after it stopped being
         // local; to the clients: those of all 5.
-        assert_pairs(&m, c, None, (2, 5));
+        assert_pairs(&m, (false, c), None, (2, 5));
     }
     assert_eq!(m.len(), 20);
 }
@@ -362,7 +425,12 @@ fn new_flows_to_a_port_past_max_ports_go_to_the_pairs_other_port() {
     let mut f = Frames::default();
     for (round, sport) in [443, 80, 443, 80, 80].into_iter().enumerate() {
         for c in 0..10 {
-            short_flow(&mut f, &mut t, (c, 30_000 + round as u16), (0, sport));
+            short_flow(
+                &mut |t, s| f.add(t, s),
+                &mut t,
+                (c, 30_000 + round as u16),
+                (0, sport),
+            );
         }
     }
     f.each(|fr| w.handle(LinkType::Ethernet, fr));
@@ -370,8 +438,8 @@ fn new_flows_to_a_port_past_max_ports_go_to_the_pairs_other_port() {
     let m = per_key(&s);
     let (https, other) = (Some(ServicePort::Port(443)), Some(ServicePort::Other));
     for c in 0..10 {
-        assert_pairs(&m, c, https, (2, 2));
-        assert_pairs(&m, c, other, (3, 3));
+        assert_pairs(&m, (false, c), https, (2, 2));
+        assert_pairs(&m, (false, c), other, (3, 3));
     }
     assert_eq!(m.len(), 40);
 }
