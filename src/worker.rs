@@ -556,19 +556,7 @@ impl Engine {
         // The half's cookie says how it is reported in this interval, once that is decided.
         let cookie = flow.cookie(data_side);
         let known = cookie.wrapping_sub(self.epoch + 1) < cookie::SLOT
-            && match cookie & cookie::SLOT {
-                cookie::FILTERED => {
-                    c.filtered += 1;
-                    true
-                }
-                cookie::OVERFLOW => {
-                    self.stats
-                        .record_slot(OVERFLOW_SLOT, sample.rtt_ns, sample.jitter_ns)
-                }
-                slot => self
-                    .stats
-                    .record_slot(slot - 1, sample.rtt_ns, sample.jitter_ns),
-            };
+            && record_as(&mut self.stats, cookie, sample.rtt_ns, sample.jitter_ns);
         if !known {
             let cookie = self.epoch
                 | record_first(
@@ -794,21 +782,10 @@ fn record_first(
     } else {
         cache.v4.get(p.key4.hosts(data_side), tag, epoch)
     } & cookie::SLOT;
-    // Recorded as the decision that the cookie stands for would record it.
-    match low {
-        0 => {}
-        cookie::FILTERED => {
-            stats.counters.filtered += 1;
-            return low;
-        }
-        cookie::OVERFLOW => {
-            stats.record_slot(OVERFLOW_SLOT, rtt_ns, jitter_ns);
-            return low;
-        }
-        slot => {
-            stats.record_slot(slot - 1, rtt_ns, jitter_ns);
-            return low;
-        }
+    if low != 0 {
+        // A cookie of this epoch names a slot the interval has.
+        record_as(stats, low, rtt_ns, jitter_ns);
+        return low;
     }
     let low = look_up(
         stats, local, whitelist, p, data_side, port, rtt_ns, jitter_ns,
@@ -821,6 +798,20 @@ fn record_first(
         }
     }
     low
+}
+
+/// Records a sample as `cookie` (one of this epoch) says: counted as filtered, or recorded in
+/// the `other` series or the pair's slot. False when the interval has no such slot.
+#[inline(always)]
+fn record_as(stats: &mut IntervalStats, cookie: u32, rtt_ns: u64, jitter_ns: Option<u64>) -> bool {
+    match cookie & cookie::SLOT {
+        cookie::FILTERED => {
+            stats.counters.filtered += 1;
+            true
+        }
+        cookie::OVERFLOW => stats.record_slot(OVERFLOW_SLOT, rtt_ns, jitter_ns),
+        slot => stats.record_slot(slot - 1, rtt_ns, jitter_ns),
+    }
 }
 
 /// The addresses of an IPv6 segment's half whose data `data_side` sends: the sender's, then the
