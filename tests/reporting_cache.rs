@@ -1,6 +1,6 @@
 //! A flow remembers how each of its halves is reported (its pair's slot, or "filtered") for the
-//! current interval only, and a worker remembers it for recent IPv4 host pairs, so that a new
-//! flow between hosts already seen takes it from there. These tests change what the answer must
+//! current interval only, and a worker remembers it for recent host pairs of each family, so
+//! that a new flow between hosts already seen takes it from there. These tests change what the answer must
 //! be — new local addresses, a new interval, the interval counter wrapping, the bounds on pairs
 //! and ports — and check that no stale answer is used.
 
@@ -14,7 +14,7 @@ use metro::worker::{Worker, WorkerConfig};
 
 mod support;
 
-use support::tcp4::{Frames, Seg, ACK, FIN, SYN};
+use support::tcp4::{self, Frames, Seg, ACK, FIN, SYN};
 use support::traffic;
 
 const SERVERS: u32 = 4;
@@ -212,19 +212,8 @@ fn six(a: [u8; 4]) -> [u8; 16] {
 /// `s` as an Ethernet frame of IPv6 and TCP headers, its addresses mapped by [`six`]: the
 /// captured bytes (headers only, as a short snap length keeps) and the length on the wire.
 fn frame6(s: &Seg) -> (Vec<u8>, u32) {
-    let mut out = vec![
-        2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd, 0x60, 0, 0, 0,
-    ];
-    out.extend_from_slice(&(20 + s.payload).to_be_bytes());
-    out.extend_from_slice(&[6, 64]);
-    out.extend_from_slice(&six(s.src));
-    out.extend_from_slice(&six(s.dst));
-    out.extend_from_slice(&s.sport.to_be_bytes());
-    out.extend_from_slice(&s.dport.to_be_bytes());
-    out.extend_from_slice(&s.seq.to_be_bytes());
-    out.extend_from_slice(&s.ack.to_be_bytes());
-    out.extend_from_slice(&[0x50, s.flags, 0xff, 0xff, 0, 0, 0, 0]);
-    let wire = out.len() as u32 + u32::from(s.payload);
+    let mut out = Vec::new();
+    let wire = tcp4::push6(&mut out, s, six(s.src), six(s.dst));
     (out, wire)
 }
 

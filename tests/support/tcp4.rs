@@ -1,7 +1,7 @@
 //! TCP over IPv4 frames built one at a time, for tests and benchmarks whose traffic no capture
-//! holds (a SYN flood, millions of short flows).
+//! holds (a SYN flood, millions of short flows), and the same segments over IPv6 ([`push6`]).
 //!
-//! A frame is its headers only (Ethernet, IPv4, TCP without options): the payload's length is in
+//! A frame is its headers only (Ethernet, IP, TCP without options): the payload's length is in
 //! the IP header, as in a frame cut by the snap length, which is all metro reads of it.
 
 #![allow(dead_code)]
@@ -30,20 +30,43 @@ pub struct Seg {
     pub payload: u16,
 }
 
+/// The Ethernet addresses every frame here carries, before its EtherType.
+const MACS: [u8; 12] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+
 /// Appends the segment's headers to `out`; returns its length on the wire.
 pub fn push(out: &mut Vec<u8>, s: &Seg) -> u32 {
     let total = 20 + 20 + s.payload;
-    out.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    out.extend_from_slice(&MACS);
+    out.extend_from_slice(&[0x08, 0x00]);
     let [hi, lo] = total.to_be_bytes();
     out.extend_from_slice(&[0x45, 0, hi, lo, 0, 0, 0x40, 0, 64, 6, 0, 0]);
     out.extend_from_slice(&s.src);
     out.extend_from_slice(&s.dst);
+    push_tcp(out, s);
+    u32::from(total) + 14
+}
+
+/// Appends the segment's headers to `out` as IPv6, its addresses given as `src` and `dst`;
+/// returns its length on the wire.
+pub fn push6(out: &mut Vec<u8>, s: &Seg, src: [u8; 16], dst: [u8; 16]) -> u32 {
+    let payload = 20 + s.payload;
+    out.extend_from_slice(&MACS);
+    out.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    out.extend_from_slice(&payload.to_be_bytes());
+    out.extend_from_slice(&[6, 64]);
+    out.extend_from_slice(&src);
+    out.extend_from_slice(&dst);
+    push_tcp(out, s);
+    u32::from(payload) + 14 + 40
+}
+
+/// The TCP header, without options.
+fn push_tcp(out: &mut Vec<u8>, s: &Seg) {
     out.extend_from_slice(&s.sport.to_be_bytes());
     out.extend_from_slice(&s.dport.to_be_bytes());
     out.extend_from_slice(&s.seq.to_be_bytes());
     out.extend_from_slice(&s.ack.to_be_bytes());
     out.extend_from_slice(&[0x50, s.flags, 0xff, 0xff, 0, 0, 0, 0]);
-    u32::from(total) + 14
 }
 
 /// Many frames in one buffer, fed to a worker in order.
