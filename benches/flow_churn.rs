@@ -1,20 +1,23 @@
 //! Flow churn against the steady state, at a million flows.
 //!
-//! Two replays through one worker whose table is bounded at 1,000,000 flows, both timed over
-//! `Worker::handle` only (frames are built in batches outside the timed part), in the thread's
-//! CPU time:
+//! Two replays, each through its own worker whose table is bounded at 1,000,000 flows, both timed
+//! over `Worker::handle` only (frames are built in batches outside the timed part), in the
+//! thread's CPU time:
 //! - *steady*: 1,000,000 established request/response flows (created first, untimed), then
 //!   exchanges on them in a scattered order: request, response, ACK;
 //! - *churn*: 10,000,000 short flows (SYN, SYN/ACK, ACK, request, response, ACK with FIN, FIN/ACK)
 //!   through the same bound, so that from the millionth flow on every new flow evicts one.
 //!
-//! Flows run 4,096 at a time, interleaved packet by packet, with 100 ns between packets. It
-//! prints each replay's time per packet and each round's ratio churn / steady, then the replays'
-//! medians over the rounds (run alternately), their ratio, and the median of the rounds' ratios.
+//! Flows run 4,096 at a time, interleaved packet by packet, with 100 ns between packets. A round
+//! runs the two replays in turns of about 24,000,000 packets each (about two seconds), so that a
+//! shared machine's load falls on both alike. It prints each round's time per packet of each
+//! replay and their ratio churn / steady, then the replays' medians over the rounds, their ratio,
+//! and the median of the rounds' ratios.
 //! Run: `cargo bench --bench flow_churn` (`FLOW_CHURN_ROUNDS=N`, default 3; `FLOW_CHURN_FLOWS=N`
-//! short flows, default 10,000,000; `FLOW_CHURN_ONLY=steady` or `churn` runs
-//! that replay alone, for counting one under valgrind; `FLOW_CHURN_ONLY=flood` runs the churn
-//! replay with its SYNs only, a SYN flood, whose evictions find no closing flow to take).
+//! short flows, default 10,000,000; `FLOW_CHURN_CHUNK=N` packets a turn, default 24,000,000;
+//! `FLOW_CHURN_ONLY=steady` or `churn` runs that replay alone, for counting one under valgrind;
+//! `FLOW_CHURN_ONLY=flood` runs the churn replay with its SYNs only, a SYN flood, whose evictions
+//! find no closing flow to take).
 
 use std::time::Duration;
 
@@ -102,38 +105,80 @@ fn worker() -> Worker {
     )
 }
 
-/// The steady replay: ns per packet over `exchanges` request/response exchanges.
-fn steady(exchanges: u32) -> f64 {
-    let mut w = worker();
-    let mut clock = Clock(1_700_000_000_000_000_000);
-    let mut f = Frames::default();
-    // The flows, opened untimed; each then has sent one byte of SYN each way.
-    for start in (0..MAX_FLOWS).step_by(BATCH as usize) {
-        f.clear();
-        let flows = start..(start + BATCH).min(MAX_FLOWS);
-        for i in flows.clone() {
-            let (c, _) = isn(i);
-            f.add(clock.tick(), &seg(i, true, c, 0, SYN, 0));
-        }
-        for i in flows.clone() {
-            let (c, s) = isn(i);
-            f.add(clock.tick(), &seg(i, false, s, c + 1, SYN | ACK, 0));
-        }
-        for i in flows {
-            let (c, s) = isn(i);
-            f.add(clock.tick(), &seg(i, true, c + 1, s + 1, ACK, 0));
-        }
-        f.each(|fr| w.handle(LinkType::Ethernet, fr));
+/// One replay, batch by batch, with the CPU time and packets its batches took.
+trait Replay {
+    /// Builds and feeds the next batch; false once there is none.
+    fn step(&mut self) -> bool;
+    /// CPU time spent in `Worker::handle`, and packets fed.
+    fn spent(&self) -> (Duration, u64);
+    /// Checks the worker's counters at the end.
+    fn finish(self);
+
+    /// ns per packet so far.
+    fn ns_per_packet(&self) -> f64 {
+        let (t, n) = self.spent();
+        t.as_nanos() as f64 / n as f64
     }
-    // Exchanges per flow so far, to continue its sequence numbers.
-    let mut done = vec![0u32; MAX_FLOWS as usize];
-    let mut spent = Duration::ZERO;
-    let mut packets = 0u64;
-    let mut n = 0u32;
-    while n < exchanges {
+}
+
+/// The steady replay: `exchanges` request/response exchanges over `MAX_FLOWS` established flows.
+struct Steady {
+    w: Worker,
+    clock: Clock,
+    f: Frames,
+    /// Exchanges per flow so far, to continue its sequence numbers.
+    done: Vec<u32>,
+    n: u32,
+    exchanges: u32,
+    spent: Duration,
+    packets: u64,
+}
+
+impl Steady {
+    /// Opens the flows, untimed; each then has sent one byte of SYN each way.
+    fn new(exchanges: u32) -> Steady {
+        let mut w = worker();
+        let mut clock = Clock(1_700_000_000_000_000_000);
+        let mut f = Frames::default();
+        for start in (0..MAX_FLOWS).step_by(BATCH as usize) {
+            f.clear();
+            let flows = start..(start + BATCH).min(MAX_FLOWS);
+            for i in flows.clone() {
+                let (c, _) = isn(i);
+                f.add(clock.tick(), &seg(i, true, c, 0, SYN, 0));
+            }
+            for i in flows.clone() {
+                let (c, s) = isn(i);
+                f.add(clock.tick(), &seg(i, false, s, c + 1, SYN | ACK, 0));
+            }
+            for i in flows {
+                let (c, s) = isn(i);
+                f.add(clock.tick(), &seg(i, true, c + 1, s + 1, ACK, 0));
+            }
+            f.each(|fr| w.handle(LinkType::Ethernet, fr));
+        }
+        Steady {
+            w,
+            clock,
+            f,
+            done: vec![0; MAX_FLOWS as usize],
+            n: 0,
+            exchanges,
+            spent: Duration::ZERO,
+            packets: 0,
+        }
+    }
+}
+
+impl Replay for Steady {
+    fn step(&mut self) -> bool {
+        if self.n >= self.exchanges {
+            return false;
+        }
+        let (f, clock, done) = (&mut self.f, &mut self.clock, &mut self.done);
         f.clear();
         // A scattered batch of distinct flows (an odd stride over 2^20 visits each once).
-        let batch: Vec<u32> = (n..n + BATCH)
+        let batch: Vec<u32> = (self.n..self.n + BATCH)
             .map(|k| k.wrapping_mul(0x9e37_79b1) & 0xf_ffff)
             .filter(|&i| i < MAX_FLOWS)
             .collect();
@@ -162,30 +207,62 @@ fn steady(exchanges: u32) -> f64 {
             );
             done[i as usize] += 1;
         }
-        spent += timed(&mut w, &f);
-        packets += f.len() as u64;
-        n += BATCH;
+        self.spent += timed(&mut self.w, f);
+        self.packets += f.len() as u64;
+        self.n += BATCH;
+        true
     }
-    let st = w.take_interval(Default::default()).counters;
-    assert_eq!(st.table.evicted, 0);
-    assert_eq!(
-        st.samples,
-        2 * packets / 3 + 2 * u64::from(MAX_FLOWS),
-        "every handshake and every exchange gives two samples"
-    );
-    spent.as_nanos() as f64 / packets as f64
+
+    fn spent(&self) -> (Duration, u64) {
+        (self.spent, self.packets)
+    }
+
+    fn finish(mut self) {
+        let st = self.w.take_interval(Default::default()).counters;
+        assert_eq!(st.table.evicted, 0);
+        assert_eq!(
+            st.samples,
+            2 * self.packets / 3 + 2 * u64::from(MAX_FLOWS),
+            "every handshake and every exchange gives two samples"
+        );
+    }
 }
 
-/// The churn replay: ns per packet over `flows` short flows.
-fn churn(flows: u32, syn_only: bool) -> f64 {
-    let mut w = worker();
-    let mut clock = Clock(1_700_000_000_000_000_000);
-    let mut f = Frames::default();
-    let mut spent = Duration::ZERO;
-    let mut packets = 0u64;
-    for start in (0..flows).step_by(BATCH as usize) {
+/// The churn replay: `flows` short flows (or, with `syn_only`, their SYNs alone).
+struct Churn {
+    w: Worker,
+    clock: Clock,
+    f: Frames,
+    start: u32,
+    flows: u32,
+    syn_only: bool,
+    spent: Duration,
+    packets: u64,
+}
+
+impl Churn {
+    fn new(flows: u32, syn_only: bool) -> Churn {
+        Churn {
+            w: worker(),
+            clock: Clock(1_700_000_000_000_000_000),
+            f: Frames::default(),
+            start: 0,
+            flows,
+            syn_only,
+            spent: Duration::ZERO,
+            packets: 0,
+        }
+    }
+}
+
+impl Replay for Churn {
+    fn step(&mut self) -> bool {
+        if self.start >= self.flows {
+            return false;
+        }
+        let (f, clock) = (&mut self.f, &mut self.clock);
         f.clear();
-        let batch = start..(start + BATCH).min(flows);
+        let batch = self.start..(self.start + BATCH).min(self.flows);
         let steps: [&dyn Fn(u32, u32, u32) -> Seg; 7] = [
             &|i, c, _| seg(i, true, c, 0, SYN, 0),
             &|i, c, s| seg(i, false, s, c + 1, SYN | ACK, 0),
@@ -195,24 +272,74 @@ fn churn(flows: u32, syn_only: bool) -> f64 {
             &|i, c, s| seg(i, true, c + 101, s + 201, ACK | FIN, 0),
             &|i, c, s| seg(i, false, s + 201, c + 102, ACK | FIN, 0),
         ];
-        let steps = if syn_only { &steps[..1] } else { &steps[..] };
+        let steps = if self.syn_only {
+            &steps[..1]
+        } else {
+            &steps[..]
+        };
         for step in steps {
             for i in batch.clone() {
                 let (c, s) = isn(i);
                 f.add(clock.tick(), &step(i, c, s));
             }
         }
-        spent += timed(&mut w, &f);
-        packets += f.len() as u64;
+        self.spent += timed(&mut self.w, f);
+        self.packets += f.len() as u64;
+        self.start += BATCH;
+        true
     }
-    let st = w.take_interval(Default::default()).counters;
-    assert_eq!(st.table.created, u64::from(flows));
-    assert_eq!(
-        st.table.evicted,
-        u64::from(flows.saturating_sub(MAX_FLOWS)),
-        "{st:?}"
-    );
-    spent.as_nanos() as f64 / packets as f64
+
+    fn spent(&self) -> (Duration, u64) {
+        (self.spent, self.packets)
+    }
+
+    fn finish(mut self) {
+        let st = self.w.take_interval(Default::default()).counters;
+        assert_eq!(st.table.created, u64::from(self.flows));
+        assert_eq!(
+            st.table.evicted,
+            u64::from(self.flows.saturating_sub(MAX_FLOWS)),
+            "{st:?}"
+        );
+    }
+}
+
+/// Runs `r` to its end alone; ns per packet.
+fn alone(mut r: impl Replay) -> f64 {
+    while r.step() {}
+    let ns = r.ns_per_packet();
+    r.finish();
+    ns
+}
+
+/// Packets one replay runs ahead of the other before they swap in [`together`] (unless
+/// `FLOW_CHURN_CHUNK` says otherwise): about two seconds, short enough that both replays meet
+/// the same load on a shared machine, long enough that each has the caches to itself for most of
+/// its turn. Shorter turns favour the churn: the steady replay keeps much of its 16 MB index in
+/// the last-level cache, which the churn's turns then take from it.
+const CHUNK: u64 = 24_000_000;
+
+/// Runs both replays in turns of about `chunk` packets each; ns per packet of each.
+fn together(mut s: Steady, mut c: Churn, chunk: u64) -> (f64, f64) {
+    let mut steady_turn = true;
+    loop {
+        let (sp, cp) = (s.spent().1, c.spent().1);
+        if steady_turn && sp >= cp + chunk {
+            steady_turn = false;
+        } else if !steady_turn && cp >= sp + chunk {
+            steady_turn = true;
+        }
+        let stepped = if steady_turn { s.step() } else { c.step() };
+        if !stepped {
+            // One is done: the other runs to its end.
+            while s.step() || c.step() {}
+            break;
+        }
+    }
+    let ns = (s.ns_per_packet(), c.ns_per_packet());
+    s.finish();
+    c.finish();
+    ns
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -234,17 +361,21 @@ fn main() {
     let flows = env("FLOW_CHURN_FLOWS", 10_000_000);
     // As many packets in the steady replay as in the churn one, about.
     let exchanges = flows / 3 * 7;
+    let chunk = std::env::var("FLOW_CHURN_CHUNK")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(CHUNK);
     let only = std::env::var("FLOW_CHURN_ONLY").unwrap_or_default();
     match only.as_str() {
-        "steady" => return println!("steady {:.1} ns/packet", steady(exchanges)),
-        "churn" => return println!("churn {:.1} ns/packet", churn(flows, false)),
-        "flood" => return println!("flood {:.1} ns/packet", churn(flows, true)),
+        "steady" => return println!("steady {:.1} ns/packet", alone(Steady::new(exchanges))),
+        "churn" => return println!("churn {:.1} ns/packet", alone(Churn::new(flows, false))),
+        "flood" => return println!("flood {:.1} ns/packet", alone(Churn::new(flows, true))),
         "" => {}
-        other => panic!("FLOW_CHURN_ONLY={other}: steady or churn"),
+        other => panic!("FLOW_CHURN_ONLY={other}: steady, churn or flood"),
     }
     let (mut s, mut c, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
-        let (steady, churn) = (steady(exchanges), churn(flows, false));
+        let (steady, churn) = together(Steady::new(exchanges), Churn::new(flows, false), chunk);
         s.push(steady);
         c.push(churn);
         ratios.push(churn / steady);
@@ -255,8 +386,8 @@ fn main() {
         );
     }
     let (s, c) = (median(s), median(c));
-    // The rounds' own ratios compare replays run seconds apart, which a shared machine's load
-    // changes less than it changes the replays' medians over the whole run.
+    // A round's two replays run interleaved, so its own ratio is the one a shared machine's load
+    // changes least.
     println!(
         "medians: steady {s:.1} ns/packet (1,000,000 flows), churn {c:.1} ns/packet ({flows} short flows through a bound of 1,000,000): churn / steady = {:.2}; median of the rounds' ratios {:.2}",
         c / s,
