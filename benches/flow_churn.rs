@@ -88,56 +88,78 @@ fn cpu_time() -> Duration {
     d(u.user_time()) + d(u.system_time())
 }
 
-/// Feeds `f` to `w`; returns the CPU time it took.
-fn timed(w: &mut Worker, f: &Frames) -> Duration {
-    let t = cpu_time();
-    f.each(|fr| w.handle(LinkType::Ethernet, fr));
-    cpu_time() - t
+/// A worker bounded at `MAX_FLOWS`, and the CPU time and packets of the batches it was timed on.
+struct Meter {
+    w: Worker,
+    spent: Duration,
+    packets: u64,
 }
 
-fn worker() -> Worker {
-    Worker::new(
-        0,
-        &WorkerConfig {
-            max_flows: MAX_FLOWS as usize,
-            ..WorkerConfig::default()
-        },
-    )
+impl Meter {
+    fn new() -> Meter {
+        let w = Worker::new(
+            0,
+            &WorkerConfig {
+                max_flows: MAX_FLOWS as usize,
+                ..WorkerConfig::default()
+            },
+        );
+        Meter {
+            w,
+            spent: Duration::ZERO,
+            packets: 0,
+        }
+    }
+
+    /// Feeds `f` to the worker, untimed.
+    fn feed(&mut self, f: &Frames) {
+        f.each(|fr| self.w.handle(LinkType::Ethernet, fr));
+    }
+
+    /// Feeds `f` to the worker, timing `Worker::handle` alone.
+    fn timed(&mut self, f: &Frames) {
+        let t = cpu_time();
+        self.feed(f);
+        self.spent += cpu_time() - t;
+        self.packets += f.len() as u64;
+    }
+
+    /// ns per timed packet.
+    fn ns_per_packet(&self) -> f64 {
+        self.spent.as_nanos() as f64 / self.packets as f64
+    }
+
+    /// The worker's counters, for the replay's checks.
+    fn counters(&mut self) -> metro::record::Counters {
+        self.w.take_interval(Default::default()).counters
+    }
 }
 
-/// One replay, batch by batch, with the CPU time and packets its batches took.
+/// One replay, fed batch by batch.
 trait Replay {
     /// Builds and feeds the next batch; false once there is none.
     fn step(&mut self) -> bool;
-    /// CPU time spent in `Worker::handle`, and packets fed.
-    fn spent(&self) -> (Duration, u64);
+    /// The replay's worker and timings.
+    fn meter(&mut self) -> &mut Meter;
     /// Checks the worker's counters at the end.
     fn finish(self);
-
-    /// ns per packet so far.
-    fn ns_per_packet(&self) -> f64 {
-        let (t, n) = self.spent();
-        t.as_nanos() as f64 / n as f64
-    }
 }
 
 /// The steady replay: `exchanges` request/response exchanges over `MAX_FLOWS` established flows.
 struct Steady {
-    w: Worker,
+    m: Meter,
     clock: Clock,
     f: Frames,
     /// Exchanges per flow so far, to continue its sequence numbers.
     done: Vec<u32>,
     n: u32,
     exchanges: u32,
-    spent: Duration,
-    packets: u64,
 }
 
 impl Steady {
     /// Opens the flows, untimed; each then has sent one byte of SYN each way.
     fn new(exchanges: u32) -> Steady {
-        let mut w = worker();
+        let mut m = Meter::new();
         let mut clock = Clock(1_700_000_000_000_000_000);
         let mut f = Frames::default();
         for start in (0..MAX_FLOWS).step_by(BATCH as usize) {
@@ -155,17 +177,15 @@ impl Steady {
                 let (c, s) = isn(i);
                 f.add(clock.tick(), &seg(i, true, c + 1, s + 1, ACK, 0));
             }
-            f.each(|fr| w.handle(LinkType::Ethernet, fr));
+            m.feed(&f);
         }
         Steady {
-            w,
+            m,
             clock,
             f,
             done: vec![0; MAX_FLOWS as usize],
             n: 0,
             exchanges,
-            spent: Duration::ZERO,
-            packets: 0,
         }
     }
 }
@@ -207,22 +227,21 @@ impl Replay for Steady {
             );
             done[i as usize] += 1;
         }
-        self.spent += timed(&mut self.w, f);
-        self.packets += f.len() as u64;
+        self.m.timed(f);
         self.n += BATCH;
         true
     }
 
-    fn spent(&self) -> (Duration, u64) {
-        (self.spent, self.packets)
+    fn meter(&mut self) -> &mut Meter {
+        &mut self.m
     }
 
     fn finish(mut self) {
-        let st = self.w.take_interval(Default::default()).counters;
+        let st = self.m.counters();
         assert_eq!(st.table.evicted, 0);
         assert_eq!(
             st.samples,
-            2 * self.packets / 3 + 2 * u64::from(MAX_FLOWS),
+            2 * self.m.packets / 3 + 2 * u64::from(MAX_FLOWS),
             "every handshake and every exchange gives two samples"
         );
     }
@@ -230,27 +249,23 @@ impl Replay for Steady {
 
 /// The churn replay: `flows` short flows (or, with `syn_only`, their SYNs alone).
 struct Churn {
-    w: Worker,
+    m: Meter,
     clock: Clock,
     f: Frames,
     start: u32,
     flows: u32,
     syn_only: bool,
-    spent: Duration,
-    packets: u64,
 }
 
 impl Churn {
     fn new(flows: u32, syn_only: bool) -> Churn {
         Churn {
-            w: worker(),
+            m: Meter::new(),
             clock: Clock(1_700_000_000_000_000_000),
             f: Frames::default(),
             start: 0,
             flows,
             syn_only,
-            spent: Duration::ZERO,
-            packets: 0,
         }
     }
 }
@@ -283,18 +298,17 @@ impl Replay for Churn {
                 f.add(clock.tick(), &step(i, c, s));
             }
         }
-        self.spent += timed(&mut self.w, f);
-        self.packets += f.len() as u64;
+        self.m.timed(f);
         self.start += BATCH;
         true
     }
 
-    fn spent(&self) -> (Duration, u64) {
-        (self.spent, self.packets)
+    fn meter(&mut self) -> &mut Meter {
+        &mut self.m
     }
 
     fn finish(mut self) {
-        let st = self.w.take_interval(Default::default()).counters;
+        let st = self.m.counters();
         assert_eq!(st.table.created, u64::from(self.flows));
         assert_eq!(
             st.table.evicted,
@@ -307,7 +321,7 @@ impl Replay for Churn {
 /// Runs `r` to its end alone; ns per packet.
 fn alone(mut r: impl Replay) -> f64 {
     while r.step() {}
-    let ns = r.ns_per_packet();
+    let ns = r.meter().ns_per_packet();
     r.finish();
     ns
 }
@@ -323,7 +337,7 @@ const CHUNK: u64 = 24_000_000;
 fn together(mut s: Steady, mut c: Churn, chunk: u64) -> (f64, f64) {
     let mut steady_turn = true;
     loop {
-        let (sp, cp) = (s.spent().1, c.spent().1);
+        let (sp, cp) = (s.m.packets, c.m.packets);
         if steady_turn && sp >= cp + chunk {
             steady_turn = false;
         } else if !steady_turn && cp >= sp + chunk {
@@ -336,7 +350,7 @@ fn together(mut s: Steady, mut c: Churn, chunk: u64) -> (f64, f64) {
             break;
         }
     }
-    let ns = (s.ns_per_packet(), c.ns_per_packet());
+    let ns = (s.m.ns_per_packet(), c.m.ns_per_packet());
     s.finish();
     c.finish();
     ns
