@@ -139,10 +139,8 @@ impl Meter {
 trait Replay {
     /// Builds and feeds the next batch; false once there is none.
     fn step(&mut self) -> bool;
-    /// The replay's worker and timings.
-    fn meter(&mut self) -> &mut Meter;
-    /// Checks the worker's counters at the end.
-    fn finish(self);
+    /// Checks the worker's counters at the end; returns ns per timed packet.
+    fn finish(self) -> f64;
 }
 
 /// The steady replay: `exchanges` request/response exchanges over `MAX_FLOWS` established flows.
@@ -232,11 +230,7 @@ impl Replay for Steady {
         true
     }
 
-    fn meter(&mut self) -> &mut Meter {
-        &mut self.m
-    }
-
-    fn finish(mut self) {
+    fn finish(mut self) -> f64 {
         let st = self.m.counters();
         assert_eq!(st.table.evicted, 0);
         assert_eq!(
@@ -244,6 +238,7 @@ impl Replay for Steady {
             2 * self.m.packets / 3 + 2 * u64::from(MAX_FLOWS),
             "every handshake and every exchange gives two samples"
         );
+        self.m.ns_per_packet()
     }
 }
 
@@ -303,11 +298,7 @@ impl Replay for Churn {
         true
     }
 
-    fn meter(&mut self) -> &mut Meter {
-        &mut self.m
-    }
-
-    fn finish(mut self) {
+    fn finish(mut self) -> f64 {
         let st = self.m.counters();
         assert_eq!(st.table.created, u64::from(self.flows));
         assert_eq!(
@@ -315,15 +306,14 @@ impl Replay for Churn {
             u64::from(self.flows.saturating_sub(MAX_FLOWS)),
             "{st:?}"
         );
+        self.m.ns_per_packet()
     }
 }
 
 /// Runs `r` to its end alone; ns per packet.
 fn alone(mut r: impl Replay) -> f64 {
     while r.step() {}
-    let ns = r.meter().ns_per_packet();
-    r.finish();
-    ns
+    r.finish()
 }
 
 /// Packets one replay runs ahead of the other before they swap in [`together`] (unless
@@ -350,10 +340,7 @@ fn together(mut s: Steady, mut c: Churn, chunk: u64) -> (f64, f64) {
             break;
         }
     }
-    let ns = (s.m.ns_per_packet(), c.m.ns_per_packet());
-    s.finish();
-    c.finish();
-    ns
+    (s.finish(), c.finish())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
