@@ -296,14 +296,15 @@ fn check_report(r: &Report, i: usize, extra: bool) -> Option<f64> {
 /// The same, live (issue 4): a go-metro config with a live instance on the client's interface,
 /// a 1 s report interval and the server whitelisted. A report arrives every second with go-metro's
 /// gauges for the one whitelisted pair; `system.net.tcp.rtt` is never more than 0.1 ms below the
-/// injected 20 ms, and over the run its median is within max(2 %, 0.3 ms) of the median of the
-/// kernel's srtt read during the same intervals; SIGTERM sends the interval under way before metro
-/// exits 0.
+/// injected 20 ms, and over the run the median of `system.net.tcp.rtt.avg` is within
+/// max(2 %, 0.3 ms) of the median of the kernel's srtt read during the same intervals; SIGTERM
+/// sends the interval under way before metro exits 0.
 ///
-/// The kernel's srtt weights its last ~8 samples, so a scheduling stall of the delay line (this
-/// machine is small and shared) moves it by a millisecond for a while, where metro's medians do
-/// not move: a miss of that one bound is measured again (twice at most), as in `live.rs`.
-/// Everything else must hold on every run.
+/// The kernel's srtt is a moving mean (it weights its last ~8 samples), so it is compared with
+/// metro's mean, not its median: when the delay line's threads wake late (this machine is small
+/// and shared), the RTTs skew high, which moves a mean by a millisecond where the median does not
+/// move. A miss of that one bound is measured again (twice at most), as in `live.rs`. Everything
+/// else must hold on every run.
 #[test]
 fn live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm() {
     const NAME: &str = "live_instance_sends_go_metros_gauges_every_interval_and_flushes_on_sigterm";
@@ -374,7 +375,7 @@ fn live_run(bed: &Bed, attempt: u32) -> Vec<String> {
 
     let mut at = started;
     let mut missed = Vec::new();
-    let (mut rtts, mut kernels) = (Vec::new(), Vec::new());
+    let (mut avgs, mut kernels) = (Vec::new(), Vec::new());
     for (i, r) in periodic.iter().chain(&last).enumerate() {
         let last = i == PERIODIC;
         let gap = r.at.duration_since(at);
@@ -387,12 +388,12 @@ fn live_run(bed: &Bed, attempt: u32) -> Vec<String> {
         let kernel = traffic
             .kernel_srtt(since, r.at)
             .expect("the kernel's srtt was read during the interval");
+        let avg = r.one("system.net.tcp.rtt.avg");
         let bound = (kernel * 0.02).max(0.3);
         eprintln!(
-            "attempt {attempt}, report {i}: after {gap:?}, {packets} packets, rtt {rtt:.3} ms (avg {:.3}, jitter {:.3}), kernel srtt {kernel:.3} ms, diff {:+.3} (bound {bound:.3})",
-            r.one("system.net.tcp.rtt.avg"),
+            "attempt {attempt}, report {i}: after {gap:?}, {packets} packets, rtt {rtt:.3} ms (avg {avg:.3}, jitter {:.3}), kernel srtt {kernel:.3} ms, avg - srtt {:+.3} (bound {bound:.3})",
             r.one("system.net.tcp.rtt.jitter"),
-            rtt - kernel
+            avg - kernel
         );
         if !last {
             // The first interval starts a little after metro says it is capturing.
@@ -409,22 +410,22 @@ fn live_run(bed: &Bed, attempt: u32) -> Vec<String> {
             rtt >= RTT_MS - 0.1,
             "report {i}: rtt {rtt:.3} ms is below the injected {RTT_MS} ms"
         );
-        rtts.push(rtt);
+        avgs.push(avg);
         kernels.push(kernel);
     }
-    // The gauges against the kernel's view over the same run: each interval's srtt is already a
-    // median of readings, and the median over intervals keeps one delay-line stall (which moves
-    // the kernel's EWMA for a while, and metro's median not at all) from deciding the outcome.
-    let (rtt, kernel) = (
-        median(rtts).expect("reports were checked"),
+    // The mean gauge against the kernel's view over the same run: each interval's srtt is already
+    // a median of readings, and the median over intervals keeps one delay-line stall (which moves
+    // the kernel's EWMA for a while, and one interval's mean) from deciding the outcome.
+    let (avg, kernel) = (
+        median(avgs).expect("reports were checked"),
         median(kernels).expect("reports were checked"),
     );
     let bound = (kernel * 0.02).max(0.3);
-    eprintln!("attempt {attempt}: median rtt gauge {rtt:.3} ms, median kernel srtt {kernel:.3} ms (bound {bound:.3})");
+    eprintln!("attempt {attempt}: median avg gauge {avg:.3} ms, median kernel srtt {kernel:.3} ms (bound {bound:.3})");
     eprintln!("attempt {attempt}: delay line: {}", bed.line.lateness());
-    if (rtt - kernel).abs() > bound {
+    if (avg - kernel).abs() > bound {
         missed.push(format!(
-            "median rtt gauge {rtt:.3} ms vs the kernel's median srtt {kernel:.3} ms: off by more than {bound:.3} ms"
+            "median avg gauge {avg:.3} ms vs the kernel's median srtt {kernel:.3} ms: off by more than {bound:.3} ms"
         ));
     }
     missed
