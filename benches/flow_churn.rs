@@ -343,6 +343,14 @@ fn together(mut s: Steady, mut c: Churn, chunk: u64) -> (f64, f64) {
     (s.finish(), c.finish())
 }
 
+/// The number in environment variable `k`, or `d` when it is unset or not a number.
+fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -352,20 +360,11 @@ fn main() {
     if let Some(last) = core_affinity::get_core_ids().and_then(|c| c.last().copied()) {
         core_affinity::set_for_current(last);
     }
-    let env = |k: &str, d: u32| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(d)
-    };
-    let rounds = env("FLOW_CHURN_ROUNDS", 3);
-    let flows = env("FLOW_CHURN_FLOWS", 10_000_000);
+    let rounds: u32 = env("FLOW_CHURN_ROUNDS", 3);
+    let flows: u32 = env("FLOW_CHURN_FLOWS", 10_000_000);
     // As many packets in the steady replay as in the churn one, about.
     let exchanges = flows / 3 * 7;
-    let chunk = std::env::var("FLOW_CHURN_CHUNK")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(CHUNK);
+    let chunk: u64 = env("FLOW_CHURN_CHUNK", CHUNK);
     let only = std::env::var("FLOW_CHURN_ONLY").unwrap_or_default();
     match only.as_str() {
         "steady" => return println!("steady {:.1} ns/packet", alone(Steady::new(exchanges))),
