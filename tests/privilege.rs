@@ -67,14 +67,22 @@ fn threads_of(pid: u32) -> Vec<(String, Vec<(String, String)>)> {
 /// no inheritable or ambient capability, NO_NEW_PRIVS and the process's two seccomp filters;
 /// workers stack a third. Returns the thread names seen.
 fn assert_live_confined(pid: u32, bounding: bool) -> Vec<String> {
-    // Workers confine themselves once their ring is theirs, just after metro says it captures.
+    // Workers name and then confine themselves once their ring is theirs, just after metro says
+    // it captures: ready once every thread but the main one has its name, and every worker its
+    // own filter.
     let t0 = Instant::now();
     let threads = loop {
         let threads = threads_of(pid);
-        let ready = threads
+        let workers: Vec<_> = threads
             .iter()
             .filter(|(n, _)| n.starts_with("metro-w"))
-            .all(|(_, st)| field(st, "Seccomp_filters") == "3");
+            .collect();
+        let unnamed = threads.iter().filter(|(n, _)| n == "metro").count();
+        let ready = !workers.is_empty()
+            && unnamed == 1
+            && workers
+                .iter()
+                .all(|(_, st)| field(st, "Seccomp_filters") == "3");
         if ready || t0.elapsed() > Duration::from_secs(5) {
             break threads;
         }
