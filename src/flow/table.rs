@@ -8,7 +8,8 @@
 //!   tombstones) over 8-byte slots, each a 32-bit tag (the key's hash) and the entry's number in
 //!   the slab. The index runs at most half full, so a probe rarely leaves its cache line, and a
 //!   slot's home is computed from its tag, so that growth, and the backward shift of a deletion,
-//!   never read the slab.
+//!   never read the slab. An entry keeps its tag too, so that its slot is found without hashing
+//!   its key again when it is evicted or moved.
 //!
 //! Only the index has slack, and its slots are small: at `max_flows` flows a table takes
 //! `max_flows` × (entry + 2 × 8) bytes, 128 a flow for an IPv4 flow's 112-byte entry. A lookup is
@@ -39,7 +40,8 @@ use super::prefetch::prefetch;
 pub trait TableKey: Copy + Default {
     /// Equality, in as few wide compares as the layout allows.
     fn same(&self, other: &Self) -> bool;
-    /// The key's 64-bit hash: the slot comes from its low bits, the tag from its high ones.
+    /// The 64-bit hash that callers pass with the key: the table keeps its low 32 bits as the
+    /// flow's tag (see [`tag_of`]), and never hashes a stored key again.
     fn hash64(&self) -> u64;
 }
 
@@ -70,13 +72,16 @@ impl TableKey for Key4 {
     }
 }
 
-/// An entry's state bits.
+/// An entry's state bits, the two low bits of its [`Entry::meta`] word; the other bits are its
+/// tag's, whose two low bits are always set (see [`tag_of`]).
 mod state {
     /// A FIN or RST was seen: the flow expires after `exp_ttl` instead of `idle_ttl`.
     pub const CLOSING: u32 = 0x01;
     /// A segment with neither SYN nor RST was seen: the handshake is over, and eviction takes
     /// half-open flows first.
     pub const ESTABLISHED: u32 = 0x02;
+    /// Both bits: what a new entry's word leaves clear, and what the tag's always has set.
+    pub const BITS: u32 = CLOSING | ESTABLISHED;
 }
 
 /// How long flows live without traffic, in nanoseconds of packet time.
@@ -88,9 +93,9 @@ pub struct Ttl {
     pub closed_ns: u64,
 }
 
-/// One flow: the caller's value, the last-seen time, the normalised key and state bits. The value
-/// comes first, so that its alignment leaves no hole: with an 80-byte value, 112 bytes under an
-/// IPv4 key and 128 under an IPv6 one.
+/// One flow: the caller's value, the last-seen time, the normalised key, and its tag and state
+/// bits in one word. The value comes first, so that its alignment leaves no hole: with an 80-byte
+/// value, 112 bytes under an IPv4 key and 128 under an IPv6 one.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct Entry<K, V> {
@@ -98,8 +103,9 @@ pub struct Entry<K, V> {
     pub value: V,
     last_seen: u64,
     key: K,
-    /// See [`state`].
-    state: u32,
+    /// The flow's tag, its two low bits replaced by the [`state`] bits: an eviction finds the
+    /// entry's index slot from it without hashing the key again.
+    meta: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Entry<Key4, [u64; 10]>>() == 112);
@@ -124,21 +130,21 @@ impl<K, V> Entry<K, V> {
     /// Both stick until the flow is dropped. Without a branch: one is taken on every packet.
     #[inline]
     pub fn note(&mut self, closing: bool, established: bool) {
-        self.state |=
+        self.meta |=
             (u32::from(closing) * state::CLOSING) | (u32::from(established) * state::ESTABLISHED);
     }
 
     /// True once the flow has seen a segment past the handshake.
     #[inline]
     pub fn established(&self) -> bool {
-        self.state & state::ESTABLISHED != 0
+        self.meta & state::ESTABLISHED != 0
     }
 
     /// How much the flow is worth keeping when one must be evicted: a closing flow (FIN or RST
     /// seen) least, as it is done; then a half-open one, which a SYN flood makes by the million;
     /// an established one most.
     fn worth(&self) -> u32 {
-        if self.state & state::CLOSING != 0 {
+        if self.meta & state::CLOSING != 0 {
             0
         } else if self.established() {
             2
@@ -150,7 +156,7 @@ impl<K, V> Entry<K, V> {
     /// The silence after which the flow expires.
     #[inline]
     fn limit(&self, ttl: &Ttl) -> u64 {
-        if self.state & state::CLOSING != 0 {
+        if self.meta & state::CLOSING != 0 {
             ttl.closed_ns
         } else {
             ttl.idle_ns
@@ -160,6 +166,12 @@ impl<K, V> Entry<K, V> {
     #[inline]
     fn expired(&self, now: u64, ttl: &Ttl) -> bool {
         now.saturating_sub(self.last_seen) > self.limit(ttl)
+    }
+
+    /// The flow's tag, as its index slot has it.
+    #[inline]
+    fn tag(&self) -> u32 {
+        self.meta | state::BITS
     }
 }
 
@@ -217,11 +229,12 @@ pub struct FlowTable<K, V> {
     evict_wide: bool,
 }
 
-/// The tag of `hash`: its low 32 bits, never 0. The home slot comes from the tag's high bits
-/// (see [`home`]), and its low bits tell apart most keys that share a home.
+/// The tag of `hash`: its low 32 bits with the two lowest set, so never 0, and an entry can keep
+/// its state bits in their place. The home slot comes from the tag's high bits (see [`home`]),
+/// and its low bits tell apart most keys that share a home.
 #[inline]
 fn tag_of(hash: u64) -> u32 {
-    hash as u32 | 1
+    hash as u32 | state::BITS
 }
 
 /// The home slot of `tag` in an index of `n` slots: `tag × n / 2³²` (Lemire's multiply-shift),
@@ -398,7 +411,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         if fresh {
             release(&mut e.value);
             e.value = V::default();
-            e.state = 0;
+            e.meta &= !state::BITS;
             self.stats.expired += 1;
             self.stats.created += 1;
         }
@@ -451,7 +464,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             value: V::default(),
             last_seen: now,
             key: *key,
-            state: 0,
+            meta: tag_of(hash) & !state::BITS,
         };
         let idx = if !self.is_empty() && self.len() + others >= self.max_flows {
             // The new flow takes the victim's place in the slab, so that no other entry moves
@@ -492,7 +505,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
 
     /// The index slot that points at entry `idx`.
     fn slot_of(&self, idx: usize) -> usize {
-        let tag = tag_of(self.entries[idx].key.hash64());
+        let tag = self.entries[idx].tag();
         let n = self.index.len();
         let mut i = home(tag, n);
         while self.index[i].idx as usize != idx || self.index[i].tag != tag {
@@ -604,7 +617,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             } else {
                 first
             };
-            let i = home(tag_of(self.entries[victim].key.hash64()), self.index.len());
+            let i = home(self.entries[victim].tag(), self.index.len());
             prefetch((&self.index[i] as *const IndexSlot).cast());
         }
         if let Some(e) = self.entries.get(home(self.evict_at[1], n)) {
@@ -614,8 +627,11 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
             } else {
                 size
             };
-            for off in (0..bytes).step_by(64) {
+            // Every 64 bytes, and the last byte, which a stride that starts mid-line can miss.
+            let mut off = 0;
+            while off < bytes {
                 prefetch(p.wrapping_add(off));
+                off += 64;
             }
             prefetch(p.wrapping_add(bytes - 1));
         }
@@ -889,6 +905,29 @@ mod tests {
         let (e, new) = t.upsert(&key(1), key(1).hash64(), u32::MAX, 20_000, |_| {});
         assert!(new);
         assert_eq!(e.value, 0);
+    }
+
+    #[test]
+    fn an_entry_keeps_its_tag_whatever_its_state() {
+        let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
+        for (n, (closing, established)) in
+            [(false, false), (true, false), (false, true), (true, true)]
+                .into_iter()
+                .enumerate()
+        {
+            let k = key(n as u32);
+            let tag = tag_of(k.hash64());
+            let (e, _) = t.upsert(&k, k.hash64(), u32::MAX, 0, |_| {});
+            e.note(closing, established);
+            assert_eq!(e.tag(), tag, "flow {n}");
+            assert_eq!(e.established(), established, "flow {n}");
+            assert_eq!(e.limit(&TTL) == TTL.closed_ns, closing, "flow {n}");
+            // Found expired, the flow starts afresh: its state goes, its tag stays.
+            let (e, new) = t.upsert(&k, k.hash64(), u32::MAX, 50_000, |_| {});
+            assert!(new);
+            assert_eq!((e.tag(), e.established()), (tag, false), "flow {n}");
+            assert_eq!(e.limit(&TTL), TTL.idle_ns, "flow {n}");
+        }
     }
 
     #[test]
