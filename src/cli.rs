@@ -225,7 +225,8 @@ pub struct Cli {
     pub max_pairs: u32,
 
     /// Most flows a worker tracks at once; past it a new flow evicts an old one (counted), so
-    /// memory is bounded whatever the traffic (128 bytes an IPv4 flow, 144 an IPv6 one).
+    /// memory is bounded whatever the traffic (128 bytes a flow, and an IPv6 flow's addresses
+    /// once per host).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FLOWS as u32, value_parser = clap::value_parser!(u32).range(limits::MAX_FLOWS))]
     pub max_flows: u32,
 

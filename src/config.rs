@@ -171,10 +171,10 @@ pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(300);
 /// `exp_ttl`, long enough for the last ACKs of a closing flow.
 pub const DEFAULT_EXP_TTL: Duration = Duration::from_secs(60);
 
-/// Flows a worker tracks at once (`max_flows`, `--max-flows`): 256 Ki flows × 128 B (IPv4; 144 B
-/// for IPv6), the table's slack included, is at most 32 MiB (36 MiB) per worker and address
-/// family, grown on demand (each family's table grows to what its own flows need); a busy
-/// gateway sees tens of thousands of concurrent connections.
+/// Flows a worker tracks at once (`max_flows`, `--max-flows`): 256 Ki flows × 128 B, the table's
+/// slack included, is at most 32 MiB per worker, grown on demand, and IPv6 flows' addresses
+/// (about 30 B a host, each host once); a busy gateway sees tens of thousands of concurrent
+/// connections.
 pub const DEFAULT_MAX_FLOWS: usize = 256 * 1024;
 
 /// Host pairs reported apart in an interval (`max_pairs`, `--max-pairs`): bounds a worker's

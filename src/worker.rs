@@ -15,7 +15,7 @@ use crate::capture::{Frame, LinkType};
 use crate::config::{DEFAULT_EXP_TTL, DEFAULT_IDLE_TTL, DEFAULT_MAX_FLOWS, DEFAULT_MAX_PAIRS};
 use crate::conn::{ConnSegment, Connection, Connections};
 use crate::decode::{self, flags, Addr};
-use crate::flow::{FlowKey, FlowTable, Key4, Side, TableKey, TableStats, Ttl};
+use crate::flow::{FlowKey, FlowTable, HostIds, Keeper, PackedKey, Side, TableStats, Ttl};
 use crate::record::{IntervalStats, PairKey, Recorded, ServicePort, OVERFLOW_SLOT};
 use crate::rtt::{FlowRtt, Method, Packet, RttStats, Sample, SegPool};
 
@@ -149,7 +149,7 @@ trait Hosts: Copy + Default + PartialEq {
     fn word(&self) -> u64;
 }
 
-/// [`Key4::hosts`]: both IPv4 addresses in one word.
+/// [`PackedKey::hosts`]: both IPv4 addresses in one word.
 impl Hosts for u64 {
     #[inline]
     fn word(&self) -> u64 {
@@ -228,8 +228,9 @@ impl<H: Hosts> CookieCache<H> {
 #[repr(align(64))]
 struct Parsed {
     /// The flow's key when `v6` is false (both addresses IPv4).
-    key4: Key4,
-    /// The flow's key when `v6` is true.
+    key4: PackedKey,
+    /// The flow's key when `v6` is true; the table's key is made from it when the segment is
+    /// applied, with its addresses' host ids.
     key6: FlowKey,
     v6: bool,
     hash: u64,
@@ -270,11 +271,10 @@ pub struct Worker {
 /// Everything a segment is applied to. Kept apart from the queue so that a queued segment can
 /// be applied where it lies, without copying it out first.
 struct Engine {
-    /// IPv4 flows, under the compact key.
-    table: FlowTable<Key4, FlowRtt>,
-    /// IPv6 flows.
-    table6: FlowTable<FlowKey, FlowRtt>,
-    pool: SegPool,
+    /// The flows of both families.
+    table: FlowTable<PackedKey, FlowRtt>,
+    /// What the flows hold beyond their entries.
+    held: Held,
     local: Vec<Addr>,
     whitelist: Option<Vec<Net>>,
     keep_samples: bool,
@@ -303,8 +303,10 @@ impl Worker {
             id,
             engine: Engine {
                 table: FlowTable::new(cfg.max_flows, cfg.ttl),
-                table6: FlowTable::new(cfg.max_flows, cfg.ttl),
-                pool: SegPool::new(cfg.max_rings),
+                held: Held {
+                    pool: SegPool::new(cfg.max_rings),
+                    hosts: HostIds::new(),
+                },
                 local: cfg.local.clone(),
                 whitelist: cfg.whitelist.clone(),
                 keep_samples: cfg.keep_samples,
@@ -359,7 +361,7 @@ impl Worker {
         // The flow's index slot starts loading now.
         let side = match seg.v4() {
             Some((src, dst)) => {
-                let (k, side) = Key4::new(src, seg.src_port(), dst, seg.dst_port());
+                let (k, side) = PackedKey::new(src, seg.src_port(), dst, seg.dst_port());
                 p.key4 = k;
                 p.v6 = false;
                 p.hash = k.hash64();
@@ -371,7 +373,7 @@ impl Worker {
                 p.key6 = k;
                 p.v6 = true;
                 p.hash = k.hash64();
-                p.at = self.engine.table6.locate(p.hash);
+                p.at = self.engine.table.locate(p.hash);
                 side
             }
         };
@@ -391,11 +393,7 @@ impl Worker {
         // The segment decoded `LOOKAHEAD / 2` frames ago has its index slot in cache by now: the
         // entry that slot points at starts loading, so that a lookup's two loads both overlap.
         let q = &mut self.pending[(i + QUEUE - LOOKAHEAD / 2) % QUEUE];
-        q.at = if q.v6 {
-            self.engine.table6.prefetch_entry(q.at, q.hash)
-        } else {
-            self.engine.table.prefetch_entry(q.at, q.hash)
-        };
+        q.at = self.engine.table.prefetch_entry(q.at, q.hash);
         if self.pending_len == LOOKAHEAD {
             // The oldest waiting segment, decoded `LOOKAHEAD` frames ago.
             let p = &self.pending[(i + QUEUE - LOOKAHEAD) % QUEUE];
@@ -471,11 +469,23 @@ impl Worker {
         self.engine.conns.as_ref().map_or(0, |c| c.untracked)
     }
 
+    /// The IPv6 addresses that the worker's flows hold now, each once (see [`HostIds`]).
+    pub fn ipv6_hosts(&mut self) -> usize {
+        self.flush();
+        self.engine.held.hosts.len()
+    }
+
     /// The keys of the flows the worker tracks now.
     pub fn flow_keys(&mut self) -> impl Iterator<Item = FlowKey> + '_ {
         self.flush();
         let e = &self.engine;
-        (e.table.iter().map(|e| e.key().full())).chain(e.table6.iter().map(|e| *e.key()))
+        e.table.iter().map(|f| match f.key().v6_ends() {
+            Some(((a, a_port), (b, b_port))) => {
+                let hosts = &e.held.hosts;
+                FlowKey::new(hosts.addr(a), a_port, hosts.addr(b), b_port).0
+            }
+            None => f.key().full(),
+        })
     }
 }
 
@@ -496,28 +506,26 @@ impl Engine {
         if now >= self.next_sweep_ns {
             self.sweep(now);
         }
-        let pool = &mut self.pool;
+        let held = &mut self.held;
         let (hash, at) = (p.hash, p.at);
         let (closing, established) = (p.packet.closing(), p.packet.established());
         let flow = if p.v6 {
-            flow_in(
-                &mut self.table6,
+            flow_in6(
                 &mut self.table,
                 &p.key6,
                 (hash, at),
                 now,
                 (closing, established),
-                pool,
+                held,
             )
         } else {
             flow_in(
                 &mut self.table,
-                &mut self.table6,
                 &p.key4,
                 (hash, at),
                 now,
                 (closing, established),
-                pool,
+                Release(held),
             )
         };
         let side = p.side;
@@ -526,7 +534,7 @@ impl Engine {
                 conn_packet(conns, p, side);
             }
         }
-        let Some(sample) = flow.on_packet(pool, side, &p.packet, now) else {
+        let Some(sample) = flow.on_packet(&mut self.held.pool, side, &p.packet, now) else {
             return;
         };
         // The segment's sender acknowledged; the data came from the other side.
@@ -580,7 +588,7 @@ impl Engine {
     fn new_epoch(&mut self) {
         self.epoch = self.epoch.wrapping_add(cookie::EPOCH);
         if self.epoch == 0 {
-            for v in self.table.values_mut().chain(self.table6.values_mut()) {
+            for v in self.table.values_mut() {
                 v.set_cookie(Side::A, 0);
                 v.set_cookie(Side::B, 0);
             }
@@ -590,11 +598,7 @@ impl Engine {
     }
 
     fn sweep(&mut self, now: u64) {
-        let pool = &mut self.pool;
-        self.table
-            .expire(now, &mut |v: &mut FlowRtt| v.release(pool));
-        self.table6
-            .expire(now, &mut |v: &mut FlowRtt| v.release(pool));
+        self.table.expire(now, &mut Release(&mut self.held));
         self.next_sweep_ns = now.saturating_add(SWEEP_EVERY_NS);
     }
 
@@ -611,13 +615,8 @@ impl Engine {
         c.tcp = c.packets - c.skipped.iter().sum::<u64>();
         // The cookies name slots of the interval handed over.
         self.new_epoch();
-        let (t4, t6) = (self.table.stats(), self.table6.stats());
-        let t = TableStats {
-            created: t4.created + t6.created,
-            evicted: t4.evicted + t6.evicted,
-            expired: t4.expired + t6.expired,
-        };
-        let r = self.pool.stats();
+        let t = self.table.stats();
+        let r = self.held.pool.stats();
         c.table = TableStats {
             created: t.created - self.table_seen.created,
             evicted: t.evicted - self.table_seen.evicted,
@@ -629,7 +628,7 @@ impl Engine {
             pool_exhausted: r.pool_exhausted - self.rtt_seen.pool_exhausted,
             ring_full: r.ring_full - self.rtt_seen.ring_full,
         };
-        c.active_flows = (self.table.len() + self.table6.len()) as u64;
+        c.active_flows = self.table.len() as u64;
         self.table_seen = t;
         self.rtt_seen = r;
         done
@@ -637,24 +636,81 @@ impl Engine {
 }
 
 /// Finds or creates the flow `key` (hashed to `hash`, perhaps at entry `guess`) in `table`, marks
-/// it seen at `now`, and closing and established as `(closing, established)` say. `table` and
-/// `other` (the other address family's) hold `max_flows` flows together (see
-/// [`FlowTable::upsert_sharing`]).
+/// it seen at `now`, and closing and established as `(closing, established)` say.
 #[inline(always)]
-fn flow_in<'t, K: TableKey, O: TableKey>(
-    table: &'t mut FlowTable<K, FlowRtt>,
-    other: &mut FlowTable<O, FlowRtt>,
-    key: &K,
+fn flow_in<'t>(
+    table: &'t mut FlowTable<PackedKey, FlowRtt>,
+    key: &PackedKey,
     (hash, guess): (u64, u32),
     now: u64,
     (closing, established): (bool, bool),
-    pool: &mut SegPool,
+    release: Release<'_>,
 ) -> &'t mut FlowRtt {
-    let (e, _) = table.upsert_sharing(key, hash, guess, now, other, |v: &mut FlowRtt| {
-        v.release(pool)
-    });
+    let (e, _) = table.upsert(key, hash, guess, now, release);
     e.note(closing, established);
     &mut e.value
+}
+
+/// [`flow_in`] for an IPv6 flow, whose table key names its [`FlowKey`]'s addresses by host id (a
+/// new address gets one here; the table has the flow hold it, see [`Release`]). The flow at
+/// `guess`, which the lookahead found by the hash, is most often this one: when its ports and its
+/// hosts' addresses are the segment's, its key is taken without looking the addresses up. Out of
+/// line, so that the IPv4 path does not carry it.
+#[inline(never)]
+fn flow_in6<'t>(
+    table: &'t mut FlowTable<PackedKey, FlowRtt>,
+    k: &FlowKey,
+    (hash, guess): (u64, u32),
+    now: u64,
+    seen: (bool, bool),
+    held: &mut Held,
+) -> &'t mut FlowRtt {
+    let hosts = &mut held.hosts;
+    let known = table.entry(guess).map(|e| *e.key()).filter(|key| {
+        key.v6_ends().is_some_and(|((a, a_port), (b, b_port))| {
+            (a_port, b_port) == (k.a_port, k.b_port) && hosts.is(a, &k.a) && hosts.is(b, &k.b)
+        })
+    });
+    let key = known.unwrap_or_else(|| {
+        PackedKey::v6(hosts.intern(&k.a), k.a_port, hosts.intern(&k.b), k.b_port)
+    });
+    flow_in(table, &key, (hash, guess), now, seen, Release(held))
+}
+
+/// What the flows hold beyond their entries: the rings their halves borrow, and the addresses of
+/// the IPv6 ones.
+struct Held {
+    pool: SegPool,
+    hosts: HostIds,
+}
+
+/// What a dropped flow leaves behind: its halves' borrowed rings go back to the pool, and an
+/// IPv6 flow lets go of its hosts, which a new one holds. One reference, so that it costs the
+/// hot path one register.
+struct Release<'a>(&'a mut Held);
+
+impl Keeper<PackedKey, FlowRtt> for Release<'_> {
+    #[inline]
+    fn admit(&mut self, key: &PackedKey) {
+        if let Some(((a, _), (b, _))) = key.v6_ends() {
+            self.0.hosts.hold(a);
+            self.0.hosts.hold(b);
+        }
+    }
+
+    #[inline]
+    fn drop_flow(&mut self, key: &PackedKey, value: &mut FlowRtt) {
+        value.release(&mut self.0.pool);
+        if let Some(((a, _), (b, _))) = key.v6_ends() {
+            self.0.hosts.let_go(a);
+            self.0.hosts.let_go(b);
+        }
+    }
+
+    #[inline]
+    fn restart(&mut self, value: &mut FlowRtt) {
+        value.release(&mut self.0.pool);
+    }
 }
 
 /// True when samples of the half whose acknowledging end is `acker` are reported: it is not a

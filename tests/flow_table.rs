@@ -2,7 +2,7 @@
 
 use metro::capture::LinkType;
 use metro::decode::Addr;
-use metro::flow::{FlowKey, FlowTable, Key4, TableKey, Ttl};
+use metro::flow::{FlowTable, PackedKey, TableKey, Ttl};
 use metro::rtt::{FlowRtt, Method};
 use metro::worker::{Worker, WorkerConfig};
 
@@ -23,7 +23,8 @@ fn bytes_per_flow<K: TableKey>(n: usize, key: impl Fn(u32) -> K) -> f64 {
     for i in 0..n as u32 {
         let k = key(i);
         assert!(
-            t.upsert(&k, k.hash64(), u32::MAX, 1, |_| {}).1,
+            t.upsert(&k, k.hash64(), u32::MAX, 1, |_: &mut FlowRtt| {})
+                .1,
             "flow {i} is new"
         );
     }
@@ -32,7 +33,8 @@ fn bytes_per_flow<K: TableKey>(n: usize, key: impl Fn(u32) -> K) -> f64 {
     for i in (0..n as u32).step_by(997) {
         let k = key(i);
         assert!(
-            !t.upsert(&k, k.hash64(), u32::MAX, 2, |_| {}).1,
+            !t.upsert(&k, k.hash64(), u32::MAX, 2, |_: &mut FlowRtt| {})
+                .1,
             "flow {i} is found"
         );
     }
@@ -42,24 +44,21 @@ fn bytes_per_flow<K: TableKey>(n: usize, key: impl Fn(u32) -> K) -> f64 {
 #[test]
 fn a_million_ipv4_flows_take_128_bytes_each_with_the_tables_slack() {
     let b = bytes_per_flow(1_000_000, |i| {
-        Key4::new(0x0a00_0000 + i, 40_000, 0xc0a8_0001, 443).0
+        PackedKey::new(0x0a00_0000 + i, 40_000, 0xc0a8_0001, 443).0
     });
     // A 112-byte entry in a slab of exactly max_flows, and two 8-byte index slots.
     assert_eq!(b, 128.0);
 }
 
 #[test]
-fn a_million_ipv6_flows_take_144_bytes_each_with_the_tables_slack() {
+fn a_million_ipv6_flows_take_128_bytes_each_with_the_tables_slack() {
+    // An IPv6 flow's key names its addresses by host id: 100,000 clients, each with 10 flows
+    // to one server.
     let b = bytes_per_flow(1_000_000, |i| {
-        // 2001:db8::i to 2001:db8::1
-        let mut src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let mut dst = src;
-        src[12..].copy_from_slice(&i.to_be_bytes());
-        dst[15] = 1;
-        FlowKey::new(Addr(src), 40_000, Addr(dst), 443).0
+        PackedKey::v6(i / 10, 40_000 + (i % 10) as u16, 100_000, 443)
     });
-    // The 36-byte key makes the entry 128 bytes.
-    assert_eq!(b, 144.0);
+    // The same 112-byte entry as IPv4's, and two 8-byte index slots.
+    assert_eq!(b, 128.0);
 }
 
 const CLIENT: [u8; 4] = [10, 0, 0, 1];
@@ -167,4 +166,154 @@ fn a_syn_flood_evicts_its_own_half_open_flows_not_an_established_one() {
     assert_eq!(c.table.expired, 0, "{c:?}");
     assert_eq!(c.table.evicted, flows - MAX_FLOWS as u64, "{c:?}");
     assert_eq!(c.active_flows, MAX_FLOWS as u64, "{c:?}");
+}
+
+/// 2001:db8:`net`::`n`.
+fn v6(net: u16, n: u32) -> [u8; 16] {
+    let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    a[4..6].copy_from_slice(&net.to_be_bytes());
+    a[12..].copy_from_slice(&n.to_be_bytes());
+    a
+}
+
+/// Feeds `w` a SYN from `src`:`sport` to `dst`:443 over IPv6 at `t`, and moves `t` on.
+fn syn6(w: &mut Worker, t: &mut u64, src: [u8; 16], dst: [u8; 16], sport: u16) {
+    let s = Seg {
+        src: [0; 4],
+        sport,
+        dst: [0; 4],
+        dport: 443,
+        seq: 1,
+        ack: 0,
+        flags: SYN,
+        payload: 0,
+    };
+    let mut data = Vec::new();
+    let wire_len = tcp4::push6(&mut data, &s, src, dst);
+    w.handle(
+        LinkType::Ethernet,
+        &metro::capture::Frame {
+            ts_ns: *t,
+            data: &data,
+            wire_len,
+        },
+    );
+    *t += 1_000;
+}
+
+/// The distinct IPv6 addresses of the worker's flows, and how many flows are IPv6.
+fn v6_hosts_of_flows(w: &mut Worker) -> (usize, usize) {
+    let mut hosts = std::collections::HashSet::new();
+    let mut flows = 0;
+    for k in w.flow_keys() {
+        if k.a.ip().is_ipv6() {
+            flows += 1;
+            hosts.insert(k.a);
+            hosts.insert(k.b);
+        }
+    }
+    (hosts.len(), flows)
+}
+
+#[test]
+fn ipv6_flows_hold_their_hosts_and_let_them_go_with_the_last_flow() {
+    const MAX_FLOWS: usize = 10_000;
+    let cfg = WorkerConfig {
+        max_flows: MAX_FLOWS,
+        ..WorkerConfig::default()
+    };
+    let mut w = Worker::new(0, &cfg);
+    let mut t = 1_700_000_000_000_000_000u64;
+    let server = v6(2, 1);
+    let feed = syn6;
+    // A SYN flood from 50,000 sources, 3 SYNs each, through a bound of 10,000 flows: every flow
+    // holds its own client and the one server.
+    for k in 0..50_000u32 {
+        for port in 0..3 {
+            feed(&mut w, &mut t, v6(1, k), server, 1_024 + port);
+        }
+    }
+    let (hosts, flows) = v6_hosts_of_flows(&mut w);
+    assert_eq!(flows, MAX_FLOWS);
+    assert_eq!(
+        w.ipv6_hosts(),
+        hosts,
+        "each address of a live flow once, no other"
+    );
+    assert!(hosts > 3_000, "{hosts} hosts");
+    // Every key names its addresses right: the server, and a client of the flood.
+    for k in w.flow_keys() {
+        let (a, b) = (k.a.0, k.b.0);
+        assert!(a == server || b == server, "{k:?}");
+        let client = if a == server { b } else { a };
+        assert_eq!(client[..12], v6(1, 0)[..12], "{k:?}");
+        assert!(u32::from_be_bytes(client[12..].try_into().unwrap()) < 50_000);
+    }
+    // IPv4 flows take the table's places from the IPv6 ones, which let go of their hosts.
+    for k in 0..30_000u32 {
+        let s = Seg {
+            src: [10, 1, (k >> 8) as u8, k as u8],
+            sport: 1_024 + (k >> 16) as u16,
+            dst: SERVER,
+            dport: 80,
+            seq: 1,
+            ack: 0,
+            flags: SYN,
+            payload: 0,
+        };
+        let mut f = Frames::default();
+        f.add(t, &s);
+        f.each(|fr| w.handle(LinkType::Ethernet, fr));
+        t += 1_000;
+    }
+    let (hosts, flows) = v6_hosts_of_flows(&mut w);
+    assert!(flows < MAX_FLOWS / 10, "{flows} IPv6 flows left");
+    assert_eq!(w.ipv6_hosts(), hosts);
+    let c = w.take_interval(Default::default()).counters;
+    assert_eq!(c.active_flows, MAX_FLOWS as u64, "{c:?}");
+    assert_eq!(
+        c.table.evicted,
+        150_000 + 30_000 - MAX_FLOWS as u64,
+        "{c:?}"
+    );
+    // An hour later every flow has expired, and no host is left.
+    t += 3_600_000_000_000;
+    feed(&mut w, &mut t, v6(3, 1), v6(3, 2), 2_000);
+    assert_eq!(v6_hosts_of_flows(&mut w), (2, 1));
+    assert_eq!(w.ipv6_hosts(), 2);
+}
+
+#[test]
+fn a_new_flow_keeps_the_hosts_of_the_flow_it_evicts() {
+    // One flow at a time: each new flow between the same two hosts evicts the last one, which
+    // was all that held them.
+    let cfg = WorkerConfig {
+        max_flows: 1,
+        ..WorkerConfig::default()
+    };
+    let mut w = Worker::new(0, &cfg);
+    let mut t = 1_700_000_000_000_000_000u64;
+    let (a, b, server) = (v6(1, 1), v6(1, 2), v6(2, 1));
+    for port in 0..3 {
+        syn6(&mut w, &mut t, a, server, 1_024 + port);
+    }
+    assert_eq!(v6_hosts_of_flows(&mut w), (2, 1));
+    assert_eq!(w.ipv6_hosts(), 2);
+    // The key's ends, in either order.
+    let ends = |w: &mut Worker| {
+        let k = w.flow_keys().next().unwrap();
+        let mut e = [(k.a.0, k.a_port), (k.b.0, k.b_port)];
+        e.sort();
+        e
+    };
+    let mut want = [(a, 1_026), (server, 443)];
+    want.sort();
+    assert_eq!(ends(&mut w), want);
+    syn6(&mut w, &mut t, b, server, 1_024);
+    assert_eq!(w.ipv6_hosts(), 2);
+    let mut want = [(b, 1_024), (server, 443)];
+    want.sort();
+    assert_eq!(ends(&mut w), want);
+    let c = w.take_interval(Default::default()).counters;
+    assert_eq!((c.table.created, c.table.evicted), (4, 3), "{c:?}");
 }

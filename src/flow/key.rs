@@ -22,7 +22,7 @@ pub struct FlowKey {
     pub b_port: u16,
 }
 
-/// Which endpoint of a [`FlowKey`] (or [`Key4`]) sent a packet. One byte whose only values
+/// Which endpoint of a [`FlowKey`] (or [`PackedKey`]) sent a packet. One byte whose only values
 /// are 0 and 1, so that indexing a two-element array by [`Side::index`] needs no bounds check.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[repr(u8)]
@@ -105,33 +105,36 @@ impl FlowKey {
     }
 }
 
-/// An IPv4 connection's endpoints, each as `address << 16 | port` in one word, ordered so that
-/// both directions give the same key (the lower endpoint is `a`). Sixteen bytes against
-/// [`FlowKey`]'s thirty-six: it orders in one compare, hashes in two multiplies of two words, and
-/// compares in two. (Its order is numeric, so its sides may be the other way round from a
-/// [`FlowKey`]'s for the same connection.)
+/// A connection's endpoints as the flow table keeps them, in sixteen bytes against [`FlowKey`]'s
+/// thirty-six, so that an entry is 112 bytes in either family. Each endpoint is one word:
+/// - IPv4: `address << 16 | port`, ordered so that both directions give the same key (the lower
+///   endpoint is `a`). It orders in one compare, hashes in two multiplies, compares in two. (Its
+///   order is numeric, so its sides may be the other way round from a [`FlowKey`]'s.)
+/// - IPv6: `1 << 63 | host id << 16 | port`, where the host id names the address in the
+///   worker's [`HostIds`](super::hosts::HostIds), and the sides are those of the connection's
+///   [`FlowKey`]. The top bit keeps the two families' keys apart: an IPv4 word is 48 bits.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
-pub struct Key4 {
+pub struct PackedKey {
     a: u64,
     b: u64,
 }
 
-impl Key4 {
+impl PackedKey {
     /// Normalises an IPv4 packet's (source, destination) into a key, and says which side sent
     /// it. Addresses are as read from the wire, big-endian.
     #[inline]
-    pub fn new(src: u32, sport: u16, dst: u32, dport: u16) -> (Key4, Side) {
+    pub fn new(src: u32, sport: u16, dst: u32, dport: u16) -> (PackedKey, Side) {
         let s = u64::from(src) << 16 | u64::from(sport);
         let d = u64::from(dst) << 16 | u64::from(dport);
         // min and max compile to conditional moves: no branch on the packet's direction.
-        let key = Key4 {
+        let key = PackedKey {
             a: s.min(d),
             b: s.max(d),
         };
         (key, if s > d { Side::B } else { Side::A })
     }
 
-    /// The endpoint on `side` and then the other, each as (address, port).
+    /// The endpoint on `side` and then the other, each as (address, port), of an IPv4 key.
     #[inline]
     pub fn ends(&self, side: Side) -> ((Addr, u16), (Addr, u16)) {
         let end = |e: u64| (Addr::v4(((e >> 16) as u32).to_be_bytes()), e as u16);
@@ -142,8 +145,8 @@ impl Key4 {
         }
     }
 
-    /// The addresses of the endpoint on `side` (high 32 bits) and of the other (low 32 bits),
-    /// ports left out: one word that names the host pair in that direction.
+    /// The addresses of an IPv4 key's endpoint on `side` (high 32 bits) and of the other (low 32
+    /// bits), ports left out: one word that names the host pair in that direction.
     #[inline]
     pub fn hosts(&self, side: Side) -> u64 {
         let (s, o) = match side {
@@ -153,13 +156,32 @@ impl Key4 {
         (s >> 16) << 32 | (o >> 16)
     }
 
-    /// The same connection's [`FlowKey`].
+    /// The same connection's [`FlowKey`], of an IPv4 key.
     pub fn full(&self) -> FlowKey {
         let ((a, a_port), (b, b_port)) = self.ends(Side::A);
         FlowKey::new(a, a_port, b, b_port).0
     }
 
-    /// A fast 64-bit hash of the key, equal for both directions (see [`FlowKey::hash64`]).
+    /// The key of an IPv6 connection whose [`FlowKey`] has endpoints `a` and `b`, with their
+    /// addresses' host ids.
+    #[inline]
+    pub fn v6(a_id: u32, a_port: u16, b_id: u32, b_port: u16) -> PackedKey {
+        let end = |id: u32, port: u16| V6 | u64::from(id) << 16 | u64::from(port);
+        PackedKey {
+            a: end(a_id, a_port),
+            b: end(b_id, b_port),
+        }
+    }
+
+    /// The host ids and ports of an IPv6 key's endpoints `a` and `b`; `None` for an IPv4 key.
+    #[inline]
+    pub fn v6_ends(&self) -> Option<((u32, u16), (u32, u16))> {
+        let end = |e: u64| ((e >> 16) as u32, e as u16);
+        (self.a & V6 != 0).then(|| (end(self.a), end(self.b)))
+    }
+
+    /// A fast 64-bit hash of an IPv4 key, equal for both directions (see [`FlowKey::hash64`]).
+    /// An IPv6 flow is looked up with its [`FlowKey`]'s hash, which needs no host ids.
     #[inline]
     pub fn hash64(&self) -> u64 {
         let h = fold(
@@ -169,6 +191,9 @@ impl Key4 {
         fold(h, 0x9e37_79b9_7f4a_7c15)
     }
 }
+
+/// The top bit of an IPv6 key's words.
+const V6: u64 = 1 << 63;
 
 /// A folded multiply: the 128-bit product's halves XORed (as in wyhash and aHash).
 #[inline(always)]
@@ -206,8 +231,9 @@ mod tests {
         for &(x, xp) in &ends {
             for &(y, yp) in &ends {
                 let (full, _) = FlowKey::new(Addr::v4(x), xp, Addr::v4(y), yp);
-                let (k, s) = Key4::new(u32::from_be_bytes(x), xp, u32::from_be_bytes(y), yp);
-                let (back, t) = Key4::new(u32::from_be_bytes(y), yp, u32::from_be_bytes(x), xp);
+                let (k, s) = PackedKey::new(u32::from_be_bytes(x), xp, u32::from_be_bytes(y), yp);
+                let (back, t) =
+                    PackedKey::new(u32::from_be_bytes(y), yp, u32::from_be_bytes(x), xp);
                 let what = format!("{x:?}:{xp} -> {y:?}:{yp}");
                 assert_eq!(k.full(), full, "{what}");
                 assert_eq!(k.ends(s), ((Addr::v4(x), xp), (Addr::v4(y), yp)), "{what}");

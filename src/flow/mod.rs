@@ -1,9 +1,12 @@
-//! Flows: the normalised 5-tuple ([`key`]) and the per-worker table that holds each flow's
-//! state ([`table`]), which warms the cache for the frames to come ([`prefetch`]).
+//! Flows: the normalised 5-tuple ([`key`]), the per-worker table that holds each flow's state
+//! ([`table`]), which warms the cache for the frames to come ([`prefetch`]), and the IPv6
+//! addresses that flows' keys name by number ([`hosts`]).
 
+pub mod hosts;
 pub mod key;
 pub mod prefetch;
 pub mod table;
 
-pub use key::{FlowKey, Key4, Side};
-pub use table::{Entry, FlowTable, TableKey, TableStats, Ttl};
+pub use hosts::HostIds;
+pub use key::{FlowKey, PackedKey, Side};
+pub use table::{Entry, FlowTable, Keeper, TableKey, TableStats, Ttl};

@@ -28,13 +28,41 @@
 //! - flows expire after `idle_ttl` of silence, or `exp_ttl` after a FIN or RST, measured on packet
 //!   timestamps so a file replays exactly as live traffic would.
 //!
-//! The table knows nothing about what the value means: callers pass a closure that releases
-//! whatever a value holds when its flow is dropped. Nor does it know the key's layout, only how
-//! to compare and hash it ([`TableKey`]): a worker keeps IPv4 flows under a 16-byte key, which
-//! orders, hashes and compares in a few instructions, and IPv6 flows under the full one.
+//! The table knows nothing about what the value or the key means: callers pass a [`Keeper`]
+//! (a closure will do) that is told when a flow is let in, dropped, or restarted, to release
+//! whatever its value or key holds. Nor does it know the key's layout, only how to compare it
+//! ([`TableKey`]): a worker keeps both families' flows under one 16-byte key, which compares in
+//! two instructions ([`PackedKey`]).
 
-use super::key::{FlowKey, Key4};
+use super::key::{FlowKey, PackedKey};
 use super::prefetch::prefetch;
+
+/// What the table tells its owner about the flows it holds, so that the owner can release what
+/// their keys and values hold. Any `FnMut(&mut V)` is a keeper that releases values only.
+pub trait Keeper<K, V> {
+    /// A new flow's `key` is let in. Called before the table evicts to make room for it.
+    fn admit(&mut self, key: &K);
+    /// The flow of `key` is dropped (evicted or expired), and `value` with it.
+    fn drop_flow(&mut self, key: &K, value: &mut V);
+    /// The flow of a key was found expired and starts afresh under the same key: `value`, its
+    /// old state, is dropped.
+    fn restart(&mut self, value: &mut V);
+}
+
+impl<K, V, F: FnMut(&mut V)> Keeper<K, V> for F {
+    #[inline]
+    fn admit(&mut self, _key: &K) {}
+
+    #[inline]
+    fn drop_flow(&mut self, _key: &K, value: &mut V) {
+        self(value)
+    }
+
+    #[inline]
+    fn restart(&mut self, value: &mut V) {
+        self(value)
+    }
+}
 
 /// What the table needs of a key.
 pub trait TableKey: Copy + Default {
@@ -60,15 +88,15 @@ impl TableKey for FlowKey {
     }
 }
 
-impl TableKey for Key4 {
+impl TableKey for PackedKey {
     #[inline]
-    fn same(&self, y: &Key4) -> bool {
+    fn same(&self, y: &PackedKey) -> bool {
         self == y
     }
 
     #[inline]
     fn hash64(&self) -> u64 {
-        Key4::hash64(self)
+        PackedKey::hash64(self)
     }
 }
 
@@ -108,7 +136,7 @@ pub struct Entry<K, V> {
     meta: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry<Key4, [u64; 10]>>() == 112);
+const _: () = assert!(std::mem::size_of::<Entry<PackedKey, [u64; 10]>>() == 112);
 const _: () = assert!(std::mem::size_of::<Entry<FlowKey, [u64; 10]>>() == 128);
 const _: () = assert!(std::mem::size_of::<IndexSlot>() == 8);
 
@@ -222,7 +250,7 @@ pub struct FlowTable<K, V> {
     evict_cursor: u32,
     /// Where the next two evictions start sampling, as 32-bit numbers that [`home`] maps onto
     /// the slab: each is drawn two evictions ahead, so that the entries it reaches are loaded
-    /// and its first entry's index slot too by the time it is used (see [`FlowTable::evict_one`]).
+    /// and its first entry's index slot too by the time it is used (see [`FlowTable::evict`]).
     evict_at: [u32; 2],
     /// The last eviction read more than the first entry it sampled: the next ones load all their
     /// samples ahead.
@@ -298,6 +326,12 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         self.entries.iter()
     }
 
+    /// The flow at `idx` in the slab (a guess from [`FlowTable::prefetch_entry`]), if any.
+    #[inline]
+    pub fn entry(&self, idx: u32) -> Option<&Entry<K, V>> {
+        self.entries.get(idx as usize)
+    }
+
     /// Every live flow's value, to change in place.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.entries.iter_mut().map(|e| &mut e.value)
@@ -347,50 +381,20 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     /// Finds the flow for `key` (with `hash = key.hash64()`), creating it if needed, and marks
     /// it seen at `now`. `guess` is where it may be (see [`FlowTable::prefetch_entry`]; any value
     /// will do, `u32::MAX` for none). A flow found expired is dropped and started afresh. Returns the entry
-    /// and whether it is new. `release` is called on the value of every flow dropped on the way.
+    /// and whether it is new. `keeper` is told of the new flow, and of every flow dropped on the
+    /// way.
     ///
-    /// `release` is taken by value (a closure over a reference is one register), and given by
+    /// `keeper` is taken by value (a closure over a reference is one register), and given by
     /// value to the out-of-line insertion: a reference to it would have the caller store it in
     /// memory on every call, for the few calls that drop a flow.
-    #[inline]
+    #[inline(always)]
     pub fn upsert(
         &mut self,
         key: &K,
         hash: u64,
         guess: u32,
         now: u64,
-        release: impl FnMut(&mut V),
-    ) -> (&mut Entry<K, V>, bool) {
-        self.find_or_insert(key, hash, guess, now, None::<&mut Self>, release)
-    }
-
-    /// [`FlowTable::upsert`] for a table that shares its `max_flows` with `other` (of the same
-    /// bound): a new flow evicts one of this table's once they hold `max_flows` together, or, when
-    /// `other` holds all of them (and this one none), one of `other`'s. `other` is looked at only
-    /// for a new flow, so that a packet of a known one does not pay for it.
-    #[inline]
-    pub fn upsert_sharing<O: TableKey>(
-        &mut self,
-        key: &K,
-        hash: u64,
-        guess: u32,
-        now: u64,
-        other: &mut FlowTable<O, V>,
-        release: impl FnMut(&mut V),
-    ) -> (&mut Entry<K, V>, bool) {
-        self.find_or_insert(key, hash, guess, now, Some(other), release)
-    }
-
-    /// [`FlowTable::upsert`], with the table that shares the bound if there is one.
-    #[inline(always)]
-    fn find_or_insert<O: TableKey>(
-        &mut self,
-        key: &K,
-        hash: u64,
-        guess: u32,
-        now: u64,
-        other: Option<&mut FlowTable<O, V>>,
-        mut release: impl FnMut(&mut V),
+        mut keeper: impl Keeper<K, V>,
     ) -> (&mut Entry<K, V>, bool) {
         // The guess is checked against the key: a key is in the table at most once.
         let hit = matches!(self.entries.get(guess as usize), Some(e) if e.key.same(key));
@@ -399,7 +403,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         } else {
             match self.find(key, hash) {
                 Some(idx) => idx,
-                None => return self.insert(key, hash, now, other, release),
+                None => return self.insert(key, hash, now, keeper),
             }
         };
         let ttl = self.ttl;
@@ -409,7 +413,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         let seen = e.last_seen.max(now);
         let fresh = seen - e.last_seen > e.limit(&ttl);
         if fresh {
-            release(&mut e.value);
+            keeper.restart(&mut e.value);
             e.value = V::default();
             e.meta &= !state::BITS;
             self.stats.expired += 1;
@@ -438,39 +442,29 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         }
     }
 
-    /// The rest of [`FlowTable::find_or_insert`] for a flow not found: makes room, then inserts.
+    /// The rest of [`FlowTable::upsert`] for a flow not found: makes room, then inserts.
     /// Out of line: most packets find their flow.
     #[inline(never)]
-    fn insert<O: TableKey>(
+    fn insert(
         &mut self,
         key: &K,
         hash: u64,
         now: u64,
-        other: Option<&mut FlowTable<O, V>>,
-        mut release: impl FnMut(&mut V),
+        mut keeper: impl Keeper<K, V>,
     ) -> (&mut Entry<K, V>, bool) {
-        // The flows the other table holds, once it has given one up if it holds them all (then
-        // this one is empty); `hash`, the new flow's, seeds the choice.
-        let others = match other {
-            Some(o) => {
-                if o.len() >= self.max_flows {
-                    o.evict_one(hash, &mut release);
-                }
-                o.len()
-            }
-            None => 0,
-        };
+        // Before the eviction, which may let go of what the new key holds too.
+        keeper.admit(key);
         let entry = Entry {
             value: V::default(),
             last_seen: now,
             key: *key,
             meta: tag_of(hash) & !state::BITS,
         };
-        let idx = if !self.is_empty() && self.len() + others >= self.max_flows {
+        let idx = if self.len() >= self.max_flows {
             // The new flow takes the victim's place in the slab, so that no other entry moves
             // (a move would cost a second index probe, and make stale the guesses of the flows
             // in progress).
-            let idx = self.evict(hash, &mut release);
+            let idx = self.evict(hash, &mut keeper);
             self.entries[idx] = entry;
             idx
         } else {
@@ -515,13 +509,13 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     }
 
     /// Drops every flow whose TTL has run out at `now`.
-    pub fn expire(&mut self, now: u64, release: &mut impl FnMut(&mut V)) {
+    pub fn expire(&mut self, now: u64, keeper: &mut impl Keeper<K, V>) {
         let ttl = self.ttl;
         let mut i = 0;
         while i < self.entries.len() {
             let e = &mut self.entries[i];
             if e.expired(now, &ttl) {
-                release(&mut e.value);
+                keeper.drop_flow(&e.key, &mut e.value);
                 self.remove(i);
                 self.stats.expired += 1;
                 // remove moved the last entry into i: look at it again.
@@ -532,9 +526,9 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     }
 
     /// Drops every flow, releasing its value (used at shutdown).
-    pub fn clear(&mut self, release: &mut impl FnMut(&mut V)) {
+    pub fn clear(&mut self, keeper: &mut impl Keeper<K, V>) {
         for e in &mut self.entries {
-            release(&mut e.value);
+            keeper.drop_flow(&e.key, &mut e.value);
         }
         self.entries.clear();
         self.index.fill(IndexSlot::default());
@@ -551,23 +545,18 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
     /// closing one is the victim) has its index slot loaded. Any point is as good as any other,
     /// so one that the slab's changes in between have made stale costs a miss, never a wrong
     /// choice.
-    fn evict_one(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) {
-        if !self.is_empty() {
-            let victim = self.evict(hash, release);
-            self.remove_entry(victim);
-        }
-    }
-
-    /// The part of [`FlowTable::evict_one`] that leaves the victim's place in the slab to the
-    /// caller: chooses the victim, releases its value, takes it out of the index, counts it, and
-    /// returns its place, which the caller must fill or remove. The table must not be empty.
-    fn evict(&mut self, hash: u64, release: &mut impl FnMut(&mut V)) -> usize {
+    ///
+    /// The victim's place in the slab is left to the caller: this chooses the victim, tells the
+    /// keeper, takes it out of the index, counts it, and returns its place, which the caller must
+    /// fill. The table must not be empty.
+    fn evict(&mut self, hash: u64, keeper: &mut impl Keeper<K, V>) -> usize {
         let n = self.entries.len();
         let (victim, read) = self.choose(home(self.evict_at[0], n), n);
         self.evict_wide = read > 1;
         self.evict_at = [self.evict_at[1], (hash >> 32) as u32 ^ self.evict_cursor];
         self.evict_cursor = self.evict_cursor.wrapping_add(0x9e37_79b9);
-        release(&mut self.entries[victim].value);
+        let e = &mut self.entries[victim];
+        keeper.drop_flow(&e.key, &mut e.value);
         self.unlink(victim);
         self.stats.evicted += 1;
         // The next eviction comes once the victim's place is filled or the slab refilled: with
@@ -602,7 +591,7 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
         (victim, read)
     }
 
-    /// Starts loading what the next two evictions will read (see [`FlowTable::evict_one`]), in a
+    /// Starts loading what the next two evictions will read (see [`FlowTable::evict`]), in a
     /// slab of `n` entries: the index slot of the next one's victim as it stands, from entries
     /// loaded since the last eviction, and the entries of the one after. While evictions find a
     /// closing flow first, as under churn, that is one entry each; once one had to read further,
@@ -707,7 +696,7 @@ mod tests {
     }
 
     fn up(t: &mut FlowTable<FlowKey, u64>, k: &FlowKey, now: u64) -> bool {
-        t.upsert(k, k.hash64(), u32::MAX, now, |_| {}).1
+        t.upsert(k, k.hash64(), u32::MAX, now, |_: &mut u64| {}).1
     }
 
     #[test]
@@ -715,12 +704,12 @@ mod tests {
         let mut t = FlowTable::<FlowKey, u64>::new(100_000, TTL);
         for n in 0..5000 {
             assert!(up(&mut t, &key(n), 1));
-            t.upsert(&key(n), key(n).hash64(), u32::MAX, 1, |_| {})
+            t.upsert(&key(n), key(n).hash64(), u32::MAX, 1, |_: &mut u64| {})
                 .0
                 .value = u64::from(n);
         }
         for n in 0..5000 {
-            let (e, new) = t.upsert(&key(n), key(n).hash64(), u32::MAX, 2, |_| {});
+            let (e, new) = t.upsert(&key(n), key(n).hash64(), u32::MAX, 2, |_: &mut u64| {});
             assert!(!new);
             assert_eq!(e.value, u64::from(n));
         }
@@ -731,7 +720,7 @@ mod tests {
     fn any_guess_finds_the_flow_and_only_it() {
         let mut t = FlowTable::<FlowKey, u64>::new(1000, TTL);
         for n in 0..300 {
-            t.upsert(&key(n), key(n).hash64(), u32::MAX, 1, |_| {})
+            t.upsert(&key(n), key(n).hash64(), u32::MAX, 1, |_: &mut u64| {})
                 .0
                 .value = u64::from(n);
         }
@@ -739,7 +728,7 @@ mod tests {
             let k = key(n);
             let right = t.prefetch_entry(t.locate(k.hash64()), k.hash64());
             for guess in [right, 0, 299, (n * 7) % 300, 300, u32::MAX] {
-                let (e, new) = t.upsert(&k, k.hash64(), guess, 2, |_| {});
+                let (e, new) = t.upsert(&k, k.hash64(), guess, 2, |_: &mut u64| {});
                 assert!(!new && e.value == u64::from(n), "flow {n}, guess {guess}");
             }
         }
@@ -797,7 +786,9 @@ mod tests {
             up(&mut t, &key(n), 100 + u64::from(n));
         }
         let mut released = 0;
-        t.upsert(&key(99), key(99).hash64(), u32::MAX, 200, |_| released += 1);
+        t.upsert(&key(99), key(99).hash64(), u32::MAX, 200, |_: &mut u64| {
+            released += 1
+        });
         assert_eq!(t.len(), 8);
         assert_eq!(t.stats().evicted, 1);
         assert_eq!(released, 1);
@@ -835,7 +826,13 @@ mod tests {
         for n in 0..8 {
             let established = n == 0 || n == 5 || n == 6;
             let k = key(n);
-            let (e, _) = t.upsert(&k, k.hash64(), u32::MAX, 100 + u64::from(n), |_| {});
+            let (e, _) = t.upsert(
+                &k,
+                k.hash64(),
+                u32::MAX,
+                100 + u64::from(n),
+                |_: &mut u64| {},
+            );
             e.note(n == 6, established);
         }
         up(&mut t, &key(99), 200);
@@ -855,14 +852,14 @@ mod tests {
         let mut live = std::collections::BTreeMap::new();
         for n in 0..5000u32 {
             let now = u64::from(n) * 7;
-            let (e, new) = t.upsert(&key(n), key(n).hash64(), u32::MAX, now, |v| {
+            let (e, new) = t.upsert(&key(n), key(n).hash64(), u32::MAX, now, |v: &mut u64| {
                 assert!(live.remove(v).is_some(), "released flow {v} was live");
             });
             assert!(new);
             e.value = u64::from(n);
             live.insert(u64::from(n), ());
             if n % 1000 == 999 {
-                t.expire(now, &mut |v| {
+                t.expire(now, &mut |v: &mut u64| {
                     assert!(live.remove(v).is_some(), "expired flow {v} was live");
                 });
             }
@@ -870,7 +867,7 @@ mod tests {
         }
         for &v in live.keys() {
             let k = key(v as u32);
-            let (e, new) = t.upsert(&k, k.hash64(), u32::MAX, 35_000, |_| {});
+            let (e, new) = t.upsert(&k, k.hash64(), u32::MAX, 35_000, |_: &mut u64| {});
             assert!(!new, "flow {v} is found");
             assert_eq!(e.value, v);
         }
@@ -884,14 +881,14 @@ mod tests {
         let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
         up(&mut t, &key(1), 0);
         up(&mut t, &key(2), 0);
-        t.upsert(&key(2), key(2).hash64(), u32::MAX, 0, |_| {})
+        t.upsert(&key(2), key(2).hash64(), u32::MAX, 0, |_: &mut u64| {})
             .0
             .note(true, false);
-        t.expire(1_001, &mut |_| {});
+        t.expire(1_001, &mut |_: &mut u64| {});
         assert_eq!(t.len(), 1, "the closed flow expires after exp_ttl");
-        t.expire(10_000, &mut |_| {});
+        t.expire(10_000, &mut |_: &mut u64| {});
         assert_eq!(t.len(), 1, "idle_ttl is not yet over");
-        t.expire(10_001, &mut |_| {});
+        t.expire(10_001, &mut |_: &mut u64| {});
         assert!(t.is_empty());
         assert_eq!(t.stats().expired, 2);
     }
@@ -899,10 +896,10 @@ mod tests {
     #[test]
     fn expired_flow_found_on_lookup_starts_afresh() {
         let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
-        t.upsert(&key(1), key(1).hash64(), u32::MAX, 0, |_| {})
+        t.upsert(&key(1), key(1).hash64(), u32::MAX, 0, |_: &mut u64| {})
             .0
             .value = 7;
-        let (e, new) = t.upsert(&key(1), key(1).hash64(), u32::MAX, 20_000, |_| {});
+        let (e, new) = t.upsert(&key(1), key(1).hash64(), u32::MAX, 20_000, |_: &mut u64| {});
         assert!(new);
         assert_eq!(e.value, 0);
     }
@@ -917,13 +914,13 @@ mod tests {
         {
             let k = key(n as u32);
             let tag = tag_of(k.hash64());
-            let (e, _) = t.upsert(&k, k.hash64(), u32::MAX, 0, |_| {});
+            let (e, _) = t.upsert(&k, k.hash64(), u32::MAX, 0, |_: &mut u64| {});
             e.note(closing, established);
             assert_eq!(e.tag(), tag, "flow {n}");
             assert_eq!(e.established(), established, "flow {n}");
             assert_eq!(e.limit(&TTL) == TTL.closed_ns, closing, "flow {n}");
             // Found expired, the flow starts afresh: its state goes, its tag stays.
-            let (e, new) = t.upsert(&k, k.hash64(), u32::MAX, 50_000, |_| {});
+            let (e, new) = t.upsert(&k, k.hash64(), u32::MAX, 50_000, |_: &mut u64| {});
             assert!(new);
             assert_eq!((e.tag(), e.established()), (tag, false), "flow {n}");
             assert_eq!(e.limit(&TTL), TTL.idle_ns, "flow {n}");
@@ -937,7 +934,7 @@ mod tests {
             up(&mut t, &key(n), u64::from(n % 2) * 50_000);
         }
         // Every even flow is idle since 0; odd ones were seen at 50_000.
-        t.expire(55_000, &mut |_| {});
+        t.expire(55_000, &mut |_: &mut u64| {});
         assert_eq!(t.len(), 200);
         for n in (1..400).step_by(2) {
             assert!(!up(&mut t, &key(n), 55_000), "flow {n} lost by deletion");
