@@ -8,7 +8,8 @@
 //! `pairs_100k`, is the gateway at scale: 50,000 request/response flows, each from its own
 //! client host, so that 100,000 host pairs get samples; its flow table is larger too, as a
 //! gateway's is. (It has no bulk flows: 12,500 bulk halves in flight at once would need more
-//! segment rings than a worker lends, and their ACKs would give no samples.)
+//! segment rings than a worker lends, and their ACKs would give no samples.) A fourth,
+//! `few_pairs_ipv6`, is the first over IPv6, whose flows' keys name their addresses by host id.
 //! The benchmark pins itself to the last core, as live workers are pinned.
 //! Criterion reports time per cycle and packets per second; divide for ns per packet. Before the
 //! timed runs it counts the allocations that `Worker::handle` makes over whole steady-state
@@ -22,7 +23,7 @@
 //! the core's own caches, which tells a slowdown of the core from one of the shared cache.
 //! `HOT_PATH_FLOWS=50000 HOT_PATH_CLIENTS=50000 HOT_PATH_BULK_EVERY=0` replays the
 //! `pairs_100k` mix (`HOT_PATH_BULK_EVERY` is 4 unless set); the replay prints how many host
-//! pairs got samples, and any ACK that gave none.
+//! pairs got samples, and any ACK that gave none. `HOT_PATH_IPV6=1` replays the mix over IPv6.
 
 use criterion::{criterion_group, Criterion, Throughput};
 
@@ -83,12 +84,13 @@ fn hot_path(c: &mut Criterion) {
     });
     // Each mix gets its own worker, warmed up for two cycles (flows created, rings and histograms
     // allocated) just before its run, and dropped after it. The first mix is the headline one.
-    for (name, flows, clients, bulk_every) in [
-        ("few_pairs", FLOWS, 100, 4),
-        ("many_pairs", FLOWS, 2_000, 4),
-        ("pairs_100k", PAIRS_100K_FLOWS, PAIRS_100K_FLOWS, 0),
+    for (name, flows, clients, bulk_every, v6) in [
+        ("few_pairs", FLOWS, 100, 4, false),
+        ("many_pairs", FLOWS, 2_000, 4, false),
+        ("pairs_100k", PAIRS_100K_FLOWS, PAIRS_100K_FLOWS, 0, false),
+        ("few_pairs_ipv6", FLOWS, 100, 4, true),
     ] {
-        let mut mix = traffic::Mix::with_bulk(flows, clients, 4, bulk_every);
+        let mut mix = mix(flows, clients, bulk_every, v6);
         g.throughput(Throughput::Elements(mix.len() as u64));
         let mut w = Worker::new(0, &WorkerConfig::default());
         for _ in 0..2 {
@@ -101,11 +103,20 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
-/// Replays `cycles` cycles of a mix (`flows` flows, `clients` client hosts, every
-/// `bulk_every`-th flow bulk) through one worker, and prints the time per packet after two
-/// warm-up cycles (one run; compare runs interleaved).
-fn replay_only(cycles: u32, flows: u32, clients: u32, bulk_every: u32) {
-    let mut mix = traffic::Mix::with_bulk(flows, clients, 4, bulk_every);
+/// A mix of `flows` flows, `clients` client hosts and 4 servers, every `bulk_every`-th flow bulk,
+/// over IPv6 when `v6`.
+fn mix(flows: u32, clients: u32, bulk_every: u32, v6: bool) -> traffic::Mix {
+    if v6 {
+        traffic::Mix::ipv6(flows, clients, 4, bulk_every)
+    } else {
+        traffic::Mix::with_bulk(flows, clients, 4, bulk_every)
+    }
+}
+
+/// Replays `cycles` cycles of a mix (see [`mix`]) through one worker, and prints the time per
+/// packet after two warm-up cycles (one run; compare runs interleaved).
+fn replay_only(cycles: u32, flows: u32, clients: u32, bulk_every: u32, v6: bool) {
+    let mut mix = mix(flows, clients, bulk_every, v6);
     let mut w = Worker::new(0, &WorkerConfig::default());
     // Two cycles to warm up, then the rest timed.
     let warm = cycles.min(2);
@@ -147,6 +158,7 @@ fn main() {
             flows,
             env("HOT_PATH_CLIENTS").unwrap_or(100).min(flows),
             env("HOT_PATH_BULK_EVERY").unwrap_or(4),
+            env("HOT_PATH_IPV6").is_some_and(|v| v != 0),
         );
         return;
     }

@@ -6,14 +6,19 @@
 //! acknowledgment number advanced by what the flow sent in one cycle, and every timestamp by the
 //! cycle's length, continues each connection as if it never stopped. So the worker sees a steady
 //! state — established flows, new data, new ACKs — without the benchmark generating packets or
-//! allocating while it is timed.
+//! allocating while it is timed. The same mix can be built over IPv6 ([`Mix::ipv6`]), each
+//! host `a.b.c.d` becoming 2001:db8::a.b.c.d.
 
 #![allow(dead_code)]
 
 use metro::capture::Frame;
 
-/// Bytes captured per frame: Ethernet + IPv4 + TCP with the timestamp option (snap length).
-const HDR: usize = 14 + 20 + 32;
+/// Bytes of TCP header each frame has: the timestamp option included.
+const TCP: usize = 32;
+/// Bytes captured per frame: Ethernet + IPv4 + TCP (snap length).
+const HDR: usize = 14 + 20 + TCP;
+/// The same over IPv6.
+const HDR6: usize = 14 + 40 + TCP;
 /// Length of one cycle, ns.
 pub const CYCLE_NS: u64 = 10_000_000;
 
@@ -30,6 +35,8 @@ pub struct Mix {
     bytes: Vec<u8>,
     meta: Vec<Meta>,
     cycle: u64,
+    /// Bytes captured per frame.
+    hdr: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -42,8 +49,23 @@ fn frame(
     seq: u32,
     ack: u32,
     payload: u16,
+    v6: bool,
 ) -> u32 {
-    let total = 20 + 32 + payload;
+    if v6 {
+        let six = |a: [u8; 4]| {
+            let mut x = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            x[12..].copy_from_slice(&a);
+            x
+        };
+        let len = TCP as u16 + payload;
+        out.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd]);
+        out.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 6, 64]);
+        out.extend_from_slice(&six(src));
+        out.extend_from_slice(&six(dst));
+        tcp(out, sport, dport, seq, ack);
+        return u32::from(len) + 14 + 40;
+    }
+    let total = 20 + TCP as u16 + payload;
     out.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
     out.extend_from_slice(&[
         0x45,
@@ -61,13 +83,18 @@ fn frame(
     ]);
     out.extend_from_slice(&src);
     out.extend_from_slice(&dst);
+    tcp(out, sport, dport, seq, ack);
+    u32::from(total) + 14
+}
+
+/// The TCP header, with the timestamp option.
+fn tcp(out: &mut Vec<u8>, sport: u16, dport: u16, seq: u32, ack: u32) {
     out.extend_from_slice(&sport.to_be_bytes());
     out.extend_from_slice(&dport.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&ack.to_be_bytes());
     out.extend_from_slice(&[0x80, 0x10, 0x01, 0xf5, 0, 0, 0, 0]);
     out.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-    u32::from(total) + 14
 }
 
 impl Mix {
@@ -82,6 +109,15 @@ impl Mix {
     /// mix of tens of thousands of flows without bulk ones stays within the ring pool, and
     /// every ACK in it gives a sample.
     pub fn with_bulk(flows: u32, clients: u32, servers: u32, bulk_every: u32) -> Mix {
+        Mix::build(flows, clients, servers, bulk_every, false)
+    }
+
+    /// [`Mix::with_bulk`] over IPv6.
+    pub fn ipv6(flows: u32, clients: u32, servers: u32, bulk_every: u32) -> Mix {
+        Mix::build(flows, clients, servers, bulk_every, true)
+    }
+
+    fn build(flows: u32, clients: u32, servers: u32, bulk_every: u32, v6: bool) -> Mix {
         struct Ev {
             ts: u64,
             c2s: bool,
@@ -159,7 +195,8 @@ impl Mix {
             }
         }
         evs.sort_by_key(|e| (e.ts, e.flow));
-        let mut bytes = Vec::with_capacity(evs.len() * HDR);
+        let hdr = if v6 { HDR6 } else { HDR };
+        let mut bytes = Vec::with_capacity(evs.len() * hdr);
         let mut meta = Vec::with_capacity(evs.len());
         for e in &evs {
             let host = e.flow % clients;
@@ -168,9 +205,13 @@ impl Mix {
             let cport = 10_000 + (e.flow / clients) as u16;
             let off = bytes.len();
             let wire_len = if e.c2s {
-                frame(&mut bytes, client, server, cport, 443, e.seq, e.ack, e.len)
+                frame(
+                    &mut bytes, client, server, cport, 443, e.seq, e.ack, e.len, v6,
+                )
             } else {
-                frame(&mut bytes, server, client, 443, cport, e.seq, e.ack, e.len)
+                frame(
+                    &mut bytes, server, client, 443, cport, e.seq, e.ack, e.len, v6,
+                )
             };
             meta.push(Meta {
                 off,
@@ -184,6 +225,7 @@ impl Mix {
             bytes,
             meta,
             cycle: 0,
+            hdr,
         }
     }
 
@@ -198,19 +240,20 @@ impl Mix {
         let k = self.cycle;
         self.cycle += 1;
         let base = 1_700_000_000_000_000_000 + k * CYCLE_NS;
+        let (hdr, seq) = (self.hdr, self.hdr - TCP + 4);
         for m in &self.meta {
-            let fr = &mut self.bytes[m.off..m.off + HDR];
+            let fr = &mut self.bytes[m.off..m.off + hdr];
             if k > 0 {
                 let bump = |b: &mut [u8], step: u32| {
                     let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_add(step);
                     b.copy_from_slice(&v.to_be_bytes());
                 };
-                bump(&mut fr[38..42], m.seq_step);
-                bump(&mut fr[42..46], m.ack_step);
+                bump(&mut fr[seq..seq + 4], m.seq_step);
+                bump(&mut fr[seq + 4..seq + 8], m.ack_step);
             }
             f(&Frame {
                 ts_ns: base + m.ts,
-                data: &self.bytes[m.off..m.off + HDR],
+                data: &self.bytes[m.off..m.off + hdr],
                 wire_len: m.wire_len,
             });
         }
