@@ -13,6 +13,7 @@
 
 use hashbrown::HashTable;
 
+use super::key::hash_words;
 use crate::decode::Addr;
 
 /// One address and the number of flows that hold it; for a free id, the next free id.
@@ -45,15 +46,11 @@ impl Default for HostIds {
     }
 }
 
-/// The hash of an address: two folded multiplies of its halves, as the flow key's.
+/// The hash of an address: [`hash_words`] of its halves.
 #[inline]
 fn hash(addr: &[u8; 16]) -> u64 {
     let a = u128::from_ne_bytes(*addr);
-    let p = u128::from((a as u64) ^ 0x243f_6a88_85a3_08d3)
-        * u128::from(((a >> 64) as u64) ^ 0x1319_8a2e_0370_7344);
-    let h = (p as u64) ^ ((p >> 64) as u64);
-    let q = u128::from(h) * 0x9e37_79b9_7f4a_7c15;
-    (q as u64) ^ ((q >> 64) as u64)
+    hash_words(a as u64, (a >> 64) as u64)
 }
 
 impl HostIds {

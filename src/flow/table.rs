@@ -12,7 +12,7 @@
 //!   its key again when it is evicted or moved.
 //!
 //! Only the index has slack, and its slots are small: at `max_flows` flows a table takes
-//! `max_flows` × (entry + 2 × 8) bytes, 128 a flow for an IPv4 flow's 112-byte entry. A lookup is
+//! `max_flows` × (entry + 2 × 8) bytes, 128 a flow for a worker's 112-byte entry. A lookup is
 //! two dependent loads (index slot, then entry); [`FlowTable::locate`] and
 //! [`FlowTable::prefetch_entry`] let a caller start each of them early.
 //!
@@ -34,7 +34,7 @@
 //! ([`TableKey`]): a worker keeps both families' flows under one 16-byte key, which compares in
 //! two instructions ([`PackedKey`]).
 
-use super::key::{FlowKey, PackedKey};
+use super::key::PackedKey;
 use super::prefetch::prefetch;
 
 /// What the table tells its owner about the flows it holds, so that the owner can release what
@@ -71,21 +71,6 @@ pub trait TableKey: Copy + Default {
     /// The 64-bit hash that callers pass with the key: the table keeps its low 32 bits as the
     /// flow's tag (see [`tag_of`]), and never hashes a stored key again.
     fn hash64(&self) -> u64;
-}
-
-impl TableKey for FlowKey {
-    /// Three wide compares (the derived `==` compares the arrays byte-wise).
-    #[inline]
-    fn same(&self, y: &FlowKey) -> bool {
-        u128::from_ne_bytes(self.a.0) == u128::from_ne_bytes(y.a.0)
-            && u128::from_ne_bytes(self.b.0) == u128::from_ne_bytes(y.b.0)
-            && (self.a_port, self.b_port) == (y.a_port, y.b_port)
-    }
-
-    #[inline]
-    fn hash64(&self) -> u64 {
-        FlowKey::hash64(self)
-    }
 }
 
 impl TableKey for PackedKey {
@@ -137,7 +122,6 @@ pub struct Entry<K, V> {
 }
 
 const _: () = assert!(std::mem::size_of::<Entry<PackedKey, [u64; 10]>>() == 112);
-const _: () = assert!(std::mem::size_of::<Entry<FlowKey, [u64; 10]>>() == 128);
 const _: () = assert!(std::mem::size_of::<IndexSlot>() == 8);
 
 impl<K, V> Entry<K, V> {
@@ -683,25 +667,23 @@ impl<K: TableKey, V: Default + Copy> FlowTable<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Addr;
 
     const TTL: Ttl = Ttl {
         idle_ns: 10_000,
         closed_ns: 1_000,
     };
 
-    fn key(n: u32) -> FlowKey {
-        let b = n.to_be_bytes();
-        FlowKey::new(Addr::v4(b), 1000, Addr::v4([10, 0, 0, 1]), 80).0
+    fn key(n: u32) -> PackedKey {
+        PackedKey::new(n, 1000, 0x0a00_0001, 80).0
     }
 
-    fn up(t: &mut FlowTable<FlowKey, u64>, k: &FlowKey, now: u64) -> bool {
+    fn up(t: &mut FlowTable<PackedKey, u64>, k: &PackedKey, now: u64) -> bool {
         t.upsert(k, k.hash64(), u32::MAX, now, |_: &mut u64| {}).1
     }
 
     #[test]
     fn finds_what_it_inserted_across_growth() {
-        let mut t = FlowTable::<FlowKey, u64>::new(100_000, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(100_000, TTL);
         for n in 0..5000 {
             assert!(up(&mut t, &key(n), 1));
             t.upsert(&key(n), key(n).hash64(), u32::MAX, 1, |_: &mut u64| {})
@@ -718,7 +700,7 @@ mod tests {
 
     #[test]
     fn any_guess_finds_the_flow_and_only_it() {
-        let mut t = FlowTable::<FlowKey, u64>::new(1000, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(1000, TTL);
         for n in 0..300 {
             t.upsert(&key(n), key(n).hash64(), u32::MAX, 1, |_: &mut u64| {})
                 .0
@@ -743,7 +725,7 @@ mod tests {
     #[test]
     fn grows_at_a_quarter_full_and_stops_at_exactly_what_the_bound_needs() {
         // 1,000 flows: a slab of 1,000 entries and an index of 2,000 slots at the bound.
-        let mut t = FlowTable::<FlowKey, u64>::new(1000, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(1000, TTL);
         assert_eq!((t.index.len(), t.entries.capacity()), (INITIAL_SLOTS, 128));
         for n in 0..256 {
             up(&mut t, &key(n), 1);
@@ -775,13 +757,13 @@ mod tests {
         assert_eq!(t.stats().evicted, 0);
         assert_eq!(
             t.bytes(),
-            1000 * (std::mem::size_of::<Entry<FlowKey, u64>>() + 16)
+            1000 * (std::mem::size_of::<Entry<PackedKey, u64>>() + 16)
         );
     }
 
     #[test]
     fn full_table_evicts_the_least_recently_seen_and_counts_it() {
-        let mut t = FlowTable::<FlowKey, u64>::new(8, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(8, TTL);
         for n in 0..8 {
             up(&mut t, &key(n), 100 + u64::from(n));
         }
@@ -800,20 +782,20 @@ mod tests {
 
     #[test]
     fn an_evicting_flow_takes_its_victims_place_and_moves_no_other() {
-        let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(64, TTL);
         for n in 0..64 {
             up(&mut t, &key(n), 100 + u64::from(n));
         }
         for n in 64..200 {
-            let before: Vec<FlowKey> = t.iter().map(|e| *e.key()).collect();
+            let before: Vec<PackedKey> = t.iter().map(|e| *e.key()).collect();
             up(&mut t, &key(n), 100 + u64::from(n));
-            let after: Vec<FlowKey> = t.iter().map(|e| *e.key()).collect();
+            let after: Vec<PackedKey> = t.iter().map(|e| *e.key()).collect();
             let changed: Vec<usize> = (0..64).filter(|&i| before[i] != after[i]).collect();
             assert_eq!(changed.len(), 1, "flow {n}");
             assert_eq!(after[changed[0]], key(n), "flow {n}");
         }
         assert_eq!(t.stats().evicted, 136);
-        let live: Vec<FlowKey> = t.iter().map(|e| *e.key()).collect();
+        let live: Vec<PackedKey> = t.iter().map(|e| *e.key()).collect();
         assert!(
             live.iter().all(|k| !up(&mut t, k, 300)),
             "every flow is found"
@@ -822,7 +804,7 @@ mod tests {
 
     #[test]
     fn eviction_takes_closing_then_half_open_flows_before_older_established_ones() {
-        let mut t = FlowTable::<FlowKey, u64>::new(8, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(8, TTL);
         for n in 0..8 {
             let established = n == 0 || n == 5 || n == 6;
             let k = key(n);
@@ -848,7 +830,7 @@ mod tests {
 
     #[test]
     fn index_and_slab_stay_consistent_through_evictions_and_expiries() {
-        let mut t = FlowTable::<FlowKey, u64>::new(300, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(300, TTL);
         let mut live = std::collections::BTreeMap::new();
         for n in 0..5000u32 {
             let now = u64::from(n) * 7;
@@ -878,7 +860,7 @@ mod tests {
 
     #[test]
     fn idle_and_closed_flows_expire_on_packet_time() {
-        let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(64, TTL);
         up(&mut t, &key(1), 0);
         up(&mut t, &key(2), 0);
         t.upsert(&key(2), key(2).hash64(), u32::MAX, 0, |_: &mut u64| {})
@@ -895,7 +877,7 @@ mod tests {
 
     #[test]
     fn expired_flow_found_on_lookup_starts_afresh() {
-        let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(64, TTL);
         t.upsert(&key(1), key(1).hash64(), u32::MAX, 0, |_: &mut u64| {})
             .0
             .value = 7;
@@ -906,7 +888,7 @@ mod tests {
 
     #[test]
     fn an_entry_keeps_its_tag_whatever_its_state() {
-        let mut t = FlowTable::<FlowKey, u64>::new(64, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(64, TTL);
         for (n, (closing, established)) in
             [(false, false), (true, false), (false, true), (true, true)]
                 .into_iter()
@@ -929,7 +911,7 @@ mod tests {
 
     #[test]
     fn deletion_keeps_probe_chains_intact() {
-        let mut t = FlowTable::<FlowKey, u64>::new(512, TTL);
+        let mut t = FlowTable::<PackedKey, u64>::new(512, TTL);
         for n in 0..400 {
             up(&mut t, &key(n), u64::from(n % 2) * 50_000);
         }
