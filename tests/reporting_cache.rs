@@ -14,7 +14,7 @@ use metro::worker::{Worker, WorkerConfig};
 
 mod support;
 
-use support::tcp4::{self, Frames, Seg, ACK, FIN, SYN};
+use support::tcp4::{self, six, Frames, Seg, ACK, FIN, SYN};
 use support::traffic;
 
 const SERVERS: u32 = 4;
@@ -199,14 +199,6 @@ fn short_flow(
         emit(*t, &sg);
     }
     *t += 10_000;
-}
-
-/// The IPv6 address that stands for the test's IPv4 address `a`: 2001:db8::a.b.c.d.
-fn six(a: [u8; 4]) -> [u8; 16] {
-    let mut x = [0u8; 16];
-    x[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
-    x[12..].copy_from_slice(&a);
-    x
 }
 
 /// `s` as an Ethernet frame of IPv6 and TCP headers, its addresses mapped by [`six`]: the

@@ -46,6 +46,13 @@ pub fn push(out: &mut Vec<u8>, s: &Seg) -> u32 {
     u32::from(total) + 14
 }
 
+/// The IPv6 address that stands for the IPv4 address `a`: 2001:db8::a.b.c.d.
+pub fn six(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    x[12..].copy_from_slice(&a);
+    x
+}
+
 /// Appends the segment's headers to `out` as IPv6, its addresses given as `src` and `dst`;
 /// returns its length on the wire.
 pub fn push6(out: &mut Vec<u8>, s: &Seg, src: [u8; 16], dst: [u8; 16]) -> u32 {

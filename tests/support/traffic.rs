@@ -13,6 +13,8 @@
 
 use metro::capture::Frame;
 
+use super::tcp4::six;
+
 /// Bytes of TCP header each frame has: the timestamp option included.
 const TCP: usize = 32;
 /// Bytes captured per frame: Ethernet + IPv4 + TCP (snap length).
@@ -52,11 +54,6 @@ fn frame(
     v6: bool,
 ) -> u32 {
     if v6 {
-        let six = |a: [u8; 4]| {
-            let mut x = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            x[12..].copy_from_slice(&a);
-            x
-        };
         let len = TCP as u16 + payload;
         out.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd]);
         out.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 6, 64]);
